@@ -1,0 +1,39 @@
+#version 430
+// Lambertian SH shading; the basis and its constants must match synthface/shading.py (tested).
+
+layout(std430, binding = 4) readonly buffer Lights { float lights[]; };  // (B*9*3): [b][k][channel]
+
+in vec3 v_normal;
+in vec3 v_albedo;
+in vec3 v_pncc;
+in float v_depth;
+flat in int v_instance;
+
+layout(location = 0) out vec4 out_colour;  // sRGB
+layout(location = 1) out float out_depth;  // camera-space z, mm
+layout(location = 2) out vec4 out_normal;  // unit camera-space normal
+layout(location = 3) out vec4 out_pncc;
+
+const float C1 = 1.1547005383792517;   // 2/sqrt(3)
+const float C2 = 0.9682458365518543;   // sqrt(15)/4
+const float C3 = 0.2795084971874737;   // sqrt(5)/8
+
+vec3 linear_to_srgb(vec3 c) {
+    c = clamp(c, 0.0, 1.0);
+    return mix(12.92 * c, 1.055 * pow(c, vec3(1.0 / 2.4)) - 0.055, step(vec3(0.0031308), c));
+}
+
+void main() {
+    vec3 n = normalize(v_normal);
+    float basis[9] = float[9](1.0, C1 * n.y, C1 * n.z, C1 * n.x, C2 * n.x * n.y, C2 * n.y * n.z,
+                              C3 * (3.0 * n.z * n.z - 1.0), C2 * n.x * n.z, 0.5 * C2 * (n.x * n.x - n.y * n.y));
+    vec3 irradiance = vec3(0.0);
+    int base = 27 * v_instance;
+    for (int k = 0; k < 9; ++k) {
+        irradiance += basis[k] * vec3(lights[base + 3 * k], lights[base + 3 * k + 1], lights[base + 3 * k + 2]);
+    }
+    out_colour = vec4(linear_to_srgb(v_albedo * max(irradiance, 0.0)), 1.0);
+    out_depth = v_depth;
+    out_normal = vec4(n, 1.0);
+    out_pncc = vec4(v_pncc, 1.0);
+}

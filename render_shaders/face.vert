@@ -1,0 +1,50 @@
+#version 430
+// Many faces per draw: instance i reads its camera-space vertices from SSBOs and lands in tile i of an
+// atlas. Clip distances cut each face at its tile's borders, so tiles never bleed into each other.
+// Pixel convention (DESIGN.md): pixel (u, v) covers [u, u+1) x [v, v+1); GL window row r is image row v,
+// so the framebuffer reads back top row first without a flip.
+
+layout(std430, binding = 0) readonly buffer Positions { float positions[]; };  // (B*V*3) camera mm
+layout(std430, binding = 1) readonly buffer Normals { float normals[]; };      // (B*V*3) unit, camera
+layout(std430, binding = 2) readonly buffer Albedo { float albedo[]; };        // (B*V*3) linear RGB
+layout(std430, binding = 3) readonly buffer Cameras { vec4 cameras[]; };       // (B) fx, fy, cx, cy
+
+uniform int n_vertices;
+uniform int first_tile;      // instance k is drawn in tile first_tile + k
+uniform ivec2 grid;          // tiles per row, tile rows
+uniform vec2 tile_size;      // W, H in pixels
+uniform vec2 depth_range;    // near, far in mm
+
+in vec3 in_pncc;             // per-vertex normalized coordinate code, shared by all instances
+
+out vec3 v_normal;
+out vec3 v_albedo;
+out vec3 v_pncc;
+out float v_depth;
+flat out int v_instance;
+
+void main() {
+    int i = 3 * (gl_InstanceID * n_vertices + gl_VertexID);
+    vec3 p = vec3(positions[i], positions[i + 1], positions[i + 2]);
+    vec4 cam = cameras[gl_InstanceID];
+    // u·z and v·z are linear in p, so the clip distances and clip-space x, y interpolate exactly.
+    float uz = cam.x * p.x + cam.z * p.z;
+    float vz = cam.y * p.y + cam.w * p.z;
+    gl_ClipDistance[0] = uz;
+    gl_ClipDistance[1] = tile_size.x * p.z - uz;
+    gl_ClipDistance[2] = vz;
+    gl_ClipDistance[3] = tile_size.y * p.z - vz;
+    int t = first_tile + gl_InstanceID;
+    vec2 tile = vec2(t % grid.x, t / grid.x) * tile_size;
+    vec2 atlas = vec2(grid) * tile_size;
+    float n = depth_range.x, f = depth_range.y;
+    gl_Position = vec4(2.0 * (tile.x * p.z + uz) / atlas.x - p.z,
+                       2.0 * (tile.y * p.z + vz) / atlas.y - p.z,
+                       p.z * (f + n) / (f - n) - 2.0 * f * n / (f - n),
+                       p.z);
+    v_normal = vec3(normals[i], normals[i + 1], normals[i + 2]);
+    v_albedo = vec3(albedo[i], albedo[i + 1], albedo[i + 2]);
+    v_pncc = in_pncc;
+    v_depth = p.z;
+    v_instance = gl_InstanceID;
+}

@@ -1,0 +1,5 @@
+"""``python -m synthface`` runs the ``synthface`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m synthface.cli`` runs the ``synthface`` command."""
+
+from . import main
+
+main()

@@ -1,0 +1,219 @@
+"""Sampling configuration: frozen dataclasses, read from TOML, validated strictly.
+
+Every field carries its bounds in its metadata, so the validator, the TOML
+reader and ``--set section.key=value`` overrides share one definition. Angles
+are given in degrees here (``*_deg``) for people; samples store radians.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+Range = tuple[float, float]
+
+
+def _f(default: Any, lo: float, hi: float, doc: str, choices: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"bounds": (lo, hi), "doc": doc, "choices": choices})
+
+
+@dataclass(frozen=True)
+class CoefficientConfig:
+    """N(0, std) coefficients, clipped to ±clip (in std units of the model)."""
+
+    std: float = _f(1.0, 0.0, 5.0, "standard deviation, in the model's std units")
+    clip: float = _f(3.0, 0.0, 10.0, "clip draws to ±clip; 0 draws all zeros")
+
+
+@dataclass(frozen=True)
+class ExpressionConfig:
+    """PCA models: N(0, std) clipped; blendshape models: sparse weights in [0, max_weight]."""
+
+    std: float = _f(1.0, 0.0, 5.0, "PCA expression std")
+    clip: float = _f(3.0, 0.0, 10.0, "PCA expression clip")
+    active_prob: float = _f(0.08, 0.0, 1.0, "blendshapes: probability that each blendshape is active")
+    max_weight: float = _f(1.0, 0.0, 1.0, "blendshapes: active weights are U(0, max_weight)")
+    neutral_prob: float = _f(0.1, 0.0, 1.0, "probability of a neutral expression (all zero)")
+
+
+@dataclass(frozen=True)
+class PoseConfig:
+    """Head rotation ranges, uniform, in degrees (signs: see synthface.geometry)."""
+
+    yaw_deg: Range = _f((-60.0, 60.0), -180.0, 180.0, "yaw range; + turns the face to image left")
+    pitch_deg: Range = _f((-30.0, 30.0), -90.0, 90.0, "pitch range; + tilts the face down")
+    roll_deg: Range = _f((-20.0, 20.0), -180.0, 180.0, "roll range; + turns the head clockwise in the image")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Pinhole camera looking at the face: distance and framing drawn per sample."""
+
+    distance_mm: Range = _f((400.0, 1500.0), 50.0, 100000.0, "camera-to-face-centre distance")
+    face_fraction: Range = _f((0.6, 0.9), 0.05, 2.0,
+                              "fraction of the image width the face's extent spans (sets the focal length)")
+    center_jitter: float = _f(0.05, 0.0, 0.5, "face centre offset, uniform ±, as a fraction of image size")
+
+
+@dataclass(frozen=True)
+class LightConfig:
+    """SH lighting in camera space: ambient + one directional lobe + second-order noise, tinted."""
+
+    ambient: Range = _f((0.6, 1.1), 0.0, 10.0, "DC coefficient (1 = albedo shown as is)")
+    directional: Range = _f((0.0, 0.6), 0.0, 2.0, "first-order strength relative to ambient")
+    second_order: float = _f(0.1, 0.0, 2.0, "std of second-order coefficients relative to ambient")
+    tint: float = _f(0.08, 0.0, 1.0, "std of the per-channel colour tint")
+
+
+@dataclass(frozen=True)
+class BackgroundConfig:
+    """Background behind the face: one colour per sample."""
+
+    mode: str = _f("random", 0, 0, "'random' (uniform per channel within brightness) or 'solid'",
+                   choices=("random", "solid"))
+    colour: tuple[float, float, float] = _f((0.0, 0.0, 0.0), 0.0, 1.0, "solid colour, linear RGB")
+    brightness: Range = _f((0.0, 1.0), 0.0, 1.0, "random mode: per-channel uniform range")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Everything that decides a sample's parameters (seeded per sample elsewhere)."""
+
+    image_size: int = _f(200, 16, 4096, "output image width = height, pixels")
+    identity: CoefficientConfig = field(default_factory=CoefficientConfig)
+    expression: ExpressionConfig = field(default_factory=ExpressionConfig)
+    albedo: CoefficientConfig = field(default_factory=CoefficientConfig)
+    pose: PoseConfig = field(default_factory=PoseConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    light: LightConfig = field(default_factory=LightConfig)
+    background: BackgroundConfig = field(default_factory=BackgroundConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/TOML-able dict (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def to_toml(self) -> str:
+        """A complete TOML file of this config (what ``--config`` reads)."""
+        lines = []
+        sections = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                sections.append((f.name, value))
+            else:
+                lines.append(f"{f.name} = {_toml_value(value)}  # {f.metadata['doc']}")
+        for name, section in sections:
+            lines.append(f"\n[{name}]")
+            for f in dataclasses.fields(section):
+                lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}  # {f.metadata['doc']}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def _check_number(name: str, value: Any, kind: type, bounds: tuple[float, float]) -> float | int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config {name}: expected a number, got {value!r}; write it as e.g. 1.0")
+    if kind is int and not float(value).is_integer():
+        raise ConfigError(f"config {name}: expected an integer, got {value!r}; write it without a fraction")
+    if not math.isfinite(value) or not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"config {name}: {value!r} is outside [{bounds[0]:g}, {bounds[1]:g}]; "
+                          "choose a value in that range")
+    return kind(value)
+
+
+def _check_value(name: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
+    bounds = f.metadata["bounds"]
+    if hint is str:
+        if value not in f.metadata["choices"]:
+            raise ConfigError(f"config {name}: {value!r} is not one of {', '.join(f.metadata['choices'])}; "
+                              "pick one of those")
+        return value
+    if typing.get_origin(hint) is tuple:
+        n = len(typing.get_args(hint))
+        if not isinstance(value, (list, tuple)) or len(value) != n:
+            raise ConfigError(f"config {name}: expected a list of {n} numbers, got {value!r}; write it as "
+                              f"[{', '.join(['0.0'] * n)}]")
+        out = tuple(_check_number(name, v, float, bounds) for v in value)
+        if n == 2 and out[0] > out[1]:
+            raise ConfigError(f"config {name}: range [{out[0]:g}, {out[1]:g}] has min > max; "
+                              "give it as [min, max]")
+        return out
+    return _check_number(name, value, hint, bounds)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {prefix.rstrip('.') or 'file'}: expected a table, got {data!r}; "
+                          "give its keys under a [section] header")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!s}; known keys: {', '.join(fields)}")
+    kwargs = {}
+    for key, value in data.items():
+        f, hint = fields[key], hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_value(prefix + key, f, hint, value)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> SamplingConfig:
+    """Validate a nested dict (as read from TOML/JSON); unknown keys and bad values raise ConfigError."""
+    return _build(SamplingConfig, data, "")
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> SamplingConfig:
+    """Defaults, updated by a TOML file, then by ``{"section.key": value}`` overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}; "
+                              "check the --config path") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config {p} is not valid TOML: {exc}") from exc
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = data
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config {dotted}: {part} is not a section")
+            node = child
+        node[leaf] = value
+    return config_from_dict(data)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"pose.yaw_deg=[-30, 30]"`` → ``("pose.yaw_deg", (-30, 30))``; values are TOML literals."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. pose.yaw_deg=[-30,30]")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # a bare word: treat as a string (e.g. background.mode=solid)
+    return key.strip(), value

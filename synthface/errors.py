@@ -1,0 +1,19 @@
+"""One exception root, so the CLI can turn every user mistake into one ``error:`` line."""
+
+from __future__ import annotations
+
+
+class SynthfaceError(Exception):
+    """Root of every error a user can cause; the message says what is wrong and how to fix it."""
+
+
+class ModelFileError(SynthfaceError):
+    """A morphable-model file is missing, truncated, of an unknown format or has wrong keys."""
+
+
+class ConfigError(SynthfaceError):
+    """A sampling/render configuration value or key is invalid."""
+
+
+class DeviceError(SynthfaceError):
+    """A requested compute device (e.g. CUDA) is not available."""

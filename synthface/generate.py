@@ -1,0 +1,261 @@
+"""``generate``: sample → geometry → render → shards, one task per shard, locally or in worker processes.
+
+Determinism: sample ``i`` is drawn from ``(seed, i)`` and always computed and
+rendered in slot ``i mod faces_per_draw`` of a ``faces_per_draw``-row batch
+(padded when a shard cuts a batch), so its bytes do not depend on shard size,
+worker count or resume.
+
+Crash safety: a plan (``.synthface-run.json``) is written before any shard;
+shards appear only complete (temporary name, fsync, rename); the manifest is
+written last. ``resume=True`` keeps complete shards and redoes the others.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .config import SamplingConfig, config_from_dict
+from .errors import ConfigError, SynthfaceError
+from .geometry import resolve_device
+from .loaders import load_model
+from .model import MorphableModel
+from .render import FaceRenderer, RenderSettings
+from .sampling import ParameterSampler
+from .shards import (
+    CODECS,
+    DEFAULT_CODEC,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    SHARD_FORMAT,
+    ShardError,
+    ShardWriter,
+    atomic_write_text,
+    file_sha256,
+    read_attrs,
+)
+
+PLAN = ".synthface-run.json"
+EXTRAS = ("normals", "pncc")
+
+
+@dataclass(frozen=True)
+class GenerateJob:
+    """Everything that decides a dataset's sample bytes (stored in the plan and the manifest)."""
+
+    n: int
+    seed: int = 0
+    shard_size: int = 1000
+    config: SamplingConfig = field(default_factory=SamplingConfig)
+    extras: tuple[str, ...] = ()
+    codec: str = DEFAULT_CODEC
+    faces_per_draw: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n >= 1, f"--n must be at least 1, got {self.n}"),
+            (self.shard_size >= 1, f"--shard-size must be at least 1, got {self.shard_size}"),
+            (0 <= self.seed < 2**63, f"--seed must be in [0, 2^63), got {self.seed}"),
+            (self.faces_per_draw >= 1, f"faces_per_draw must be at least 1, got {self.faces_per_draw}"),
+            (self.codec in CODECS, f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}"),
+            (set(self.extras) <= set(EXTRAS), f"unknown extras {self.extras}; choose from {', '.join(EXTRAS)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def shards(self) -> list[tuple[str, int, int]]:
+        """(file name, first index, count) of every shard."""
+        return [(f"shard-{k:06d}.h5", first, min(self.shard_size, self.n - first))
+                for k, first in enumerate(range(0, self.n, self.shard_size))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n": self.n, "seed": self.seed, "shard_size": self.shard_size, "config": self.config.to_dict(),
+                "extras": list(self.extras), "codec": self.codec, "faces_per_draw": self.faces_per_draw}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerateJob:
+        return cls(n=d["n"], seed=d["seed"], shard_size=d["shard_size"], config=config_from_dict(d["config"]),
+                   extras=tuple(d["extras"]), codec=d["codec"], faces_per_draw=d["faces_per_draw"])
+
+
+# ---------------------------------------------------------------- one shard (runs in a worker or in-process)
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(model: MorphableModel, job: GenerateJob, device: str, progress: Any) -> None:
+    """Per-process state: its own GL context and renderer (never inherited from a parent)."""
+    settings = RenderSettings(image_size=job.config.image_size, faces_per_draw=job.faces_per_draw,
+                              normals="normals" in job.extras, pncc="pncc" in job.extras)
+    _WORKER.update(model=model, job=job, progress=progress,
+                   sampler=ParameterSampler(model, job.config, job.seed),
+                   renderer=FaceRenderer(model, settings, device=device))
+
+
+def _release_worker() -> None:
+    renderer = _WORKER.pop("renderer", None)
+    if renderer is not None:
+        renderer.release()
+    _WORKER.clear()
+
+
+def _shard_attrs(model: MorphableModel, job: GenerateJob) -> dict[str, Any]:
+    return {"seed": job.seed, "model": model.name, "model_sha256": model.sha256,
+            "config": job.config.to_json(), "synthface_version": __version__}
+
+
+def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, str]:
+    """Render and write one shard; returns (file name, sha256)."""
+    model, job = _WORKER["model"], _WORKER["job"]
+    sampler, renderer, progress = _WORKER["sampler"], _WORKER["renderer"], _WORKER["progress"]
+    f = job.faces_per_draw
+    with ShardWriter(Path(out_dir) / name, model=model, image_size=job.config.image_size, first_index=first,
+                     count=count, attrs=_shard_attrs(model, job), extras=job.extras, codec=job.codec) as writer:
+        start, stop = first, first + count
+        while start < stop:
+            end = min(start - start % f + f, stop)  # up to the end of this sample's aligned batch
+            params = sampler.sample(np.arange(start, end))
+            writer.write(params, renderer.render(params, slot=start % f))
+            if progress is not None:
+                progress(end - start)
+            start = end
+    return name, writer.sha256 or ""
+
+
+# ---------------------------------------------------------------- the run
+
+def _check_out_dir(out: Path, resume: bool) -> dict[str, Any] | None:
+    """Create/validate ``out``; returns the stored plan when resuming."""
+    if out.exists() and not out.is_dir():
+        raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
+    plan_path = out / PLAN
+    if resume:
+        # An interrupted run has a plan; a finished one a manifest (resume then redoes missing shards).
+        stored = plan_path if plan_path.is_file() else out / MANIFEST
+        if not stored.is_file():
+            raise SynthfaceError(f"--resume: {out} holds no interrupted synthface run; "
+                                 "drop --resume to start a new run in an empty directory")
+        try:
+            return json.loads(stored.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SynthfaceError(f"--resume: cannot read {stored} ({exc}); start again in an empty directory") \
+                from exc
+    if out.exists() and any(out.iterdir()):
+        hint = ("pass --resume to finish that run" if plan_path.exists() or (out / MANIFEST).exists()
+                else "choose a new or empty directory")
+        raise SynthfaceError(f"--out {out} is not empty; {hint}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; check the path and permissions") \
+            from exc
+    return None
+
+
+def _model_record(model: MorphableModel) -> dict[str, str]:
+    return {"name": model.name, "sha256": model.sha256, "source": model.source}
+
+
+def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None = None, workers: int = 1,
+             device: str = "auto", resume: bool = False,
+             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Generate (or finish, with ``resume``) a dataset in ``out``; returns the manifest.
+
+    ``progress(k)`` is called in this process each time ``k`` more samples are done.
+    """
+    out = Path(out)
+    model = model or load_model()
+    device = resolve_device(device)
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    stored = _check_out_dir(out, resume)
+    if stored is not None:
+        if stored["model"]["sha256"] != model.sha256:
+            raise SynthfaceError(f"--resume: {out} was started with model {stored['model']['name']} "
+                                 f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
+        job = GenerateJob.from_dict(stored["job"])
+        for tmp in out.glob(".shard-*.tmp"):  # partial shards of the interrupted run
+            tmp.unlink()
+    else:
+        atomic_write_text(out / PLAN, json.dumps({"format": MANIFEST_FORMAT, "synthface_version": __version__,
+                                                  "model": _model_record(model), "job": job.to_dict()}, indent=1))
+    done: dict[str, str] = {}
+    todo = []
+    for name, first, count in job.shards():
+        path = out / name
+        if resume and path.is_file() and _complete(path, first, count):
+            done[name] = file_sha256(path)
+            if progress is not None:
+                progress(count)
+        else:
+            todo.append((str(out), name, first, count))
+    done.update(_run(todo, model, job, device, workers, progress))
+    manifest = {
+        "format": MANIFEST_FORMAT, "format_version": 1, "synthface_version": __version__,
+        "seed": job.seed, "n": job.n, "image_size": job.config.image_size, "config": job.config.to_dict(),
+        "model": _model_record(model), "shard_format": SHARD_FORMAT, "job": job.to_dict(),
+        "shards": [{"file": name, "first_index": first, "count": count, "sha256": done[name]}
+                   for name, first, count in job.shards()],
+    }
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    (out / PLAN).unlink(missing_ok=True)
+    return manifest
+
+
+def _complete(path: Path, first: int, count: int) -> bool:
+    """A shard under its final name was renamed into place whole; check it is the one planned."""
+    try:
+        attrs = read_attrs(path)
+    except ShardError:
+        return False
+    return int(attrs["first_index"]) == first and int(attrs["count"]) == count
+
+
+def _run(todo: list[tuple[str, str, int, int]], model: MorphableModel, job: GenerateJob, device: str,
+         workers: int, progress: Callable[[int], None] | None) -> dict[str, str]:
+    if not todo:
+        return {}
+    if workers == 1 or len(todo) == 1:
+        _init_worker(model, job, device, progress)
+        try:
+            return dict(_write_shard(*task) for task in todo)
+        finally:
+            _release_worker()
+    ctx = multiprocessing.get_context("spawn")  # GL and CUDA state must never be forked
+    counts = ctx.Queue()
+    results: dict[str, str] = {}
+    with ctx.Pool(min(workers, len(todo)), initializer=_init_pool_worker,
+                  initargs=(model, job, device, counts)) as pool:
+        pending = [pool.apply_async(_write_shard, task) for task in todo]
+        while pending:
+            try:
+                k = counts.get(timeout=0.1)
+                if progress is not None:
+                    progress(k)
+            except queue.Empty:
+                pass
+            for r in [r for r in pending if r.ready()]:
+                name, sha = r.get()  # re-raises a worker's SynthfaceError here
+                results[name] = sha
+                pending.remove(r)
+        while progress is not None:
+            try:
+                progress(counts.get_nowait())
+            except queue.Empty:
+                break
+    return results
+
+
+def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, counts: Any) -> None:
+    os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per worker process
+    _init_worker(model, job, device, counts.put)

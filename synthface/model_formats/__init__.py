@@ -1,0 +1,1 @@
+"""Readers for morphable-model files users bring (one module per format)."""

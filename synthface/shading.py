@@ -1,0 +1,69 @@
+"""Spherical-harmonics Lambertian shading: pure batched functions (numpy or torch).
+
+Lighting is 9 real SH coefficients per colour channel, in camera space, with
+the Lambertian kernel folded into the basis and normalised so that
+``light = [1, 0, …, 0]`` (per channel) shades every normal with 1, i.e. the
+image equals the albedo. Coefficient order and basis functions ``H_k(n)``:
+
+====  ==========  ================================
+k     real SH     H_k(n), n = (x, y, z) unit
+====  ==========  ================================
+0     Y(0, 0)     1
+1     Y(1, -1)    c1·y
+2     Y(1, 0)     c1·z
+3     Y(1, 1)     c1·x
+4     Y(2, -2)    c2·x·y
+5     Y(2, -1)    c2·y·z
+6     Y(2, 0)     c3·(3z² − 1)
+7     Y(2, 1)     c2·x·z
+8     Y(2, 2)     (c2/2)·(x² − y²)
+====  ==========  ================================
+
+with ``H_k = (Â_l/π) · Y_k / Y_00`` (Ramamoorthi & Hanrahan 2001: Â_0 = π,
+Â_1 = 2π/3, Â_2 = π/4), i.e. c1 = 2/√3, c2 = √15/4, c3 = √5/8.
+Shading is ``albedo · Σ_k light[k] · H_k(n)``, clipped below at 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_Y00 = 0.5 / math.sqrt(math.pi)
+C1 = (2.0 / 3.0) * (0.5 * math.sqrt(3.0 / math.pi)) / _Y00  # = 2/√3
+C2 = 0.25 * (0.5 * math.sqrt(15.0 / math.pi)) / _Y00  # = √15/4
+C3 = 0.25 * (0.25 * math.sqrt(5.0 / math.pi)) / _Y00  # = √5/8
+
+
+def sh_basis(normals):
+    """Unit normals (..., 3) → Lambertian SH basis values (..., 9) in the order documented above."""
+    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
+    xp = np if isinstance(normals, np.ndarray) else __import__("torch")
+    terms = [
+        xp.ones_like(x),
+        C1 * y, C1 * z, C1 * x,
+        C2 * x * y, C2 * y * z, C3 * (3.0 * z * z - 1.0), C2 * x * z, 0.5 * C2 * (x * x - y * y),
+    ]
+    return xp.stack(terms, -1)
+
+
+def irradiance(normals, light):
+    """Per-point RGB shading factor (B, ..., 3) from normals (B, ..., 3) and light (B, 9, 3)."""
+    basis = sh_basis(normals)  # (B, ..., 9)
+    b = basis.shape[0]
+    flat = basis.reshape(b, -1, 9) @ light  # (B, P, 3)
+    out = flat.reshape(*basis.shape[:-1], 3)
+    return out.clip(0.0) if isinstance(out, np.ndarray) else out.clamp_min(0.0)
+
+
+def shade(albedo, normals, light):
+    """Linear-RGB colour (B, ..., 3) = albedo · irradiance(normals, light)."""
+    return albedo * irradiance(normals, light)
+
+
+def linear_to_srgb(linear):
+    """IEC 61966-2-1 transfer function, for values in [0, 1] (numpy or torch)."""
+    xp = np if isinstance(linear, np.ndarray) else __import__("torch")
+    lin = linear.clip(0.0, 1.0)
+    return xp.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1.0 / 2.4) - 0.055)

@@ -1,0 +1,213 @@
+"""HDF5 shards (format version 1) and the dataset manifest.
+
+A shard is written under a temporary name, fsynced, then renamed: a file that
+exists under its final name is complete. Images, depth and masks are chunked
+one sample per chunk, so a DataLoader's random read decompresses one sample.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import hdf5plugin
+import numpy as np
+
+from .errors import SynthfaceError
+from .model import N_LANDMARKS, MorphableModel
+from .params import param_layout
+from .render import RenderOutput
+from .resources import file_sha256
+
+SHARD_FORMAT = "synthface-shard"
+SHARD_VERSION = 1
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "synthface-dataset"
+
+
+class ShardError(SynthfaceError):
+    """A shard or manifest is missing, corrupt, of another format, or cannot be written."""
+
+
+CODECS: dict[str, Any] = {
+    "blosc-lz4": lambda: hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE),
+    "blosc-zstd": lambda: hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE),
+    "gzip": lambda: {"compression": "gzip", "compression_opts": 4, "shuffle": True},
+    "lzf": lambda: {"compression": "lzf", "shuffle": True},
+    "none": lambda: {},
+}
+"""Lossless codecs by name. Blosc codecs need ``import hdf5plugin`` before h5py reads the file."""
+DEFAULT_CODEC = "blosc-lz4"
+
+
+@dataclass(frozen=True)
+class ShardField:
+    """One dataset of a shard: per-sample shape and dtype; ``per_sample`` = chunked one sample a chunk."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    per_sample: bool = False
+
+
+RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
+    "image": "image", "depth": "depth", "mask": "mask",
+    "landmarks_xy": "landmarks/xy", "landmarks_visible": "landmarks/visible",
+    "normals": "normals", "pncc": "pncc",
+}
+
+
+def shard_layout(model: MorphableModel, image_size: int, extras: tuple[str, ...] = ()) -> dict[str, ShardField]:
+    """Every dataset of a shard for ``model`` at ``image_size``: the DESIGN.md table plus ``extras``."""
+    s = image_size
+    fields = [
+        ShardField("image", (s, s, 3), np.dtype(np.uint8), True),
+        ShardField("depth", (s, s), np.dtype(np.float32), True),
+        ShardField("mask", (s, s), np.dtype(np.uint8), True),
+        ShardField("landmarks/xy", (N_LANDMARKS, 2), np.dtype(np.float32)),
+        ShardField("landmarks/visible", (N_LANDMARKS,), np.dtype(bool)),
+    ]
+    fields += [ShardField(f.shard_path, f.shape, f.dtype) for f in param_layout(model).values()]
+    fields += [ShardField(e, (s, s, 3), np.dtype(np.float32), True) for e in extras]
+    return {f.path: f for f in fields}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(final: Path) -> Path:
+    """Where ``final`` is written before its rename (hidden, per process)."""
+    return final.with_name(f".{final.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write, fsync and rename, so ``path`` is either absent, the old file, or the whole new one."""
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ShardError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from exc
+
+
+class ShardWriter:
+    """Writes one shard of ``count`` samples, batch by batch, then commits it atomically.
+
+    ``with ShardWriter(...) as w: w.write(params, rendered); ...`` — leaving the block normally
+    commits (all ``count`` samples must have been written); an exception removes the temporary file.
+    """
+
+    def __init__(self, path: Path, *, model: MorphableModel, image_size: int, first_index: int, count: int,
+                 attrs: Mapping[str, Any], extras: tuple[str, ...] = (), codec: str = DEFAULT_CODEC) -> None:
+        if codec not in CODECS:
+            raise ShardError(f"unknown codec {codec!r}; choose one of {', '.join(CODECS)}")
+        self.path, self.count, self.first_index = Path(path), count, first_index
+        self.layout = shard_layout(model, image_size, extras)
+        self.param_paths = {k: f.shard_path for k, f in param_layout(model).items()}
+        self.tmp = temp_name(self.path)
+        self.written = 0
+        self.sha256: str | None = None
+        try:
+            self.file = h5py.File(self.tmp, "w", libver="latest")
+            for f in self.layout.values():
+                chunks = (1, *f.shape) if f.per_sample else None
+                opts = CODECS[codec]() if f.per_sample else {}
+                self.file.create_dataset(f.path, shape=(count, *f.shape), dtype=f.dtype, chunks=chunks, **opts)
+            self.file.attrs.update({"format": SHARD_FORMAT, "format_version": SHARD_VERSION,
+                                    "first_index": first_index, "count": count, **attrs})
+        except OSError as exc:
+            self._discard()
+            raise ShardError(f"cannot create shard {self.path}: {exc}; check free space and permissions") from exc
+
+    def write(self, params: Mapping[str, np.ndarray], rendered: RenderOutput) -> None:
+        """Append one batch: a parameter dict and the matching render output (same order)."""
+        n = len(params["index"])
+        if self.written + n > self.count:
+            raise ShardError(f"shard {self.path.name} holds {self.count} samples; got {self.written + n}")
+        expect = np.arange(self.first_index + self.written, self.first_index + self.written + n)
+        if not np.array_equal(params["index"], expect):
+            raise ShardError(f"shard {self.path.name}: samples must arrive in index order")
+        arrays = {path: params[key] for key, path in self.param_paths.items()}
+        arrays.update({path: getattr(rendered, attr) for attr, path in RENDER_FIELDS.items()
+                       if path in self.layout})
+        sl = slice(self.written, self.written + n)
+        try:
+            for path, data in arrays.items():
+                self.file[path][sl] = data
+        except OSError as exc:
+            raise ShardError(f"cannot write shard {self.path}: {exc}; check free space") from exc
+        self.written += n
+
+    def commit(self) -> str:
+        """Close, fsync, rename into place; returns the shard's sha256."""
+        if self.written != self.count:
+            raise ShardError(f"shard {self.path.name}: {self.written} of {self.count} samples written")
+        try:
+            self.file.close()
+            with open(self.tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            self.sha256 = file_sha256(self.tmp)
+            os.replace(self.tmp, self.path)
+            _fsync_dir(self.path.parent)
+        except OSError as exc:
+            self._discard()
+            raise ShardError(f"cannot finish shard {self.path}: {exc.strerror or exc}; check free space") from exc
+        return self.sha256
+
+    def _discard(self) -> None:
+        file = getattr(self, "file", None)
+        if file is not None and file.id.valid:
+            file.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self._discard()
+
+
+def read_attrs(path: Path) -> dict[str, Any]:
+    """A shard's attributes, checking it is a synthface shard of this format version."""
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError as exc:
+        raise ShardError(f"{path}: not a readable HDF5 shard ({exc}); regenerate it") from exc
+    if attrs.get("format") != SHARD_FORMAT:
+        raise ShardError(f"{path}: not a synthface shard (format={attrs.get('format')!r})")
+    if int(attrs.get("format_version", -1)) != SHARD_VERSION:
+        raise ShardError(f"{path}: shard format version {attrs.get('format_version')} is not "
+                         f"{SHARD_VERSION}; regenerate it with this synthface")
+    return attrs
+
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ShardError(f"{path}: no manifest; is {out_dir} a synthface dataset?") from exc
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ShardError(f"{path}: unreadable manifest ({exc}); run 'synthface verify'") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise ShardError(f"{path}: not a synthface dataset manifest")
+    return manifest

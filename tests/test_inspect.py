@@ -1,0 +1,113 @@
+"""info / verify / preview / doctor: a person can inspect a dataset, and damage is found and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .test_cli import assert_user_error
+from .test_generate import cli, gen, load_arrays, model_file  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, model_file):  # noqa: F811
+    out = tmp_path_factory.mktemp("ds") / "d"
+    gen(out, model_file, "--shard-size", "4", n=10)
+    return out
+
+
+@pytest.fixture
+def damaged(dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy)
+    return copy
+
+
+def test_info(dataset):
+    result = cli("info", str(dataset))
+    assert result.exit_code == 0
+    assert "samples     10" in result.stdout and "3 of up to 4 samples" in result.stdout
+    assert "KiB/sample" in result.stdout
+
+
+def test_verify_accepts_an_intact_dataset(dataset):
+    result = cli("verify", str(dataset))
+    assert result.exit_code == 0 and result.stdout.strip().endswith(": ok")
+
+
+def test_verify_names_a_flipped_byte(damaged):
+    path = damaged / "shard-000001.h5"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = cli("verify", str(damaged))
+    assert "shard-000001.h5: sha256 differs" in result.stderr
+    assert_user_error(result, "shard-000001.h5")
+
+
+def test_verify_names_a_truncated_and_a_missing_shard(damaged):
+    path = damaged / "shard-000000.h5"
+    path.write_bytes(path.read_bytes()[:3000])
+    (damaged / "shard-000002.h5").unlink()
+    result = cli("verify", str(damaged))
+    assert "shard-000000.h5: unreadable" in result.stderr and "shard-000002.h5: missing" in result.stderr
+    assert_user_error(result, "shard-000000.h5, shard-000002.h5")
+
+
+def test_verify_names_a_manifest_that_disagrees(damaged):
+    manifest = json.loads((damaged / "manifest.json").read_text())
+    manifest["shards"][1]["count"] = 3
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("verify", str(damaged))
+    assert "shard-000001.h5: attribute count=4 but the manifest says 3" in result.stderr
+    assert "manifest.json: shard-000002.h5 starts at 8, expected 7" in result.stderr
+    assert_user_error(result, "manifest.json")
+
+
+def test_verify_and_info_refuse_a_non_dataset(tmp_path):
+    assert_user_error(cli("verify", str(tmp_path)), "no manifest")
+    (tmp_path / "manifest.json").write_text("{broken")
+    assert_user_error(cli("info", str(tmp_path)), "unreadable manifest")
+
+
+def test_resume_redoes_deleted_shards(damaged, dataset, model_file):  # noqa: F811
+    (damaged / "shard-000001.h5").unlink()
+    result = cli("generate", "--n", "10", "--out", str(damaged), "--resume", "--model", model_file)
+    assert result.exit_code == 0, result.output
+    assert cli("verify", str(damaged)).exit_code == 0
+    a, b = load_arrays(dataset), load_arrays(damaged)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_preview_writes_a_contact_sheet(dataset, tmp_path):
+    out = tmp_path / "sheet.png"
+    result = cli("preview", str(dataset), "--out", str(out), "--count", "6", "--columns", "3")
+    assert result.exit_code == 0, result.output
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape[0] > 2 * 32 and sheet.shape[1] > 3 * 2 * 32
+    assert len(np.unique(sheet.reshape(-1, 3), axis=0)) > 50  # real pictures, not a blank canvas
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_doctor_reports_the_renderer():
+    result = cli("doctor")
+    assert result.exit_code == 0, result.output
+    assert "GL renderer" in result.stdout and "rendering works" in result.stdout
+
+
+def test_doctor_without_egl_says_how_to_fix():
+    env = dict(os.environ, __EGL_VENDOR_LIBRARY_FILENAMES="/nonexistent/10_vendor.json")
+    proc = subprocess.run([sys.executable, "-m", "synthface.cli", "doctor"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no usable OpenGL") and "apt-get install libegl1 libgl1-mesa-dri" in last
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,127 @@
+"""Sampler: per-sample seeding, layout, distributions, framing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from synthface import camera_vertices, param_layout, project, sample_params
+from synthface.config import load_config
+from synthface.errors import ConfigError
+from synthface.sampling import ParameterSampler
+
+
+def _equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("model_name", ["sphere_model", "blend_model"])
+def test_any_split_of_indices_gives_identical_samples(model_name, request):
+    model = request.getfixturevalue(model_name)
+    whole = sample_params(model, seed=7, indices=range(40))
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(40)
+    parts = [sample_params(model, seed=7, indices=perm[i:j]) for i, j in [(0, 1), (1, 13), (13, 40)]]
+    joined = {k: np.concatenate([p[k] for p in parts]) for k in whole}
+    order = np.argsort(joined["index"])
+    _equal(whole, {k: v[order] for k, v in joined.items()})
+
+
+def test_seed_changes_samples_and_same_seed_repeats(sphere_model):
+    a = sample_params(sphere_model, seed=1, indices=range(5))
+    b = sample_params(sphere_model, seed=1, indices=range(5))
+    c = sample_params(sphere_model, seed=2, indices=range(5))
+    _equal(a, b)
+    assert not np.allclose(a["identity"], c["identity"])
+    assert not np.allclose(a["identity"][0], a["identity"][1])  # samples differ from each other
+
+
+def test_keys_shapes_and_dtypes_follow_the_layout(blend_model):
+    params = sample_params(blend_model, seed=0, indices=[3, 9, 4])
+    layout = param_layout(blend_model)
+    assert list(params) == list(layout)
+    for key, fld in layout.items():
+        assert params[key].shape == (3, *fld.shape), key
+        assert params[key].dtype == fld.dtype, key
+    np.testing.assert_array_equal(params["index"], [3, 9, 4])
+
+
+def test_distributions_follow_the_config(sphere_model, blend_model):
+    cfg = load_config(overrides={"identity.std": 0.5, "pose.yaw_deg": [-10, 20],
+                                 "expression.neutral_prob": 0.0})
+    p = sample_params(sphere_model, seed=3, indices=range(3000), config=cfg)
+    assert abs(p["identity"].mean()) < 0.03
+    assert p["identity"].std() == pytest.approx(0.5, rel=0.05)
+    assert p["expression"].std() == pytest.approx(1.0, rel=0.05)
+    yaw = np.degrees(p["pose"][:, 0])
+    assert yaw.min() >= -10 and yaw.max() <= 20 and yaw.min() < -9 and yaw.max() > 19
+    q = sample_params(blend_model, seed=3, indices=range(3000), config=cfg)
+    w = q["expression"]
+    assert w.min() >= 0 and w.max() <= 1
+    assert (w > 0).mean() == pytest.approx(cfg.expression.active_prob, abs=0.02)  # sparse
+    neutral = sample_params(blend_model, seed=3, indices=range(500),
+                            config=load_config(overrides={"expression.neutral_prob": 1.0}))
+    assert not neutral["expression"].any()
+
+
+def test_clip_bounds_coefficients(sphere_model):
+    cfg = load_config(overrides={"identity.std": 3.0, "identity.clip": 1.5})
+    p = sample_params(sphere_model, seed=0, indices=range(500), config=cfg)
+    assert np.abs(p["identity"]).max() == pytest.approx(1.5)
+
+
+def test_face_is_framed_at_the_image_centre(sphere_model):
+    cfg = load_config(overrides={"image_size": 64, "camera.center_jitter": 0.0,
+                                 "camera.face_fraction": [0.5, 0.5], "pose.yaw_deg": [0, 0],
+                                 "pose.pitch_deg": [0, 0], "pose.roll_deg": [0, 0], "identity.clip": 0.0,
+                                 "expression.clip": 0.0})
+    p = sample_params(sphere_model, seed=0, indices=range(6), config=cfg)
+    verts = camera_vertices(sphere_model, p)
+    uv = project(verts, p["intrinsics"])
+    centre = (uv.max(axis=1) + uv.min(axis=1)) / 2
+    np.testing.assert_allclose(centre, 32.0, atol=0.05)
+    width = uv[:, :, 0].max(axis=1) - uv[:, :, 0].min(axis=1)
+    # The sphere's silhouette at finite distance is slightly wider than its extent at the centre plane.
+    assert np.all((width > 0.5 * 64 * 0.98) & (width < 0.5 * 64 * 1.15))
+
+
+def test_light_is_ambient_when_strengths_are_zero(sphere_model):
+    cfg = load_config(overrides={"light.ambient": [0.7, 0.7], "light.directional": [0, 0],
+                                 "light.second_order": 0.0, "light.tint": 0.0})
+    light = sample_params(sphere_model, seed=0, indices=range(4), config=cfg)["light"]
+    expect = np.zeros((4, 9, 3), np.float32)
+    expect[:, 0, :] = 0.7
+    np.testing.assert_allclose(light, expect, atol=1e-6)
+
+
+def test_background_modes(sphere_model):
+    solid = load_config(overrides={"background.mode": "solid", "background.colour": [0.1, 0.2, 0.3]})
+    bg = sample_params(sphere_model, seed=0, indices=range(3), config=solid)["background"]
+    np.testing.assert_allclose(bg, [[0.1, 0.2, 0.3]] * 3, atol=1e-7)
+    rnd = load_config(overrides={"background.brightness": [0.4, 0.6]})
+    bg = sample_params(sphere_model, seed=0, indices=range(200), config=rnd)["background"]
+    assert bg.min() >= 0.4 and bg.max() <= 0.6 and bg.std() > 0.03
+
+
+@pytest.mark.parametrize("bad", [-1, 2**63, 1.5, True, "3"])
+def test_bad_seeds_are_rejected(sphere_model, bad):
+    with pytest.raises(ConfigError, match="seed"):
+        ParameterSampler(sphere_model, seed=bad)
+
+
+def test_bad_indices_are_rejected(sphere_model):
+    with pytest.raises(ConfigError, match="indices"):
+        sample_params(sphere_model, indices=[-1, 2])
+    with pytest.raises(ConfigError, match="indices"):
+        sample_params(sphere_model, indices=np.zeros((2, 2), int))
+
+
+def test_model_blendshape_caps_hold(bundled_model):
+    names = bundled_model.expression_names
+    assert bundled_model.metadata["blendshape_caps"] == {"mouthClose": "jawOpen"}
+    cfg = load_config(overrides={"expression.active_prob": 0.5, "expression.neutral_prob": 0.0})
+    w = sample_params(bundled_model, seed=0, indices=range(400), config=cfg)["expression"]
+    close, jaw = w[:, names.index("mouthClose")], w[:, names.index("jawOpen")]
+    assert (close <= jaw).all() and (close > 0).mean() > 0.1  # capped, not switched off
