@@ -62,6 +62,16 @@ def bundled_model() -> MorphableModel:
 
 
 @pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> str:
+    """The blendshape test model saved in synthface's native format (for ``--model``)."""
+    from synthface.model import save_native
+
+    path = tmp_path_factory.mktemp("model") / "sphere.npz"
+    save_native(make_model("blendshape"), path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def gl_ctx():
     """The one GL context of the test session (Mesa llvmpipe here, through EGL)."""
     from synthface.gl import create_context

@@ -10,16 +10,6 @@ from click.testing import CliRunner
 
 from synthface import __version__, load_config, sample_params
 from synthface.cli import main
-from synthface.model import save_native
-
-from .conftest import make_model
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "sphere.npz"
-    save_native(make_model("blendshape"), path)
-    return str(path)
 
 
 def run(*args: str):

@@ -13,20 +13,11 @@ from click.testing import CliRunner
 from synthface import load_config, load_model, sample_params
 from synthface.cli import main
 from synthface.generate import PLAN, GenerateJob, generate
-from synthface.model import save_native
 from synthface.resources import file_sha256
 
-from .conftest import make_model
 from .test_cli import assert_user_error
 
 SIZE = 32
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("m") / "sphere.npz"
-    save_native(make_model("blendshape"), path)
-    return str(path)
 
 
 def cli(*args: str):
@@ -151,3 +142,18 @@ def test_refusals(tmp_path, model_file):
     assert_user_error(cli("generate", "--n", "2", "--out", str(tmp_path / "x"), "--device", "tpu"),
                       "Invalid value for '--device'")
     assert not (tmp_path / "x").exists()
+
+
+def test_readme_reader_snippet_reads_sample_i(tmp_path, model_file, monkeypatch):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "import h5py" in block)
+    gen(tmp_path / "shards", model_file, "--shard-size", "8", n=8)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(snippet, scope)  # the documented snippet, as a user would paste it
+    with h5py.File(tmp_path / "shards" / "shard-000000.h5", "r") as f:
+        np.testing.assert_array_equal(scope["image"], f["image"][5])
+        np.testing.assert_array_equal(scope["K"], f["camera/intrinsics"][5])

@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from .test_cli import assert_user_error
-from .test_generate import cli, gen, load_arrays, model_file  # noqa: F401  (fixture)
+from .test_generate import cli, gen, load_arrays
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory, model_file):  # noqa: F811
+def dataset(tmp_path_factory, model_file):
     out = tmp_path_factory.mktemp("ds") / "d"
     gen(out, model_file, "--shard-size", "4", n=10)
     return out
@@ -77,7 +77,7 @@ def test_verify_and_info_refuse_a_non_dataset(tmp_path):
     assert_user_error(cli("info", str(tmp_path)), "unreadable manifest")
 
 
-def test_resume_redoes_deleted_shards(damaged, dataset, model_file):  # noqa: F811
+def test_resume_redoes_deleted_shards(damaged, dataset, model_file):
     (damaged / "shard-000001.h5").unlink()
     result = cli("generate", "--n", "10", "--out", str(damaged), "--resume", "--model", model_file)
     assert result.exit_code == 0, result.output

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelFileError
+from ..model import MorphableModel
 
 Shape = tuple[int | None, ...]
 """An expected array shape; ``None`` matches any size along that axis."""
@@ -150,3 +151,24 @@ def orient_outward(verts: np.ndarray, tris: np.ndarray) -> tuple[np.ndarray, boo
 def pc_names(count: int) -> tuple[str, ...]:
     """``pc0``, ``pc1``… — the names of PCA expression components."""
     return tuple(f"pc{i}" for i in range(count))
+
+
+def pca_model(*, name: str, path: Path, sha256: str, fmt: str, mean_shape: np.ndarray,
+              identity_basis: np.ndarray, identity_std: np.ndarray, triangles: np.ndarray,
+              albedo_mean: np.ndarray, albedo_basis: np.ndarray, expression_basis: np.ndarray | None = None,
+              landmarks: np.ndarray | None = None, metadata: Mapping[str, Any]) -> MorphableModel:
+    """A PCA model from a file's converted arrays: orients triangles, names components, records counts."""
+    n_vertices = len(mean_shape)
+    if expression_basis is None:
+        expression_basis = np.zeros((0, n_vertices, 3), np.float32)
+    tris, flipped = orient_outward(mean_shape, triangles)
+    return MorphableModel(
+        name=name, mean_shape=mean_shape, identity_basis=identity_basis,
+        identity_std=identity_std.astype(np.float32), expression_basis=expression_basis,
+        expression_kind="pca", expression_names=pc_names(expression_basis.shape[0]), triangles=tris,
+        albedo_mean=albedo_mean, albedo_basis=albedo_basis, landmark_indices=landmarks,
+        sha256=sha256, source=str(path),
+        metadata={"format": fmt, **metadata, "n_vertices": n_vertices, "n_triangles": len(tris),
+                  "n_identity": identity_basis.shape[0], "n_expression": expression_basis.shape[0],
+                  "n_albedo": albedo_basis.shape[0], "triangles_flipped": flipped},
+    )

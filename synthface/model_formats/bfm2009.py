@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..model import MorphableModel
 from . import _common as c
 
@@ -44,30 +42,10 @@ def load(path: Path, *, sha256: str) -> MorphableModel:
     n_vertices = len(mean_shape)
     albedo_mean, albedo_basis, _ = _pca(data, "tex", n_vertices, 1.0 / 255.0, path)
     tris = c.triangles(c.require(data, "tl", path, HINT), "tl", n_vertices, 1, path, HINT)
-    tris, flipped = c.orient_outward(mean_shape, tris)
-    return MorphableModel(
-        name="BFM2009",
-        mean_shape=mean_shape,
-        identity_basis=identity_basis,
-        identity_std=(shape_ev * UM_TO_MM).astype(np.float32),
-        expression_basis=np.zeros((0, n_vertices, 3), np.float32),
-        expression_kind="pca",
-        expression_names=(),
-        triangles=tris,
-        albedo_mean=albedo_mean,
-        albedo_basis=albedo_basis,
-        landmark_indices=None,
-        sha256=sha256,
-        source=str(path),
-        metadata={
-            "format": FORMAT,
-            "file_units": "micrometres (converted to mm)",
-            "colour_range_in_file": "0-255 (divided by 255)",
-            "n_vertices": n_vertices,
-            "n_triangles": len(tris),
-            "n_identity": identity_basis.shape[0],
-            "n_albedo": albedo_basis.shape[0],
-            "triangles_flipped": flipped,
-            "landmarks": "none in the file; pass an ibug-68 landmark file",
-        },
+    return c.pca_model(
+        name="BFM2009", path=path, sha256=sha256, fmt=FORMAT, mean_shape=mean_shape,
+        identity_basis=identity_basis, identity_std=shape_ev * UM_TO_MM, triangles=tris,
+        albedo_mean=albedo_mean, albedo_basis=albedo_basis,
+        metadata={"file_units": "micrometres (converted to mm)", "colour_range_in_file": "0-255 (divided by 255)",
+                  "landmarks": "none in the file; pass an ibug-68 landmark file"},
     )

@@ -95,34 +95,11 @@ def load(path: Path, *, sha256: str) -> MorphableModel:
                           (3, None), path, HINT)
         tris = c.triangles(cells.T, "shape/representer/cells", n_vertices, 0, path, HINT)
         version = _version(f, path)
-    tris, flipped = c.orient_outward(mean_shape, tris)
-    return MorphableModel(
-        name=path.stem,
-        mean_shape=mean_shape,
-        identity_basis=identity_basis,
-        identity_std=identity_std.astype(np.float32),
-        expression_basis=expression_basis,
-        expression_kind="pca",
-        expression_names=c.pc_names(expression_basis.shape[0]),
-        triangles=tris,
-        albedo_mean=albedo_mean,
-        albedo_basis=albedo_basis,
-        landmark_indices=None,
-        sha256=sha256,
-        source=str(path),
-        metadata={
-            "format": FORMAT,
-            "layout": "statismo HDF5 (BFM2017 / BFM2019)",
-            "statismo_version": version,
-            "file_units": "mm",
-            "n_vertices": n_vertices,
-            "n_triangles": len(tris),
-            "n_identity": identity_basis.shape[0],
-            "n_expression": expression_basis.shape[0],
-            "n_albedo": albedo_basis.shape[0],
-            "has_colour_model": has_colour,
-            "expression_mean": "added to the shape mean",
-            "triangles_flipped": flipped,
-            "landmarks": "none read (the file's named landmarks are not ibug-68); pass an ibug-68 file",
-        },
+    return c.pca_model(
+        name=path.stem, path=path, sha256=sha256, fmt=FORMAT, mean_shape=mean_shape,
+        identity_basis=identity_basis, identity_std=identity_std, triangles=tris, albedo_mean=albedo_mean,
+        albedo_basis=albedo_basis, expression_basis=expression_basis,
+        metadata={"layout": "statismo HDF5 (BFM2017 / BFM2019)", "statismo_version": version, "file_units": "mm",
+                  "has_colour_model": has_colour, "expression_mean": "added to the shape mean",
+                  "landmarks": "none read (the file's named landmarks are not ibug-68); pass an ibug-68 file"},
     )

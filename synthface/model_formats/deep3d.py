@@ -54,35 +54,14 @@ def load(path: Path, *, sha256: str) -> MorphableModel:
     albedo_basis = _basis(data, "texBase", n_vertices, 1.0 / 255.0, path)
 
     tris = c.triangles(c.require(data, "tri", path, HINT), "tri", n_vertices, 1, path, HINT)
-    tris, flipped = c.orient_outward(mean_shape, tris)
     keypoints = c.vector(c.require(data, "keypoints", path, HINT), "keypoints", N_LANDMARKS, path, HINT)
     landmarks = c.indices(keypoints, "keypoints", (N_LANDMARKS,), n_vertices, 1, path, HINT)
-    return MorphableModel(
-        name="Deep3DFaceRecon-BFM_front",
-        mean_shape=mean_shape,
-        identity_basis=identity_basis,
-        identity_std=identity_std.astype(np.float32),
-        expression_basis=expression_basis,
-        expression_kind="pca",
-        expression_names=c.pc_names(expression_basis.shape[0]),
-        triangles=tris,
-        albedo_mean=albedo_mean,
-        albedo_basis=albedo_basis,
-        landmark_indices=landmarks,
-        sha256=sha256,
-        source=str(path),
-        metadata={
-            "format": FORMAT,
-            "file_units": "decimetres (converted to mm)",
-            "colour_range_in_file": "0-255 (divided by 255)",
-            "recentred_by_mm": [round(float(x), 6) for x in centre],
-            "identity_std": "norm of each std-scaled idBase column over this file's vertices",
-            "n_vertices": n_vertices,
-            "n_triangles": len(tris),
-            "n_identity": identity_basis.shape[0],
-            "n_expression": expression_basis.shape[0],
-            "n_albedo": albedo_basis.shape[0],
-            "triangles_flipped": flipped,
-            "landmarks": "ibug-68 from 'keypoints' (1-based in the file)",
-        },
+    return c.pca_model(
+        name="Deep3DFaceRecon-BFM_front", path=path, sha256=sha256, fmt=FORMAT, mean_shape=mean_shape,
+        identity_basis=identity_basis, identity_std=identity_std, triangles=tris, albedo_mean=albedo_mean,
+        albedo_basis=albedo_basis, expression_basis=expression_basis, landmarks=landmarks,
+        metadata={"file_units": "decimetres (converted to mm)", "colour_range_in_file": "0-255 (divided by 255)",
+                  "recentred_by_mm": [round(float(x), 6) for x in centre],
+                  "identity_std": "norm of each std-scaled idBase column over this file's vertices",
+                  "landmarks": "ibug-68 from 'keypoints' (1-based in the file)"},
     )
