@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import queue
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,22 +115,32 @@ def _shard_attrs(model: MorphableModel, job: GenerateJob) -> dict[str, Any]:
             "config": job.config.to_json(), "synthface_version": __version__}
 
 
-def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, str]:
-    """Render and write one shard; returns (file name, sha256)."""
+def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, str, dict[str, float]]:
+    """Render and write one shard; returns (file name, sha256, seconds per stage)."""
     model, job = _WORKER["model"], _WORKER["job"]
     sampler, renderer, progress = _WORKER["sampler"], _WORKER["renderer"], _WORKER["progress"]
     f = job.faces_per_draw
+    renderer.timings.clear()
+    times = {"sample": 0.0, "write": 0.0}
     with ShardWriter(Path(out_dir) / name, model=model, image_size=job.config.image_size, first_index=first,
                      count=count, attrs=_shard_attrs(model, job), extras=job.extras, codec=job.codec) as writer:
         start, stop = first, first + count
         while start < stop:
             end = min(start - start % f + f, stop)  # up to the end of this sample's aligned batch
+            t0 = time.perf_counter()
             params = sampler.sample(np.arange(start, end))
-            writer.write(params, renderer.render(params, slot=start % f))
+            t1 = time.perf_counter()
+            rendered = renderer.render(params, slot=start % f)
+            t2 = time.perf_counter()
+            writer.write(params, rendered)
+            times["sample"] += t1 - t0
+            times["write"] += time.perf_counter() - t2
             if progress is not None:
                 progress(end - start)
             start = end
-    return name, writer.sha256 or ""
+        t_commit = time.perf_counter()
+    times["commit"] = time.perf_counter() - t_commit  # close, fsync, sha256, rename
+    return name, writer.sha256 or "", {**times, **renderer.timings}
 
 
 # ---------------------------------------------------------------- the run
@@ -167,11 +178,13 @@ def _model_record(model: MorphableModel) -> dict[str, str]:
 
 
 def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None = None, workers: int = 1,
-             device: str = "auto", resume: bool = False,
-             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+             device: str = "auto", resume: bool = False, progress: Callable[[int], None] | None = None,
+             stats: dict[str, float] | None = None) -> dict[str, Any]:
     """Generate (or finish, with ``resume``) a dataset in ``out``; returns the manifest.
 
-    ``progress(k)`` is called in this process each time ``k`` more samples are done.
+    ``progress(k)`` is called in this process each time ``k`` more samples are done. ``stats``, if
+    given, receives the seconds spent per stage (sample, geometry, upload, draw, readback, compose,
+    write, commit), summed over workers.
     """
     out = Path(out)
     model = model or load_model()
@@ -199,7 +212,11 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
                 progress(count)
         else:
             todo.append((str(out), name, first, count))
-    done.update(_run(todo, model, job, device, workers, progress))
+    for name, (sha, times) in _run(todo, model, job, device, workers, progress).items():
+        done[name] = sha
+        if stats is not None:
+            for stage, seconds in times.items():
+                stats[stage] = stats.get(stage, 0.0) + seconds
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": 1, "synthface_version": __version__,
         "seed": job.seed, "n": job.n, "image_size": job.config.image_size, "config": job.config.to_dict(),
@@ -222,18 +239,19 @@ def _complete(path: Path, first: int, count: int) -> bool:
 
 
 def _run(todo: list[tuple[str, str, int, int]], model: MorphableModel, job: GenerateJob, device: str,
-         workers: int, progress: Callable[[int], None] | None) -> dict[str, str]:
+         workers: int, progress: Callable[[int], None] | None) -> dict[str, tuple[str, dict[str, float]]]:
+    """Write every shard in ``todo``; returns file name → (sha256, seconds per stage)."""
     if not todo:
         return {}
     if workers == 1 or len(todo) == 1:
         _init_worker(model, job, device, progress)
         try:
-            return dict(_write_shard(*task) for task in todo)
+            return {name: (sha, times) for name, sha, times in (_write_shard(*task) for task in todo)}
         finally:
             _release_worker()
     ctx = multiprocessing.get_context("spawn")  # GL and CUDA state must never be forked
     counts = ctx.Queue()
-    results: dict[str, str] = {}
+    results: dict[str, tuple[str, dict[str, float]]] = {}
     with ctx.Pool(min(workers, len(todo)), initializer=_init_pool_worker,
                   initargs=(model, job, device, counts)) as pool:
         pending = [pool.apply_async(_write_shard, task) for task in todo]
@@ -245,8 +263,8 @@ def _run(todo: list[tuple[str, str, int, int]], model: MorphableModel, job: Gene
             except queue.Empty:
                 pass
             for r in [r for r in pending if r.ready()]:
-                name, sha = r.get()  # re-raises a worker's SynthfaceError here
-                results[name] = sha
+                name, sha, times = r.get()  # re-raises a worker's SynthfaceError here
+                results[name] = (sha, times)
                 pending.remove(r)
         while progress is not None:
             try:

@@ -9,6 +9,9 @@ renders up to ``faces_per_draw`` faces into an atlas of tiles (shaders in
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,9 @@ class RenderSettings:
     """Also return the projected normalized coordinate code (mean-shape xyz scaled to [0, 1])."""
     depth_range: tuple[float, float] = (10.0, 100000.0)
     """Near and far clipping distances."""
+    profile: bool = False
+    """Wait for the GPU after each draw so ``FaceRenderer.timings`` separates drawing from readback
+    (costs the overlap of CPU and GPU work; for benchmarks)."""
     landmark_tolerance_mm: float = 4.0
     """A landmark is hidden if the surface at its pixel is nearer by more than this or by two pixel
     footprints (z / f), whichever is larger: steep surfaces change depth fast across a pixel."""
@@ -121,11 +127,24 @@ class FaceRenderer:
         self._pncc = self.ctx.buffer(pncc_code(model))
         self._vao = self.ctx.vertex_array(self._program, [(self._pncc, "3f", "in_pncc")], index_buffer=self._ibo)
         atlas = (per_row * size, rows * size)
-        self._targets = [self.ctx.texture(atlas, 4), self.ctx.texture(atlas, 1, dtype="f4"),
-                         self.ctx.texture(atlas, 4, dtype="f4"), self.ctx.texture(atlas, 4, dtype="f4")]
+        # Colour and depth always; normals / PNCC only when asked (fragment outputs without a target
+        # are discarded, which saves their bandwidth and readback).
+        wanted = [(4, "f1"), (1, "f4")] + [(4, "f4")] * (self.settings.normals or self.settings.pncc) \
+            + [(4, "f4")] * self.settings.pncc
+        self._targets = [self.ctx.texture(atlas, c, dtype=d) for c, d in wanted]
         self._depth = self.ctx.depth_renderbuffer(atlas)
         self._fbo = self.ctx.framebuffer(color_attachments=self._targets, depth_attachment=self._depth)
         self._buffers: dict[int, moderngl.Buffer] = {}
+        self.timings: dict[str, float] = {}
+        """Seconds spent per stage (geometry, upload, draw, readback, compose), summed over calls."""
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
     def __enter__(self) -> FaceRenderer:
         return self
@@ -157,6 +176,10 @@ class FaceRenderer:
 
         Computed with torch on ``self.device`` when it is not the CPU (e.g. CUDA), else with numpy.
         """
+        with self._timed("geometry"):
+            return self._geometry(params)
+
+    def _geometry(self, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.device != "cpu":
             t = to_torch({k: params[k] for k in ("identity", "expression", "albedo", "pose")}, self.device)
             verts = camera_vertices(self.model, t)
@@ -193,19 +216,23 @@ class FaceRenderer:
         b, size = len(params["pose"]), self.settings.image_size
         verts, normals, albedo = geometry
         k = params["intrinsics"]
-        cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
-        for binding, data in enumerate((verts, normals, albedo, cams, params["light"])):
-            self._upload(binding, data)
+        with self._timed("upload"):
+            cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
+            for binding, data in enumerate((verts, normals, albedo, cams, params["light"])):
+                self._upload(binding, data)
         # Restored below: a released renderer's framebuffer must not stay bound on a shared context.
         previous = self.ctx.fbo or self.ctx.detect_framebuffer(0)
-        self._fbo.use()
-        self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        self.ctx.enable(moderngl.DEPTH_TEST)
-        self.ctx.disable(moderngl.CULL_FACE)
-        for plane in range(4):
-            self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
-        self._program["first_tile"] = first_tile
-        self._vao.render(moderngl.TRIANGLES, instances=b)
+        with self._timed("draw"):
+            self._fbo.use()
+            self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+            self.ctx.enable(moderngl.DEPTH_TEST)
+            self.ctx.disable(moderngl.CULL_FACE)
+            for plane in range(4):
+                self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
+            self._program["first_tile"] = first_tile
+            self._vao.render(moderngl.TRIANGLES, instances=b)
+            if self.settings.profile:
+                self.ctx.finish()
         error = self.ctx.error  # reading it clears it
         if error != "GL_NO_ERROR":
             raise RenderError(f"OpenGL error while rendering: {error}")
@@ -217,19 +244,21 @@ class FaceRenderer:
             tiles = atlas.reshape(rows, size, cols, size, components).swapaxes(1, 2)
             return tiles.reshape(rows * cols, size, size, components)[first_tile:first_tile + b]
 
-        depth = read(1, 1, "f4")[..., 0].copy()
-        colour = read(0, 4, "f1")[..., :3]
-        normals = read(2, 4, "f4")[..., :3].copy() if self.settings.normals else None
-        pncc = read(3, 4, "f4")[..., :3].copy() if self.settings.pncc else None
-        previous.use()
-        mask = depth > 0
-        background = np.round(linear_to_srgb(params["background"].astype(np.float32)) * 255).astype(np.uint8)
-        image = np.where(mask[..., None], colour, background[:, None, None, :])
-        lm = self.model.landmark_indices
-        xy = project(verts[:, lm], k)
-        z = verts[:, lm, 2]
-        tolerance = np.maximum(self.settings.landmark_tolerance_mm, 2.0 * z / k[:, 0, 0, None])
-        visible = landmark_visibility(xy, z, depth, tolerance)
+        with self._timed("readback"):
+            depth = read(1, 1, "f4")[..., 0].copy()
+            colour = read(0, 4, "f1")[..., :3]
+            normals = read(2, 4, "f4")[..., :3].copy() if self.settings.normals else None
+            pncc = read(len(self._targets) - 1, 4, "f4")[..., :3].copy() if self.settings.pncc else None
+            previous.use()
+        with self._timed("compose"):
+            mask = depth > 0
+            background = np.round(linear_to_srgb(params["background"].astype(np.float32)) * 255).astype(np.uint8)
+            image = np.where(mask[..., None], colour, background[:, None, None, :])
+            lm = self.model.landmark_indices
+            xy = project(verts[:, lm], k)
+            z = verts[:, lm, 2]
+            tolerance = np.maximum(self.settings.landmark_tolerance_mm, 2.0 * z / k[:, 0, 0, None])
+            visible = landmark_visibility(xy, z, depth, tolerance)
         return RenderOutput(
             image=image, depth=depth, mask=mask.astype(np.uint8),
             landmarks_xy=xy.astype(np.float32), landmarks_visible=visible,

@@ -1,0 +1,79 @@
+"""Shared by the benchmarks: what machine a figure was measured on, and peak memory."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_name() -> str:
+    if shutil.which("nvidia-smi") is None:
+        return "none"
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+        return out.replace("\n", "; ") or "none"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def gl_renderer() -> str:
+    try:
+        from synthface.gl import create_context, gl_info
+
+        ctx = create_context()
+        info = gl_info(ctx)
+        ctx.release()
+        return f"{info['renderer']} ({info['version']})"
+    except Exception as exc:  # a benchmark header must not die on a broken GL
+        return f"unavailable: {exc}"
+
+
+def machine_info() -> dict[str, str]:
+    """Date, CPU, cores, memory, GPU, GL renderer, versions: printed above every benchmark table."""
+    import numpy
+
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu_model()} ({os.cpu_count()} cores)",
+        "memory": f"{mem:.0f} GiB",
+        "gpu": gpu_name(),
+        "gl": gl_renderer(),
+        "python": sys.version.split()[0],
+        "numpy/torch": f"{numpy.__version__} / {torch_version}",
+    }
+
+
+def print_machine(info: dict[str, str] | None = None) -> None:
+    for key, value in (info or machine_info()).items():
+        print(f"# {key:<12} {value}")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process and its finished children, MiB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024
