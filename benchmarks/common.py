@@ -57,7 +57,7 @@ def machine_info() -> dict[str, str]:
         torch_version = "not installed"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": f"{cpu_model()} ({os.cpu_count()} cores)",
         "memory": f"{mem:.0f} GiB",
         "gpu": gpu_name(),
