@@ -13,6 +13,7 @@ written last. ``resume=True`` keeps complete shards and redoes the others.
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import os
 import queue
@@ -145,83 +146,117 @@ def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, 
 
 # ---------------------------------------------------------------- the run
 
-def _check_out_dir(out: Path, resume: bool) -> dict[str, Any] | None:
-    """Create/validate ``out``; returns the stored plan when resuming."""
-    if out.exists() and not out.is_dir():
-        raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
-    plan_path = out / PLAN
-    if resume:
-        # An interrupted run has a plan; a finished one a manifest (resume then redoes missing shards).
-        stored = plan_path if plan_path.is_file() else out / MANIFEST
-        if not stored.is_file():
-            raise SynthfaceError(f"--resume: {out} holds no interrupted synthface run; "
-                                 "drop --resume to start a new run in an empty directory")
-        try:
-            return json.loads(stored.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SynthfaceError(f"--resume: cannot read {stored} ({exc}); start again in an empty directory") \
-                from exc
-    if out.exists() and any(out.iterdir()):
-        hint = ("pass --resume to finish that run" if plan_path.exists() or (out / MANIFEST).exists()
-                else "choose a new or empty directory")
-        raise SynthfaceError(f"--out {out} is not empty; {hint}")
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; check the path and permissions") \
-            from exc
-    return None
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SynthfaceError(f"cannot read {path} ({exc}); start again in an empty directory") from exc
 
 
 def _model_record(model: MorphableModel) -> dict[str, str]:
     return {"name": model.name, "sha256": model.sha256, "source": model.source}
 
 
+def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool, join: bool) -> GenerateJob:
+    """Start a run in ``out``, or take up the one there; returns the job that decides its bytes.
+
+    ``resume``: the stored plan (interrupted run) or manifest (finished run) wins over ``job``.
+    ``join``: several jobs share one run by shard range, so a plan with the same job is accepted.
+    """
+    if out.exists() and not out.is_dir():
+        raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
+    plan = out / PLAN
+    stored_path = plan if plan.is_file() else out / MANIFEST if (out / MANIFEST).is_file() else None
+    stored = _read_json(stored_path) if stored_path else None
+    if stored is None and not resume:
+        if out.exists() and any(out.iterdir()):
+            raise SynthfaceError(f"--out {out} is not empty; choose a new or empty directory")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; "
+                                 "check the path and permissions") from exc
+        atomic_write_text(plan, json.dumps({"format": MANIFEST_FORMAT, "synthface_version": __version__,
+                                            "model": _model_record(model), "job": job.to_dict()}, indent=1))
+        return job
+    if stored is None:
+        raise SynthfaceError(f"--resume: {out} holds no interrupted synthface run; "
+                             "drop --resume to start a new run in an empty directory")
+    if not resume and not join:
+        raise SynthfaceError(f"--out {out} is not empty; pass --resume to finish that run")
+    if stored.get("model", {}).get("sha256") != model.sha256:
+        raise SynthfaceError(f"{out} was started with model {stored['model']['name']} "
+                             f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
+    if resume:
+        for tmp in out.glob(".shard-*.tmp"):  # partial shards of the interrupted run
+            tmp.unlink()
+        return GenerateJob.from_dict(stored["job"])
+    if stored["job"] != job.to_dict():
+        differ = sorted(k for k in stored["job"] if stored["job"][k] != job.to_dict().get(k))
+        raise SynthfaceError(f"--shard-range: {out} holds a run with other settings ({', '.join(differ)}); "
+                             "give every job of the run the same flags")
+    return job
+
+
 def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None = None, workers: int = 1,
-             device: str = "auto", resume: bool = False, progress: Callable[[int], None] | None = None,
-             stats: dict[str, float] | None = None) -> dict[str, Any]:
+             device: str = "auto", resume: bool = False, shard_range: tuple[int, int] | None = None,
+             backend: str = "local", ray_address: str | None = None,
+             progress: Callable[[int], None] | None = None,
+             stats: dict[str, float] | None = None) -> dict[str, Any] | None:
     """Generate (or finish, with ``resume``) a dataset in ``out``; returns the manifest.
 
-    ``progress(k)`` is called in this process each time ``k`` more samples are done. ``stats``, if
-    given, receives the seconds spent per stage (sample, geometry, upload, draw, readback, compose,
-    write, commit), summed over workers.
+    ``shard_range=(a, b)`` writes only shards a..b-1, so disjoint jobs (a SLURM array, say) can
+    share one run; it returns None until the job that completes the last shard writes the manifest.
+    ``backend`` is a key of :data:`BACKENDS`; ``ray`` submits the same per-shard tasks to the Ray
+    cluster at ``ray_address`` (None: a local one). ``progress(k)`` is called in this process each
+    time ``k`` more samples are done. ``stats``, if given, receives the seconds spent per stage
+    (sample, geometry, upload, draw, readback, compose, write, commit), summed over workers.
     """
     out = Path(out)
     model = model or load_model()
     device = resolve_device(device)
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
-    stored = _check_out_dir(out, resume)
-    if stored is not None:
-        if stored["model"]["sha256"] != model.sha256:
-            raise SynthfaceError(f"--resume: {out} was started with model {stored['model']['name']} "
-                                 f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
-        job = GenerateJob.from_dict(stored["job"])
-        for tmp in out.glob(".shard-*.tmp"):  # partial shards of the interrupted run
-            tmp.unlink()
-    else:
-        atomic_write_text(out / PLAN, json.dumps({"format": MANIFEST_FORMAT, "synthface_version": __version__,
-                                                  "model": _model_record(model), "job": job.to_dict()}, indent=1))
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    job = _prepare(out, job, model, resume=resume, join=shard_range is not None)
+    shards = job.shards()
+    lo, hi = shard_range if shard_range is not None else (0, len(shards))
+    if not 0 <= lo < hi <= len(shards):
+        raise ConfigError(f"--shard-range {lo}:{hi} is outside the run's {len(shards)} shards (0:{len(shards)})")
     done: dict[str, str] = {}
     todo = []
-    for name, first, count in job.shards():
-        path = out / name
-        if resume and path.is_file() and _complete(path, first, count):
-            done[name] = file_sha256(path)
+    for name, first, count in shards[lo:hi]:
+        if (out / name).is_file() and _complete(out / name, first, count):
+            done[name] = file_sha256(out / name)
             if progress is not None:
                 progress(count)
         else:
             todo.append((str(out), name, first, count))
-    for name, (sha, times) in _run(todo, model, job, device, workers, progress).items():
+    results = BACKENDS[backend](todo, model, job, device, workers, progress, ray_address) if todo else {}
+    for name, (sha, times) in results.items():
         done[name] = sha
         if stats is not None:
             for stage, seconds in times.items():
                 stats[stage] = stats.get(stage, 0.0) + seconds
+    return _finalize(out, job, model, done)
+
+
+def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[str, str]) -> dict[str, Any] | None:
+    """Write the manifest once every shard exists (None before that); the plan goes last."""
+    sha = {}
+    for name, first, count in job.shards():
+        if name in known:
+            sha[name] = known[name]
+        elif (out / name).is_file() and _complete(out / name, first, count):
+            sha[name] = file_sha256(out / name)
+        else:
+            return None
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": 1, "synthface_version": __version__,
         "seed": job.seed, "n": job.n, "image_size": job.config.image_size, "config": job.config.to_dict(),
         "model": _model_record(model), "shard_format": SHARD_FORMAT, "job": job.to_dict(),
-        "shards": [{"file": name, "first_index": first, "count": count, "sha256": done[name]}
+        "shards": [{"file": name, "first_index": first, "count": count, "sha256": sha[name]}
                    for name, first, count in job.shards()],
     }
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
@@ -238,11 +273,13 @@ def _complete(path: Path, first: int, count: int) -> bool:
     return int(attrs["first_index"]) == first and int(attrs["count"]) == count
 
 
-def _run(todo: list[tuple[str, str, int, int]], model: MorphableModel, job: GenerateJob, device: str,
-         workers: int, progress: Callable[[int], None] | None) -> dict[str, tuple[str, dict[str, float]]]:
-    """Write every shard in ``todo``; returns file name → (sha256, seconds per stage)."""
-    if not todo:
-        return {}
+Task = tuple[str, str, int, int]  # out dir, shard file name, first index, count
+Results = dict[str, tuple[str, dict[str, float]]]  # shard file name → (sha256, seconds per stage)
+
+
+def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,
+               progress: Callable[[int], None] | None, _address: str | None) -> Results:
+    """In this process (one worker), or a pool of spawned processes each with its own GL context."""
     if workers == 1 or len(todo) == 1:
         _init_worker(model, job, device, progress)
         try:
@@ -251,7 +288,7 @@ def _run(todo: list[tuple[str, str, int, int]], model: MorphableModel, job: Gene
             _release_worker()
     ctx = multiprocessing.get_context("spawn")  # GL and CUDA state must never be forked
     counts = ctx.Queue()
-    results: dict[str, tuple[str, dict[str, float]]] = {}
+    results: Results = {}
     with ctx.Pool(min(workers, len(todo)), initializer=_init_pool_worker,
                   initargs=(model, job, device, counts)) as pool:
         pending = [pool.apply_async(_write_shard, task) for task in todo]
@@ -277,3 +314,53 @@ def _run(todo: list[tuple[str, str, int, int]], model: MorphableModel, job: Gene
 def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, counts: Any) -> None:
     os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per worker process
     _init_worker(model, job, device, counts.put)
+
+
+def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any) -> tuple[str, str, dict]:
+    """One shard in a Ray worker; the worker keeps its renderer for the next task of the same run."""
+    key = (model.sha256, json.dumps(job.to_dict(), sort_keys=True), device)
+    if _WORKER.get("key") != key:
+        _release_worker()
+        _init_worker(model, job, device, None)
+        _WORKER["key"] = key
+    return _write_shard(*task)
+
+
+def _run_ray(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,
+             progress: Callable[[int], None] | None, address: str | None) -> Results:
+    """The same per-shard tasks on a Ray cluster (``address``; None starts a local one)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise SynthfaceError("--backend ray needs Ray; pip install 'synthface[ray]'") from exc
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING,
+                     **({"num_cpus": workers} if address is None else {}))
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise SynthfaceError(f"cannot reach the Ray cluster at {address or 'local'}: {exc}; "
+                                 "check --ray-address (e.g. 'auto' on a cluster node)") from exc
+    try:
+        task = ray.remote(num_cpus=1)(_ray_shard)
+        model_ref = ray.put(model)
+        pending = {task.remote(model_ref, job, device, *t): t for t in todo}
+        results: Results = {}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                try:
+                    name, sha, times = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise (exc.cause if isinstance(exc.cause, SynthfaceError) else exc) from None
+                results[name] = (sha, times)
+                if progress is not None:
+                    progress(pending.pop(ref)[3])
+        return results
+    finally:
+        if started:
+            ray.shutdown()
+
+
+BACKENDS = {"local": _run_local, "ray": _run_ray}
+"""Where shard tasks run: this machine's processes, or a Ray cluster (``pip install 'synthface[ray]'``)."""

@@ -157,3 +157,35 @@ def test_readme_reader_snippet_reads_sample_i(tmp_path, model_file, monkeypatch)
     with h5py.File(tmp_path / "shards" / "shard-000000.h5", "r") as f:
         np.testing.assert_array_equal(scope["image"], f["image"][5])
         np.testing.assert_array_equal(scope["K"], f["camera/intrinsics"][5])
+
+
+def test_shard_range_jobs_build_the_same_dataset(tmp_path, model_file):
+    gen(tmp_path / "whole", model_file, "--shard-size", "3", "--seed", "4", n=11)
+    parts = tmp_path / "parts"
+    for span in ("2:3", "0:2"):  # any order; the job completing the last shard writes the manifest
+        result = gen(parts, model_file, "--shard-size", "3", "--seed", "4", "--shard-range", span, n=11)
+        assert "manifest is written by the job that completes the last shard" in result.stdout
+        assert not (parts / "manifest.json").exists()
+    assert "(6 samples)" in result.stdout
+    assert_user_error(cli("generate", "--n", "11", "--out", str(parts), "--size", str(SIZE), "--model", model_file,
+                          "--faces-per-draw", "4", "--shard-size", "3", "--seed", "5", "--shard-range", "2:4"),
+                      "holds a run with other settings (seed)")
+    assert_user_error(cli("generate", "--n", "11", "--out", str(parts), "--size", str(SIZE), "--model", model_file,
+                          "--faces-per-draw", "4", "--shard-size", "3", "--seed", "4", "--shard-range", "3:9"),
+                      "outside the run's 4 shards")
+    assert_user_error(cli("generate", "--n", "11", "--out", str(parts), "--shard-range", "3:1"), "0 <= START < STOP")
+    result = gen(parts, model_file, "--shard-size", "3", "--seed", "4", "--shard-range", "3:4", n=11)
+    assert "wrote 11 samples in 4 shards" in result.stdout
+    assert (parts / "manifest.json").read_text() == (tmp_path / "whole" / "manifest.json").read_text()
+
+
+def test_ray_backend_gives_the_local_backends_arrays(tmp_path, model_file):
+    pytest.importorskip("ray")
+    gen(tmp_path / "local", model_file, "--shard-size", "4", "--seed", "2", n=10)
+    result = gen(tmp_path / "ray", model_file, "--shard-size", "4", "--seed", "2", "--backend", "ray",
+                 "--workers", "2", n=10)
+    assert "wrote 10 samples in 3 shards" in result.stdout
+    assert (tmp_path / "ray" / "manifest.json").read_text() == (tmp_path / "local" / "manifest.json").read_text()
+    a, b = load_arrays(tmp_path / "local"), load_arrays(tmp_path / "ray")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

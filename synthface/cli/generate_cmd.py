@@ -9,10 +9,10 @@ import click
 from tqdm import tqdm
 
 from ..config import SamplingConfig
-from ..generate import EXTRAS, GenerateJob, generate
+from ..generate import BACKENDS, EXTRAS, GenerateJob, generate
 from ..model import MorphableModel
 from ..shards import CODECS, DEFAULT_CODEC
-from .options import DEVICES, model_options, sampling_options
+from .options import DEVICES, SHARD_RANGE, model_options, sampling_options
 
 
 @click.command("generate")
@@ -32,11 +32,16 @@ from .options import DEVICES, model_options, sampling_options
               help="Lossless compression of images/depth/masks.")
 @click.option("--faces-per-draw", type=click.IntRange(min=1), default=64, show_default=True,
               help="Faces rendered per GL draw (tiles of one atlas).")
+@click.option("--backend", type=click.Choice(sorted(BACKENDS)), default="local", show_default=True,
+              help="Run shard tasks in local processes or on a Ray cluster.")
+@click.option("--ray-address", default=None, help="Ray cluster address ('auto' on a cluster node); default: local.")
+@click.option("--shard-range", type=SHARD_RANGE, default=None,
+              help="Write only shards START..STOP-1 (e.g. one SLURM array task); same flags in every task.")
 @model_options
 @sampling_options
 def command(count: int, out: Path, seed: int, shard_size: int, workers: int, device: str, resume: bool,
-            extras: tuple[str, ...], codec: str, faces_per_draw: int, model: MorphableModel,
-            config: SamplingConfig) -> None:
+            extras: tuple[str, ...], codec: str, faces_per_draw: int, backend: str, ray_address: str | None,
+            shard_range: tuple[int, int] | None, model: MorphableModel, config: SamplingConfig) -> None:
     """Generate COUNT synthetic faces: image, depth, mask, landmarks and parameters.
 
     Sample i depends only on (seed, i): any --workers or --shard-size gives the same arrays.
@@ -44,10 +49,23 @@ def command(count: int, out: Path, seed: int, shard_size: int, workers: int, dev
     job = GenerateJob(n=count, seed=seed, shard_size=shard_size, config=config, extras=tuple(sorted(extras)),
                       codec=codec, faces_per_draw=faces_per_draw)
     start = time.perf_counter()
-    with tqdm(total=count, unit="sample", dynamic_ncols=True, disable=None) as bar:
+    total = count if shard_range is None else None  # a range's sample count is known only after the plan
+    done = 0
+    with tqdm(total=total, unit="sample", dynamic_ncols=True, disable=None) as bar:
+
+        def tick(k: int) -> None:
+            nonlocal done
+            done += k
+            bar.update(k)
+
         manifest = generate(out, job, model=model, workers=workers, device=device, resume=resume,
-                            progress=bar.update)
+                            shard_range=shard_range, backend=backend, ray_address=ray_address, progress=tick)
     seconds = time.perf_counter() - start
+    if manifest is None:
+        click.echo(f"wrote shards {shard_range[0]}..{shard_range[1] - 1} ({done} samples) to {out}; the "
+                   "manifest is written by the job that completes the last shard "
+                   f"(or run 'synthface generate --resume --out {out}')")
+        return
     size = sum((out / s["file"]).stat().st_size for s in manifest["shards"])
     click.echo(f"wrote {manifest['n']} samples in {len(manifest['shards'])} shards to {out} "
-               f"({manifest['n'] / seconds:.1f} samples/s, {size / manifest['n'] / 1024:.1f} KiB/sample)")
+               f"({done / seconds:.1f} samples/s, {size / manifest['n'] / 1024:.1f} KiB/sample)")

@@ -28,6 +28,26 @@ class RangeType(click.ParamType):
 
 
 RANGE = RangeType()
+
+
+class ShardRangeType(click.ParamType):
+    """``START:STOP`` → (start, stop) shard indices, stop exclusive."""
+
+    name = "START:STOP"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            lo, hi = (int(v) for v in str(value).split(":"))
+        except ValueError:
+            self.fail(f"{value!r} is not START:STOP shard indices like 0:10", param, ctx)
+        if not 0 <= lo < hi:
+            self.fail(f"{value!r} needs 0 <= START < STOP", param, ctx)
+        return lo, hi
+
+
+SHARD_RANGE = ShardRangeType()
 DEVICES = ("auto", "cpu", "cuda")
 
 
