@@ -97,8 +97,15 @@ def face_normals(vertices, triangles):
         tri = _torch_triangles(triangles, vertices.device)
         v0, v1, v2 = (vertices[:, tri[:, k]] for k in range(3))
         return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
-    v0, v1, v2 = (vertices[:, triangles[:, k]] for k in range(3))
-    return np.cross(v1 - v0, v2 - v0)
+    # Component-major gathers and an explicit cross product: ~2x faster than np.cross on (B, F, 3).
+    vt = np.ascontiguousarray(vertices.transpose(2, 0, 1))  # (3, B, V)
+    a = vt[:, :, triangles[:, 1]] - vt[:, :, triangles[:, 0]]
+    b = vt[:, :, triangles[:, 2]] - vt[:, :, triangles[:, 0]]
+    out = np.empty_like(a)
+    for i, j, k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+        np.multiply(a[j], b[k], out=out[i])
+        out[i] -= a[k] * b[j]
+    return out.transpose(1, 2, 0)
 
 
 def _incidence(triangles, n_vertices: int, like):

@@ -1,0 +1,513 @@
+"""``ShardDataset``: a torch Dataset over synthface shards, with a deterministic train/val split.
+
+Index: the constructor reads each directory's ``manifest.json`` (or, for a shard file given
+directly, its attributes) and builds a global position → (shard, row) map. It validates every
+shard's ``format``/``format_version``/``first_index``/``count`` with
+:func:`synthface.shards.read_attrs` (one header read per shard, no sample data) and checks the
+requested datasets' shapes in one shard per source; corruption inside sample data can only be
+seen when a sample is read, and raises :class:`~synthface.shards.ShardError` then.
+
+Workers: HDF5 files are opened lazily, in the process that reads, on its first ``__getitem__``
+(handles are keyed by ``os.getpid()``; a forked worker never touches a handle its parent
+opened, and pickling drops handles), so ``DataLoader(num_workers=k)`` is safe with fork,
+spawn and forkserver.
+
+Split: sample ``i`` of a dataset generated with seed ``s`` is in the validation split iff
+``split_unit(s, i) < val_fraction`` (a splitmix64 hash of ``(s, i)`` mapped to [0, 1)). It
+depends only on the sample's identity, never on shard size, worker count or the order the
+paths are given; raising ``val_fraction`` only moves samples from train to val.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filters: default shards are Blosc-compressed)
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import ConfigError
+from .params import POSE_FIELDS
+from .shards import MANIFEST, SHARD_FORMAT, ShardError, read_attrs, read_manifest
+
+MANIFEST_VERSION = 1
+"""``format_version`` of ``manifest.json`` this reader understands (generate.py writes 1)."""
+
+PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
+"""Blocks of the trainer's flat parameter vector, in order (see :class:`ParameterNormalizer`)."""
+
+Split = Literal["train", "val", "all"]
+Array = np.ndarray | torch.Tensor
+
+
+# ---------------------------------------------------------------- fields
+
+def _chw(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+def _plain(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a))
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One item key: the shard dataset it reads and how a sample row becomes a tensor."""
+
+    dataset: str
+    convert: Callable[[np.ndarray], torch.Tensor]
+    doc: str
+
+
+FIELDS: dict[str, FieldSpec] = {
+    "image": FieldSpec("image", lambda a: _chw(a).to(torch.float32).div_(255.0), "(3,H,W) float32 sRGB in [0,1]"),
+    "depth": FieldSpec("depth", lambda a: _plain(a)[None], "(1,H,W) float32 camera z in mm, 0 = background"),
+    "mask": FieldSpec("mask", lambda a: _plain(a)[None].to(torch.float32), "(1,H,W) float32, 1 = face"),
+    "normals": FieldSpec("normals", _chw, "(3,H,W) float32 (needs --extras normals)"),
+    "pncc": FieldSpec("pncc", _chw, "(3,H,W) float32 (needs --extras pncc)"),
+    "identity": FieldSpec("params/identity", _plain, "(K_id,) float32, std units, not normalized"),
+    "expression": FieldSpec("params/expression", _plain, "(K_exp,) float32, not normalized"),
+    "albedo": FieldSpec("params/albedo", _plain, "(K_alb,) float32, std units"),
+    "pose": FieldSpec("params/pose", _plain, "(6,) float32 yaw, pitch, roll (rad), tx, ty, tz (mm)"),
+    "light": FieldSpec("params/light", _plain, "(9,3) float32 SH lighting"),
+    "background": FieldSpec("params/background", _plain, "(3,) float32 linear RGB"),
+    "intrinsics": FieldSpec("camera/intrinsics", _plain, "(3,3) float32 pinhole K, pixels"),
+    "landmarks": FieldSpec("landmarks/xy", _plain, "(68,2) float32 pixels"),
+    "landmarks_visible": FieldSpec("landmarks/visible", _plain, "(68,) bool"),
+    "index": FieldSpec("index", lambda a: torch.tensor(int(a), dtype=torch.int64), "() int64 global sample index"),
+}
+"""Every item key but ``params`` (the normalized flat vector of :data:`PARAM_VECTOR`)."""
+
+DEFAULT_FIELDS = ("image", "depth", "mask", "params", "landmarks")
+_MODEL_DEPENDENT = {"params", "identity", "expression", "albedo"}  # meaningless across different models
+
+
+# ---------------------------------------------------------------- split
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        z = x.astype(np.uint64) + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def split_unit(seed: int, indices: Iterable[int] | np.ndarray) -> np.ndarray:
+    """A uniform number in [0, 1) per sample, fixed by ``(seed, index)``: the split key.
+
+    ``splitmix64(splitmix64(seed) XOR index) >> 11``, scaled by 2**-53; reproducible in any language.
+    """
+    key = _splitmix64(np.array([seed], dtype=np.uint64))
+    h = _splitmix64(np.asarray(indices, dtype=np.uint64) ^ key)
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def in_val(seed: int, indices: Iterable[int] | np.ndarray, val_fraction: float) -> np.ndarray:
+    """Boolean mask: which samples belong to the validation split."""
+    return split_unit(seed, indices) < val_fraction
+
+
+# ---------------------------------------------------------------- parameter normalisation
+
+@dataclass(frozen=True, eq=False)
+class ParameterNormalizer:
+    """Maps the flat parameter vector to ~zero mean, unit std per column, and back.
+
+    Layout: blocks ``names`` (default :data:`PARAM_VECTOR`) of ``sizes`` columns, concatenated;
+    :attr:`slices` gives each block's columns, :meth:`columns` a name per column (pose columns
+    by :data:`synthface.params.POSE_FIELDS`). The state is plain arrays (:meth:`state_dict`), so
+    a checkpoint stores it and ``torch.load(weights_only=True)`` reads it back.
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(self.names))
+        object.__setattr__(self, "sizes", tuple(int(s) for s in self.sizes))
+        object.__setattr__(self, "mean", np.asarray(self.mean, np.float32).reshape(-1))
+        object.__setattr__(self, "std", np.asarray(self.std, np.float32).reshape(-1))
+        if len(self.names) != len(self.sizes) or self.mean.shape != (self.dim,) or self.std.shape != (self.dim,):
+            raise ValueError(f"normalizer layout {dict(zip(self.names, self.sizes, strict=False))} does not "
+                             f"match mean {self.mean.shape} / std {self.std.shape}")
+        if not (np.isfinite(self.mean).all() and (self.std > 0).all()):
+            raise ValueError("normalizer mean must be finite and std positive")
+
+    @property
+    def dim(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def slices(self) -> dict[str, slice]:
+        """Block name → its columns in the flat vector."""
+        ends = np.cumsum(self.sizes)
+        return {n: slice(int(e - s), int(e)) for n, s, e in zip(self.names, self.sizes, ends, strict=True)}
+
+    def columns(self) -> list[str]:
+        """One name per column, e.g. ``identity[3]``, ``pose.yaw`` (for logs and per-parameter errors)."""
+        out = []
+        for name, size in zip(self.names, self.sizes, strict=True):
+            if name == "pose" and size == len(POSE_FIELDS):
+                out += [f"pose.{p}" for p in POSE_FIELDS]
+            else:
+                out += [f"{name}[{i}]" for i in range(size)]
+        return out
+
+    def flatten(self, blocks: Mapping[str, Array]) -> Array:
+        """Concatenate ``blocks[name]`` (..., size) in layout order (numpy or torch)."""
+        parts = [blocks[n] for n in self.names]
+        for n, s, p in zip(self.names, self.sizes, parts, strict=True):
+            if p.shape[-1] != s:
+                raise ValueError(f"{n}: expected {s} columns, got {tuple(p.shape)}")
+        if isinstance(parts[0], torch.Tensor):
+            return torch.cat(parts, dim=-1)  # type: ignore[arg-type]
+        return np.concatenate(parts, axis=-1)
+
+    def unflatten(self, vector: Array) -> dict[str, Array]:
+        """Block name → view of its columns of ``vector`` (..., dim)."""
+        return {n: vector[..., sl] for n, sl in self.slices.items()}
+
+    def _stats_like(self, x: Array) -> tuple[Array, Array]:
+        if isinstance(x, torch.Tensor):
+            return (torch.as_tensor(self.mean, dtype=x.dtype, device=x.device),
+                    torch.as_tensor(self.std, dtype=x.dtype, device=x.device))
+        return self.mean, self.std
+
+    def normalize(self, x: Array) -> Array:
+        """Physical units → normalized; ``x`` is (..., dim), numpy or torch (any device)."""
+        mean, std = self._stats_like(x)
+        return (x - mean) / std
+
+    def denormalize(self, x: Array) -> Array:
+        """Normalized → physical units (the inverse of :meth:`normalize`)."""
+        mean, std = self._stats_like(x)
+        return x * std + mean
+
+    @classmethod
+    def fit(cls, blocks: Mapping[str, np.ndarray], names: Sequence[str] = PARAM_VECTOR,
+            min_std: float = 1e-6) -> ParameterNormalizer:
+        """Mean and std per column of ``blocks[name]`` (N, size); columns with std < ``min_std`` get std 1."""
+        flat = np.concatenate([np.asarray(blocks[n], np.float64).reshape(len(blocks[n]), -1) for n in names], -1)
+        sizes = [np.asarray(blocks[n]).reshape(len(blocks[n]), -1).shape[1] for n in names]
+        return cls._from_moments(names, sizes, len(flat), flat.sum(0), np.square(flat).sum(0), min_std)
+
+    @classmethod
+    def _from_moments(cls, names: Sequence[str], sizes: Sequence[int], n: int, total: np.ndarray,
+                      total_sq: np.ndarray, min_std: float) -> ParameterNormalizer:
+        if n < 1:
+            raise ShardError("cannot fit the parameter normalizer: the training split is empty "
+                             "(lower val_fraction or add data)")
+        mean = total / n
+        std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+        return cls(tuple(names), tuple(sizes), mean, np.where(std >= min_std, std, 1.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data for a checkpoint: names, sizes, and mean/std as float32 tensors."""
+        return {"names": list(self.names), "sizes": list(self.sizes),
+                "mean": torch.from_numpy(self.mean.copy()), "std": torch.from_numpy(self.std.copy())}
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> ParameterNormalizer:
+        def arr(v: Any) -> np.ndarray:
+            return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+
+        return cls(tuple(state["names"]), tuple(state["sizes"]), arr(state["mean"]), arr(state["std"]))
+
+
+# ---------------------------------------------------------------- the dataset
+
+@dataclass(frozen=True)
+class _Shard:
+    path: Path
+    first_index: int
+    count: int
+    source: int
+
+
+@dataclass(frozen=True)
+class _Source:
+    path: Path  # dataset directory or shard file, as given
+    seed: int
+    model_sha256: str
+    shards: tuple[_Shard, ...]
+
+
+class ShardDataset(Dataset):
+    """Samples of one or more synthface datasets (directories and/or shard files) as dicts of tensors.
+
+    ``fields``: keys of :data:`FIELDS` and/or ``"params"`` (the flat :data:`PARAM_VECTOR` vector,
+    normalized when a normalizer is in use); ``"index"`` is always included. ``normalize``:
+    ``"fit"`` fits a :class:`ParameterNormalizer` on the *training* split of ``paths`` (so a val
+    dataset built the same way gets the same one), an instance uses it (e.g. from a checkpoint),
+    ``None`` returns raw parameters. ``max_open_files`` bounds open HDF5 files per process (LRU).
+    """
+
+    def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], split: Split = "train",
+                 val_fraction: float = 0.05, fields: Sequence[str] = DEFAULT_FIELDS,
+                 normalize: ParameterNormalizer | Literal["fit"] | None = "fit", max_open_files: int = 64) -> None:
+        if split not in ("train", "val", "all"):
+            raise ConfigError(f"split must be 'train', 'val' or 'all', got {split!r}")
+        if not 0.0 <= val_fraction <= 1.0:
+            raise ConfigError(f"val_fraction must be in [0, 1], got {val_fraction}")
+        unknown = [f for f in fields if f != "params" and f not in FIELDS]
+        if unknown:
+            raise ConfigError(f"unknown fields {unknown}; choose from params, {', '.join(FIELDS)}")
+        if max_open_files < 1:
+            raise ConfigError(f"max_open_files must be at least 1, got {max_open_files}")
+        self.split, self.val_fraction, self.max_open_files = split, float(val_fraction), max_open_files
+        self.fields = tuple(dict.fromkeys([*fields, "index"]))  # ordered, no duplicates
+        self._reads = tuple(dict.fromkeys(
+            [FIELDS[n].dataset for n in PARAM_VECTOR if "params" in self.fields]
+            + [FIELDS[f].dataset for f in self.fields if f != "params"]))
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.sources = [_open_source(Path(p), k) for k, p in enumerate(paths)]
+        if not self.sources:
+            raise ConfigError("ShardDataset needs at least one dataset directory or shard file")
+        _check_sources(self.sources, self._reads, self.fields)
+        self._shards = [s for src in self.sources for s in src.shards]
+        counts = np.array([s.count for s in self._shards], np.int64)
+        self._offsets = np.concatenate([[0], np.cumsum(counts)])  # shard k holds positions [off[k], off[k+1])
+        val = self._val_mask()
+        keep = {"train": ~val, "val": val, "all": np.ones_like(val)}[split]
+        self._items = np.flatnonzero(keep).astype(np.int64)
+
+        if "params" not in self.fields or normalize is None:
+            self.normalizer: ParameterNormalizer | None = None
+        elif isinstance(normalize, ParameterNormalizer):
+            self.normalizer = normalize
+        elif normalize == "fit":
+            self.normalizer = self._fit_normalizer(~val)
+        else:
+            raise ConfigError(f"normalize must be 'fit', a ParameterNormalizer or None, got {normalize!r}")
+
+        self._pid: int | None = None
+        self._handles: OrderedDict[int, h5py.File] = OrderedDict()
+        self._inherited: list[Any] = []
+
+    # ---- index
+
+    def _val_mask(self) -> np.ndarray:
+        """Over all positions (every source, every shard): is the sample in the validation split?"""
+        parts = [in_val(self.sources[s.source].seed, np.arange(s.first_index, s.first_index + s.count),
+                        self.val_fraction) for s in self._shards]
+        return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a ShardDataset of {len(self)} samples")
+        pos = int(self._items[i])
+        k = int(np.searchsorted(self._offsets, pos, side="right")) - 1
+        return k, pos - int(self._offsets[k])
+
+    @property
+    def sample_indices(self) -> np.ndarray:
+        """The stored global sample index of every item, in item order (cheap: no file is read)."""
+        k = np.searchsorted(self._offsets, self._items, side="right") - 1
+        first = np.array([s.first_index for s in self._shards], np.int64)
+        return first[k] + (self._items - self._offsets[k])
+
+    @property
+    def source_ids(self) -> np.ndarray:
+        """Which entry of ``paths`` every item comes from."""
+        k = np.searchsorted(self._offsets, self._items, side="right") - 1
+        return np.array([s.source for s in self._shards], np.int64)[k]
+
+    # ---- reading
+
+    def _file(self, k: int) -> h5py.File:
+        """Shard ``k`` opened by *this* process (a handle inherited over fork is never used)."""
+        pid = os.getpid()
+        if self._pid != pid:
+            # Keep inherited handles referenced but untouched: closing them here would call into HDF5
+            # with the parent's file state.
+            self._inherited.append(self._handles)
+            self._handles, self._pid = OrderedDict(), pid
+        handle = self._handles.get(k)
+        if handle is not None:
+            self._handles.move_to_end(k)
+            return handle
+        path = self._shards[k].path
+        try:
+            # No chunk cache: random access never reads a chunk twice, and caching one MiB per dataset
+            # per open file per worker only costs memory.
+            handle = h5py.File(path, "r", rdcc_nbytes=0)
+        except OSError as exc:
+            raise ShardError(f"{path}: cannot open shard ({exc}); run 'synthface verify' on its dataset") from exc
+        self._handles[k] = handle
+        if len(self._handles) > self.max_open_files:
+            self._handles.popitem(last=False)[1].close()
+        return handle
+
+    def read_raw(self, i: int) -> dict[str, np.ndarray]:
+        """Item ``i`` as stored (numpy, shard dataset path → row), before conversion to tensors."""
+        k, row = self._locate(i)
+        shard = self._shards[k]
+        f = self._file(k)
+        name = ""
+        try:
+            raw = {}
+            for name in self._reads:
+                raw[name] = f[name][row]
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:
+            raise ShardError(f"{shard.path}: cannot read {name!r} of sample {shard.first_index + row} "
+                             f"(row {row}): {exc}; the shard is corrupt, run 'synthface verify' and "
+                             "regenerate it") from exc
+        if int(raw["index"]) != shard.first_index + row:
+            raise ShardError(f"{shard.path}: row {row} holds sample {int(raw['index'])}, expected "
+                             f"{shard.first_index + row}; the shard does not match its manifest")
+        return raw
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        raw = self.read_raw(i)
+        item = {}
+        for name in self.fields:
+            if name == "params":
+                vec = np.concatenate([raw[FIELDS[n].dataset] for n in PARAM_VECTOR])
+                if self.normalizer is not None:
+                    vec = self.normalizer.normalize(vec).astype(np.float32)
+                item["params"] = torch.from_numpy(vec)
+            else:
+                item[name] = FIELDS[name].convert(raw[FIELDS[name].dataset])
+        return item
+
+    def _fit_normalizer(self, train: np.ndarray) -> ParameterNormalizer:
+        """Streaming mean/std of the training split's stored parameters (params are small: one read per shard)."""
+        paths = [FIELDS[n].dataset for n in PARAM_VECTOR]
+        n, total, total_sq, sizes = 0, 0.0, 0.0, None
+        for k, shard in enumerate(self._shards):
+            rows = train[self._offsets[k]:self._offsets[k + 1]]
+            if not rows.any():
+                continue
+            try:
+                with h5py.File(shard.path, "r") as f:
+                    blocks = [f[p][()][rows].astype(np.float64) for p in paths]
+            except (OSError, KeyError) as exc:
+                raise ShardError(f"{shard.path}: cannot read parameters ({exc}); run 'synthface verify'") from exc
+            sizes = [b.shape[1] for b in blocks]
+            flat = np.concatenate(blocks, axis=1)
+            n, total, total_sq = n + len(flat), total + flat.sum(0), total_sq + np.square(flat).sum(0)
+        return ParameterNormalizer._from_moments(PARAM_VECTOR, sizes or [], n, np.asarray(total),
+                                                 np.asarray(total_sq), 1e-6)
+
+    # ---- processes
+
+    def close(self) -> None:
+        """Close the HDF5 files this process opened (they reopen on the next read)."""
+        if self._pid == os.getpid():
+            for handle in self._handles.values():
+                handle.close()
+        self._handles = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_pid=None, _handles=OrderedDict(), _inherited=[])  # a handle never crosses processes
+        return state
+
+    def __repr__(self) -> str:
+        return (f"ShardDataset({len(self)} samples, split={self.split!r}, val_fraction={self.val_fraction}, "
+                f"sources={[str(s.path) for s in self.sources]})")
+
+
+# ---------------------------------------------------------------- construction helpers
+
+def _open_source(path: Path, source: int) -> _Source:
+    """A dataset directory (via its manifest) or one shard file (via its attributes), validated."""
+    if path.is_dir():
+        manifest = read_manifest(path)
+        where = path / MANIFEST
+        if manifest.get("format_version") != MANIFEST_VERSION or manifest.get("shard_format") != SHARD_FORMAT:
+            raise ShardError(f"{where}: manifest format_version {manifest.get('format_version')!r} / shard format "
+                             f"{manifest.get('shard_format')!r} is not {MANIFEST_VERSION} / {SHARD_FORMAT}; "
+                             "regenerate the dataset with this synthface")
+        try:
+            seed, sha = int(manifest["seed"]), str(manifest["model"]["sha256"])
+            entries = [(e["file"], int(e["first_index"]), int(e["count"])) for e in manifest["shards"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShardError(f"{where}: malformed manifest ({exc!r}); run 'synthface verify'") from exc
+        shards = []
+        for name, first, count in entries:
+            file = path / name
+            if not file.is_file():
+                raise ShardError(f"{file}: shard missing (listed in {where}); "
+                                 f"finish it with 'synthface generate --resume --out {path}'")
+            attrs = read_attrs(file)
+            got = (int(attrs.get("first_index", -1)), int(attrs.get("count", -1)), int(attrs.get("seed", -1)),
+                   str(attrs.get("model_sha256", "")))
+            if got != (first, count, seed, sha):
+                raise ShardError(f"{file}: attributes (first_index, count, seed, model) = {got[:3]} do not match "
+                                 f"{where} ({first}, {count}, {seed}); the shard belongs to another run")
+            shards.append(_Shard(file, first, count, source))
+        return _Source(path, seed, sha, tuple(shards))
+    if path.is_file():
+        attrs = read_attrs(path)
+        try:
+            shard = _Shard(path, int(attrs["first_index"]), int(attrs["count"]), source)
+            return _Source(path, int(attrs["seed"]), str(attrs["model_sha256"]), (shard,))
+        except KeyError as exc:
+            raise ShardError(f"{path}: shard attribute {exc} missing; regenerate it") from exc
+    raise ShardError(f"{path}: no such dataset directory or shard file")
+
+
+def _check_sources(sources: list[_Source], reads: Sequence[str], fields: Sequence[str]) -> None:
+    """Same file twice, datasets missing, shapes that would not batch, parameters of different models."""
+    seen: dict[Path, Path] = {}
+    for src in sources:
+        for s in src.shards:
+            real = s.path.resolve()
+            if real in seen:
+                raise ShardError(f"{s.path}: given twice (also via {seen[real]}); each sample must appear once")
+            seen[real] = src.path
+    shapes: dict[str, tuple[tuple[int, ...], Path]] = {}
+    for src in sources:
+        if not src.shards:
+            continue
+        path = src.shards[0].path
+        try:
+            with h5py.File(path, "r") as f:
+                missing = [r for r in reads if r not in f]
+                got = {r: f[r].shape[1:] for r in reads if r in f}
+        except OSError as exc:
+            raise ShardError(f"{path}: not a readable HDF5 shard ({exc}); regenerate it") from exc
+        if missing:
+            raise ShardError(f"{path}: no dataset {', '.join(missing)} (requested fields {list(fields)}); "
+                             "regenerate with the matching --extras or drop those fields")
+        for r, shape in got.items():
+            want, where = shapes.setdefault(r, (shape, path))
+            if shape != want:
+                raise ShardError(f"{path}: {r} has per-sample shape {shape} but {where} has {want}; "
+                                 "datasets of different image sizes or models cannot be batched together")
+    if _MODEL_DEPENDENT & set(fields) and len({s.model_sha256 for s in sources}) > 1:
+        names = ", ".join(f"{s.path} ({s.model_sha256[:12]}…)" for s in sources)
+        raise ShardError(f"parameters of different morphable models cannot be mixed: {names}")
+    by_seed: dict[int, list[_Source]] = {}
+    for src in sources:
+        by_seed.setdefault(src.seed, []).append(src)
+    for seed, group in by_seed.items():
+        if len(group) > 1:
+            warnings.warn(f"{', '.join(str(s.path) for s in group)} share seed {seed}: samples with the same index "
+                          "draw the same random numbers (duplicated identities)", stacklevel=3)
+
+
+def load_config_of(path: str | os.PathLike) -> dict[str, Any]:
+    """The sampling configuration a dataset directory or shard was generated with."""
+    p = Path(path)
+    return read_manifest(p)["config"] if p.is_dir() else json.loads(read_attrs(p)["config"])
