@@ -12,13 +12,17 @@ written last. ``resume=True`` keeps complete shards and redoes the others.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import queue
+import signal
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,21 @@ from .shards import (
 )
 
 PLAN = ".synthface-run.json"
+LOCK = ".synthface.lock"
+CRASH_ENV = "SYNTHFACE_CRASH_AT"
+"""Fault injection for the crash-safety tests: ``batch:N`` (after the N-th batch is written into a
+shard), ``commit:N`` (after the N-th shard is renamed into place), ``manifest`` (manifest written to
+its temporary name, not yet renamed). The process then kills itself with SIGKILL."""
+_crash_counts: dict[str, int] = {}
+
+
+def _crash_point(name: str) -> None:
+    target = os.environ.get(CRASH_ENV)
+    if not target:
+        return
+    _crash_counts[name] = _crash_counts.get(name, 0) + 1
+    if target in (name, f"{name}:{_crash_counts[name]}"):
+        os.kill(os.getpid(), signal.SIGKILL)
 EXTRAS = ("normals", "pncc")
 
 
@@ -134,6 +153,7 @@ def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, 
             rendered = renderer.render(params, slot=start % f)
             t2 = time.perf_counter()
             writer.write(params, rendered)
+            _crash_point("batch")
             times["sample"] += t1 - t0
             times["write"] += time.perf_counter() - t2
             if progress is not None:
@@ -141,6 +161,7 @@ def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, 
             start = end
         t_commit = time.perf_counter()
     times["commit"] = time.perf_counter() - t_commit  # close, fsync, sha256, rename
+    _crash_point("commit")
     return name, writer.sha256 or "", {**times, **renderer.timings}
 
 
@@ -169,7 +190,7 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
     stored_path = plan if plan.is_file() else out / MANIFEST if (out / MANIFEST).is_file() else None
     stored = _read_json(stored_path) if stored_path else None
     if stored is None and not resume:
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and any(p.name != LOCK for p in out.iterdir()):
             raise SynthfaceError(f"--out {out} is not empty; choose a new or empty directory")
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -188,7 +209,7 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
         raise SynthfaceError(f"{out} was started with model {stored['model']['name']} "
                              f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
     if resume:
-        for tmp in out.glob(".shard-*.tmp"):  # partial shards of the interrupted run
+        for tmp in out.glob(".*.tmp"):  # partial shards / manifest of the interrupted run
             tmp.unlink()
         return GenerateJob.from_dict(stored["job"])
     if stored["job"] != job.to_dict():
@@ -219,6 +240,63 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if out.exists() and not out.is_dir():
+        raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
+    if shard_range is not None:  # jobs of one run by shard range may run at once: no run lock
+        return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
+                                progress, stats)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; check the path and permissions") \
+            from exc
+    try:
+        with run_lock(out):
+            return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
+                                    progress, stats)
+    except SynthfaceError:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # leave nothing behind for a run that never started
+        raise
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.synthface.lock`` exclusively for the run.
+
+    ``flock`` locks belong to the process: the kernel drops them when it dies (also by kill -9), so
+    a lock file left behind by a killed run is stale by construction and the next run simply takes it.
+    """
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SynthfaceError(f"{out} is in use by another synthface generate ({holder}); wait for it to "
+                                 "finish, or choose another --out") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break  # still the file at that path (not one a finishing run just removed)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        # The file means something only while locked; openers racing with this unlink re-check the inode.
+        path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers: int, device: str,
+                     resume: bool, shard_range: tuple[int, int] | None, backend: str, ray_address: str | None,
+                     progress: Callable[[int], None] | None, stats: dict[str, float] | None) -> dict[str, Any] | None:
     job = _prepare(out, job, model, resume=resume, join=shard_range is not None)
     shards = job.shards()
     lo, hi = shard_range if shard_range is not None else (0, len(shards))
@@ -259,7 +337,7 @@ def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[st
         "shards": [{"file": name, "first_index": first, "count": count, "sha256": sha[name]}
                    for name, first, count in job.shards()],
     }
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1))
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1), before_rename=lambda: _crash_point("manifest"))
     (out / PLAN).unlink(missing_ok=True)
     return manifest
 

@@ -1,0 +1,86 @@
+"""Crash safety: kill -9 at chosen points, then --resume gives the uninterrupted dataset; locking."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+from synthface.generate import CRASH_ENV, LOCK, run_lock
+
+from .test_cli import assert_user_error
+from .test_generate import SIZE, cli, gen, load_arrays
+
+ARGS = ["--n", "10", "--size", str(SIZE), "--shard-size", "4", "--faces-per-draw", "2", "--seed", "6"]
+
+
+def run_cli(out, model_file, *extra: str, crash: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop(CRASH_ENV, None)
+    if crash:
+        env[CRASH_ENV] = crash
+    return subprocess.run([sys.executable, "-m", "synthface", "generate", "--out", str(out), "--model", model_file,
+                           *ARGS, *extra], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, model_file):
+    out = tmp_path_factory.mktemp("ref") / "d"
+    gen(out, model_file, *ARGS[2:], n=10)
+    return out
+
+
+@pytest.mark.parametrize("crash", ["batch:3", "commit:1", "commit:3", "manifest"])  # mid-shard, between, last, manifest
+def test_kill_9_then_resume_gives_the_uninterrupted_dataset(crash, tmp_path, model_file, reference):
+    out = tmp_path / "d"
+    killed = run_cli(out, model_file, crash=crash)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (out / "manifest.json").exists()
+    for shard in out.glob("shard-*.h5"):  # whatever exists under a final name is complete
+        with h5py.File(shard, "r") as f:
+            assert f["image"].shape[0] == f.attrs["count"] and f["index"][-1] == f.attrs["first_index"] + \
+                f.attrs["count"] - 1
+    resumed = run_cli(out, model_file, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (out / "manifest.json").read_text() == (reference / "manifest.json").read_text()
+    a, b = load_arrays(reference), load_arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", *sorted(p.name for p in out.glob("shard-*"))]
+
+
+def test_a_second_run_on_the_same_dir_is_refused(tmp_path, model_file):
+    out = tmp_path / "d"
+    out.mkdir()
+    with run_lock(out):  # as if another generate were running there
+        assert (out / LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+        result = cli("generate", "--out", str(out), "--model", model_file, *ARGS)
+        assert_user_error(result, "is in use by another synthface generate (pid")
+    assert not (out / LOCK).exists()
+    assert cli("generate", "--out", str(out), "--model", model_file, *ARGS).exit_code == 0
+
+
+def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path, model_file):
+    out = tmp_path / "d"
+    killed = run_cli(out, model_file, crash="batch:2")
+    assert killed.returncode == -signal.SIGKILL
+    assert (out / LOCK).exists()  # left behind by kill -9, but nobody holds it
+    assert run_cli(out, model_file, "--resume").returncode == 0
+    assert not (out / LOCK).exists()
+
+
+def test_refused_runs_leave_nothing(tmp_path, model_file):
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "mine.txt").write_text("x")
+    assert_user_error(cli("generate", "--out", str(junk), "--model", model_file, *ARGS), "is not empty")
+    assert [p.name for p in junk.iterdir()] == ["mine.txt"]
+    fresh = tmp_path / "fresh"
+    assert_user_error(cli("generate", "--out", str(fresh), "--model", model_file, *ARGS, "--resume"),
+                      "holds no interrupted synthface run")
+    assert not fresh.exists()
