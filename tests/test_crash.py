@@ -84,3 +84,40 @@ def test_refused_runs_leave_nothing(tmp_path, model_file):
     assert_user_error(cli("generate", "--out", str(fresh), "--model", model_file, *ARGS, "--resume"),
                       "holds no interrupted synthface run")
     assert not fresh.exists()
+
+
+def _fail_after(original, count: int, error: OSError, applies=lambda *a, **k: True):
+    """Wrap ``original`` to raise ``error`` from its ``count``-th applicable call on (a full/read-only disk)."""
+    calls = {"n": 0}
+
+    def wrapper(self, *args, **kwargs):
+        if applies(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] >= count:
+                raise error
+        return original(self, *args, **kwargs)
+
+    return wrapper
+
+
+@pytest.mark.parametrize(("where", "fragment"), [("write", "No space left on device; check free space"),
+                                                 ("create", "Permission denied")])
+def test_disk_full_or_permission_error_is_clean_and_resumable(where, fragment, tmp_path, model_file, reference,
+                                                              monkeypatch):
+    if where == "write":  # the 7th dataset write (inside the first shard's second batch) finds the disk full
+        monkeypatch.setattr(h5py.Dataset, "__setitem__",
+                            _fail_after(h5py.Dataset.__setitem__, 7, OSError(28, "No space left on device")))
+    else:  # the second shard cannot be created
+        monkeypatch.setattr(h5py.File, "__init__", _fail_after(h5py.File.__init__, 2, PermissionError(
+            13, "Permission denied"), applies=lambda *a, **k: a[1:2] == ("w",)))
+    out = tmp_path / "d"
+    result = cli("generate", "--out", str(out), "--model", model_file, *ARGS)
+    assert_user_error(result, fragment)
+    assert "shard-00000" in result.stderr.splitlines()[-1]  # names the shard
+    monkeypatch.undo()
+    assert not list(out.glob(".shard-*")), "the failed shard's temporary file was removed"
+    assert not (out / "manifest.json").exists()
+    assert cli("generate", "--out", str(out), "--model", model_file, *ARGS, "--resume").exit_code == 0
+    a, b = load_arrays(reference), load_arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
