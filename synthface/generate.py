@@ -33,6 +33,7 @@ from . import __version__
 from .config import SamplingConfig, config_from_dict
 from .errors import ConfigError, SynthfaceError
 from .geometry import resolve_device
+from .gl import create_context
 from .loaders import load_model
 from .model import MorphableModel
 from .render import FaceRenderer, RenderSettings
@@ -242,6 +243,8 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if out.exists() and not out.is_dir():
         raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
+    if backend == "local":  # fail on a missing EGL before anything is written (Ray nodes check their own)
+        create_context().release()
     if shard_range is not None:  # jobs of one run by shard range may run at once: no run lock
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
                                 progress, stats)
