@@ -43,6 +43,7 @@ from .shards import (
     DEFAULT_CODEC,
     MANIFEST,
     MANIFEST_FORMAT,
+    MANIFEST_VERSION,
     SHARD_FORMAT,
     ShardError,
     ShardWriter,
@@ -334,7 +335,7 @@ def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[st
         else:
             return None
     manifest = {
-        "format": MANIFEST_FORMAT, "format_version": 1, "synthface_version": __version__,
+        "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "synthface_version": __version__,
         "seed": job.seed, "n": job.n, "image_size": job.config.image_size, "config": job.config.to_dict(),
         "model": _model_record(model), "shard_format": SHARD_FORMAT, "job": job.to_dict(),
         "shards": [{"file": name, "first_index": first, "count": count, "sha256": sha[name]}

@@ -62,6 +62,16 @@ def shade(albedo, normals, light):
     return albedo * irradiance(normals, light)
 
 
+def srgb_to_linear(srgb):
+    """Inverse of :func:`linear_to_srgb`: sRGB in [0, 1] → linear RGB (numpy or torch, same shape).
+
+    Shard images are sRGB uint8 (divide by 255 first); shading and the SfS loss work in linear RGB.
+    """
+    xp = np if isinstance(srgb, np.ndarray) else __import__("torch")
+    s = srgb.clip(0.0, 1.0)
+    return xp.where(s <= 0.04045, s / 12.92, ((s + 0.055) / 1.055) ** 2.4)
+
+
 def linear_to_srgb(linear):
     """IEC 61966-2-1 transfer function, for values in [0, 1] (numpy or torch)."""
     xp = np if isinstance(linear, np.ndarray) else __import__("torch")

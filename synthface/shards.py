@@ -28,6 +28,7 @@ SHARD_FORMAT = "synthface-shard"
 SHARD_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "synthface-dataset"
+MANIFEST_VERSION = 1
 
 
 class ShardError(SynthfaceError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import scipy.special
 import torch
 
@@ -68,3 +69,11 @@ def test_negative_irradiance_clips_to_zero():
 def test_srgb_transfer():
     x = np.array([0.0, 0.002, 0.18, 1.0, 1.5])
     np.testing.assert_allclose(linear_to_srgb(x), [0, 12.92 * 0.002, 1.055 * 0.18 ** (1 / 2.4) - 0.055, 1, 1])
+
+
+def test_srgb_round_trip():
+    from synthface.shading import srgb_to_linear
+
+    x = np.linspace(0, 1, 101)
+    np.testing.assert_allclose(srgb_to_linear(linear_to_srgb(x)), x, atol=1e-12)
+    assert srgb_to_linear(np.array([0.5]))[0] == pytest.approx(0.2140, abs=1e-4)  # the standard mid-grey
