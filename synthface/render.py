@@ -112,6 +112,14 @@ class FaceRenderer:
         self.device = device
         self._own_ctx = ctx is None
         self.ctx = ctx or create_context()
+        with self.ctx:
+            self._build_gl(model)
+        self._buffers: dict[int, moderngl.Buffer] = {}
+        self.timings: dict[str, float] = {}
+        """Seconds spent per stage (geometry, upload, draw, readback, compose), summed over calls."""
+
+    def _build_gl(self, model: MorphableModel) -> None:
+        """Program, index/PNCC buffers, atlas targets and framebuffer (in our context)."""
         size = self.settings.image_size
         max_tex = int(self.ctx.info["GL_MAX_TEXTURE_SIZE"])
         per_row = max(1, min(math.ceil(math.sqrt(self.settings.faces_per_draw)), max_tex // size))
@@ -134,9 +142,6 @@ class FaceRenderer:
         self._targets = [self.ctx.texture(atlas, c, dtype=d) for c, d in wanted]
         self._depth = self.ctx.depth_renderbuffer(atlas)
         self._fbo = self.ctx.framebuffer(color_attachments=self._targets, depth_attachment=self._depth)
-        self._buffers: dict[int, moderngl.Buffer] = {}
-        self.timings: dict[str, float] = {}
-        """Seconds spent per stage (geometry, upload, draw, readback, compose), summed over calls."""
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -154,9 +159,10 @@ class FaceRenderer:
 
     def release(self) -> None:
         """Free every GL object (and the context if this renderer created it)."""
-        for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc,
-                    *self._buffers.values()):
-            obj.release()
+        with self.ctx:
+            for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc,
+                        *self._buffers.values()):
+                obj.release()
         self._buffers.clear()
         if self._own_ctx:
             self.ctx.release()
@@ -196,6 +202,10 @@ class FaceRenderer:
         geometry is computed in a ``faces_per_draw``-row batch and faces drawn in those tiles, so a
         sample's result depends only on its slot, never on which other samples share the batch.
         """
+        with self.ctx:  # make our context current: another one may have been created since (generate's check)
+            return self._render(params, slot)
+
+    def _render(self, params: dict[str, np.ndarray], slot: int | None) -> RenderOutput:
         n, f = len(params["pose"]), self.faces_per_draw
         if slot is not None:
             if not 0 <= slot and slot + n <= f:

@@ -176,3 +176,14 @@ def test_landmark_visibility_rules():
     z = np.array([[100.5, 110.0, 101.0, 100.0, 100.0]])
     # on the surface; 10 mm behind it; just off the silhouette; no surface near; outside the image
     np.testing.assert_array_equal(landmark_visibility(xy, z, depth, 4.0), [[True, False, True, False, False]])
+
+
+def test_renderer_survives_another_context_being_created(sphere_render, gl_ctx):
+    """generate() checks GL by creating and releasing a context; a live renderer must keep working."""
+    from synthface.gl import create_context
+
+    model, params, first = sphere_render
+    with FaceRenderer(model, RenderSettings(SIZE, faces_per_draw=4, normals=True), ctx=gl_ctx) as r:
+        create_context().release()
+        again = r.render(params)
+    np.testing.assert_array_equal(again.depth, first.depth)

@@ -1,0 +1,76 @@
+"""``synthface evaluate``: depth error (% of the face's depth range) and per-parameter errors of a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from ..errors import ConfigError
+from ..evaluate import ROWS, evaluate
+from ..geometry import resolve_device
+from ..model import MorphableModel
+from ..predict import load_checkpoint
+from ..shards import atomic_write_text
+from .options import DEVICES, model_options
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def _table(result: dict[str, Any]) -> list[str]:
+    """The depth-error rows (mean, std, median, p90 in %) and the per-block parameter errors."""
+    lines = [f"depth error, % of the face's depth range ({result['n_samples']} {result['split']} samples)",
+             f"  {'':<18}{'mean':>8}{'std':>8}{'median':>8}{'p90':>8}{'coverage':>10}"]
+    for key, row in result["depth_error_percent"].items():
+        stats = "".join(f"{_fmt(row[s]):>8}" for s in ("mean", "std", "median", "p90"))
+        undefined = f"  ({row['n_undefined']} undefined)" if row["n_undefined"] else ""
+        lines.append(f"  {ROWS[key]:<18}{stats}{_fmt(row['coverage'], '.1%'):>10}{undefined}")
+    lines.append("parameter error (mean absolute)")
+    lines.append(f"  {'':<18}{'identity':>10}{'expression':>12}{'rotation °':>12}{'transl. mm':>12}")
+    for key, table in result["parameter_error"].items():
+        b = table["blocks"]
+        lines.append(f"  {ROWS[key]:<18}{_fmt(b['identity'], '.3f'):>10}{_fmt(b['expression'], '.3f'):>12}"
+                     f"{_fmt(b['rotation_deg']):>12}{_fmt(b['translation_mm']):>12}")
+    return lines
+
+
+@click.command("evaluate")
+@click.option("--data", "data", multiple=True, required=True,
+              type=click.Path(exists=True, path_type=Path),
+              help="Dataset directory or shard file (repeatable).")
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint written by 'synthface train'.")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
+              help="Which samples: the training run's held-out split, its training split, or all.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate only the split's first N samples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where the networks run (rendering always uses OpenGL).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every number (incl. per-parameter errors) to this JSON file.")
+@model_options
+def command(data: tuple[Path, ...], checkpoint: Path, split: str, limit: int | None, batch_size: int, device: str,
+            json_out: Path | None, model: MorphableModel) -> None:
+    """Score CHECKPOINT on shards: the mean face, CoarseNet and CoarseNet+FineNet.
+
+    The depth error of a face is the mean |predicted - true depth| over its pixels, as a percentage of
+    its true depth range; the table gives its mean, std, median and 90th percentile over faces.
+    """
+    if json_out is not None and not json_out.parent.is_dir():
+        raise ConfigError(f"--json {json_out}: directory {json_out.parent} does not exist; create it first")
+    device = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, device=device)
+    with tqdm(unit="sample", dynamic_ncols=True, disable=None, leave=False) as bar:
+        result = evaluate(list(data), ckpt, model, split=split, limit=limit, device=device,  # type: ignore[arg-type]
+                          batch_size=batch_size, progress=bar.update)
+    for line in _table(result):
+        click.echo(line)
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(result, indent=1, allow_nan=False) + "\n")
+        click.echo(f"wrote {json_out}")

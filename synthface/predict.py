@@ -1,0 +1,315 @@
+"""Inference: load a trainer checkpoint and reconstruct faces (CoarseNet → rendering → FineNet).
+
+A checkpoint is the ``torch.save``d dict the trainer writes (``format="synthface-checkpoint"``,
+``version=1``; see :func:`load_checkpoint`). It is read with ``torch.load(weights_only=True)``
+(plus numpy's array reconstructors, for RNG states): a checkpoint never runs code when loaded.
+
+:class:`Predictor` runs CoarseNet iteratively from the data mean, each step seeing a rendering
+(PNCC, normals) of the current estimate, renders the final estimate's depth and mask with
+:class:`~synthface.render.FaceRenderer`, then refines that depth with FineNet when the checkpoint
+has one. :func:`render_prediction` turns any parameter estimate into the same
+:class:`Prediction`, so baselines (:func:`mean_face_prediction`) and oracles (the ground truth
+itself) are scored by exactly the code path a network's estimate takes.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import PARAM_VECTOR, ParameterNormalizer
+from .errors import SynthfaceError
+from .geometry import camera_vertices
+from .model import MorphableModel
+from .models import CoarseNet, FineNet, iterate_coarse, render_feedback
+from .params import N_SH
+from .render import FaceRenderer, RenderSettings
+
+CHECKPOINT_FORMAT = "synthface-checkpoint"
+CHECKPOINT_VERSION = 1
+_REQUIRED = ("stage", "step", "coarse", "coarse_args", "coarse_iterations", "fine", "fine_args", "normalizer",
+             "model", "image_size")
+
+
+class CheckpointError(SynthfaceError):
+    """A checkpoint file is missing, truncated, foreign, malformed, or was trained on another model."""
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """The networks of a trainer checkpoint, built and in eval mode, with what is needed to use them."""
+
+    path: Path
+    stage: str
+    """``"coarse"`` or ``"fine"``: the training stage the checkpoint was written in."""
+    step: int
+    coarse: CoarseNet
+    coarse_iterations: int
+    """CoarseNet refinement steps at inference (as trained)."""
+    fine: FineNet | None
+    """None when FineNet was not trained yet (a coarse-stage checkpoint)."""
+    normalizer: ParameterNormalizer
+    model_name: str
+    model_sha256: str
+    image_size: int
+    """Image size the networks were trained on (CoarseNet and FineNet accept any size ≥ 32)."""
+    train_config: dict[str, Any] = field(default_factory=dict)
+    data: list[Any] = field(default_factory=list)
+
+
+def _load_globals() -> list[Any]:
+    """numpy's array reconstructors: RNG states in a checkpoint are numpy arrays; these build data, never run code."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
+    dtypes = [type(np.dtype(t)) for t in ("u1", "u4", "u8", "i4", "i8", "f4", "f8", "bool")]
+    return [np.ndarray, np.dtype, _reconstruct, *dtypes]
+
+
+def _plain_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A state dict without the key prefixes DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) add."""
+    out = dict(state)
+    for prefix in ("module.", "_orig_mod."):
+        if out and all(k.startswith(prefix) for k in out):
+            out = {k[len(prefix):]: v for k, v in out.items()}
+    return out
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found; pass the .pt file 'synthface train' wrote")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file; pass the checkpoint file itself")
+    try:
+        with torch.serialization.safe_globals(_load_globals()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol: the error says enough
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights-only refused something: what, if torch says
+        found = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        raise CheckpointError(f"{path}: not a readable synthface checkpoint (it holds objects other than tensors "
+                              f"and plain data{': ' + found[0] if found else ''}); synthface never loads code from "
+                              "a checkpoint — pass a file written by 'synthface train'") from exc
+    except Exception as exc:  # torch raises assorted errors (OSError, KeyError, RuntimeError, …) on bad files
+        detail = str(exc).strip().splitlines()
+        raise CheckpointError(f"{path}: not a readable synthface checkpoint ({type(exc).__name__}: "
+                              f"{detail[0] if detail else ''}); the file is truncated, corrupt or not a "
+                              "checkpoint — use another checkpoint of the run") from exc
+    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
+        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(f"{path}: not a synthface checkpoint (format {got!r}, expected "
+                              f"{CHECKPOINT_FORMAT!r}); pass a file written by 'synthface train'")
+    if raw.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {raw.get('version')!r} is not {CHECKPOINT_VERSION}; "
+                              "use the synthface version that wrote it")
+    missing = [k for k in _REQUIRED if k not in raw]
+    if missing:
+        raise CheckpointError(f"{path}: malformed checkpoint, missing {', '.join(missing)}; "
+                              "use another checkpoint of the run")
+    return raw
+
+
+def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
+    """Read a trainer checkpoint and build its networks (eval mode, no gradients) on ``device``.
+
+    Every problem (missing, truncated or foreign file, other version, missing keys, weights that
+    do not fit the recorded architecture, no CoarseNet) raises :class:`CheckpointError` naming
+    the file. The model check needs the model in use: :func:`check_model`.
+    """
+    path = Path(path)
+    raw = _read(path)
+    try:
+        if raw["coarse"] is None:
+            raise CheckpointError(f"{path}: checkpoint holds no CoarseNet weights; use a checkpoint written "
+                                  "after training started")
+        normalizer = ParameterNormalizer.from_state_dict(raw["normalizer"])
+        coarse = CoarseNet(**dict(raw["coarse_args"]))
+        coarse.load_state_dict(_plain_state(raw["coarse"]))
+        fine = None
+        if raw["fine"] is not None:
+            fine = FineNet(**dict(raw["fine_args"] or {}))
+            fine.load_state_dict(_plain_state(raw["fine"]))
+        iterations = int(raw["coarse_iterations"])
+        model = dict(raw["model"])
+        meta = dict(stage=str(raw["stage"]), step=int(raw["step"]), model_name=str(model["name"]),
+                    model_sha256=str(model["sha256"]), image_size=int(raw["image_size"]))
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {first}); "
+                              "use another checkpoint of the run") from exc
+    if normalizer.names != PARAM_VECTOR or normalizer.dim != coarse.n_params:
+        raise CheckpointError(f"{path}: normalizer layout {dict(zip(normalizer.names, normalizer.sizes, strict=True))} "
+                              f"does not match CoarseNet's {coarse.n_params} outputs; the checkpoint is inconsistent")
+    if iterations < 1:
+        raise CheckpointError(f"{path}: coarse_iterations is {iterations}; it must be at least 1")
+    for net in (coarse, fine):
+        if net is not None:
+            net.to(device).eval().requires_grad_(False)
+    return Checkpoint(path=path, coarse=coarse, coarse_iterations=iterations, fine=fine, normalizer=normalizer,
+                      train_config=dict(raw.get("train_config") or {}), data=list(raw.get("data") or []), **meta)
+
+
+def check_model(checkpoint: Checkpoint, model: MorphableModel) -> None:
+    """Refuse a model other than the one the checkpoint was trained on: its parameters would mean other shapes."""
+    if checkpoint.model_sha256 != model.sha256:
+        raise CheckpointError(
+            f"{checkpoint.path}: trained on model {checkpoint.model_name!r} (sha256 {checkpoint.model_sha256[:12]}…) "
+            f"but the model in use is {model.name!r} (sha256 {model.sha256[:12]}…); pass --model with the "
+            "model file the checkpoint was trained on")
+    sizes = dict(zip(checkpoint.normalizer.names, checkpoint.normalizer.sizes, strict=True))
+    if (sizes["identity"], sizes["expression"]) != (model.n_identity, model.n_expression):
+        raise CheckpointError(f"{checkpoint.path}: parameter layout {sizes} does not fit model {model.name!r} "
+                              f"({model.n_identity} identity, {model.n_expression} expression components)")
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """A reconstructed batch: parameters and the rendered geometry, all numpy."""
+
+    params: dict[str, np.ndarray]
+    """``identity`` (B, K_id), ``expression`` (B, K_exp), ``pose`` (B, 6): the shard layout, physical units."""
+    coarse_depth: np.ndarray
+    """(B, H, W) float32 camera z in mm of the rendered estimate; 0 where it has no surface."""
+    mask: np.ndarray
+    """(B, H, W) bool: where the rendered estimate covers the pixel centre."""
+    vertices: np.ndarray
+    """(B, V, 3) float32 camera-space vertices in mm."""
+    fine_depth: np.ndarray | None = None
+    """(B, H, W) float32 FineNet's refined depth (equal to the coarse depth off the mask), or None."""
+
+    @property
+    def depth(self) -> np.ndarray:
+        """The best depth available: FineNet's if there is one, else the coarse one."""
+        return self.coarse_depth if self.fine_depth is None else self.fine_depth
+
+
+def default_context(model: MorphableModel, intrinsics: np.ndarray,
+                    context: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """What the renderer needs besides identity/expression/pose: K, plus mean albedo, unit ambient light
+    and a black background unless ``context`` gives them. Depth, mask, PNCC and normals do not depend on
+    albedo, light or background, so a photo needs nothing but its K."""
+    k = np.ascontiguousarray(intrinsics, dtype=np.float32)
+    b = len(k)
+    light = np.zeros((b, N_SH, 3), np.float32)
+    light[:, 0] = 1.0
+    out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light,
+           "background": np.zeros((b, 3), np.float32)}
+    out.update({key: np.asarray(v) for key, v in (context or {}).items()})
+    out["intrinsics"] = k
+    return out
+
+
+def render_prediction(renderer: FaceRenderer, params: Mapping[str, np.ndarray], intrinsics: np.ndarray,
+                      context: Mapping[str, np.ndarray] | None = None) -> Prediction:
+    """Depth, mask and vertices of a parameter estimate (``identity``, ``expression``, ``pose``; physical units)."""
+    blocks = {n: np.ascontiguousarray(params[n], dtype=np.float32) for n in PARAM_VECTOR}
+    full = {**default_context(renderer.model, intrinsics, context), **blocks}
+    out = renderer.render(full)
+    return Prediction(params=blocks, coarse_depth=out.depth, mask=out.mask.astype(bool),
+                      vertices=np.asarray(camera_vertices(renderer.model, full), np.float32))
+
+
+def mean_face_prediction(renderer: FaceRenderer, pose: np.ndarray, intrinsics: np.ndarray,
+                         context: Mapping[str, np.ndarray] | None = None) -> Prediction:
+    """The baseline: the mean face (identity = expression = 0) with the true pose and camera.
+
+    What a reconstruction scores without looking at the face's shape; CoarseNet must beat it.
+    """
+    pose = np.asarray(pose, np.float32)
+    b, model = len(pose), renderer.model
+    zeros = {"identity": np.zeros((b, model.n_identity), np.float32),
+             "expression": np.zeros((b, model.n_expression), np.float32), "pose": pose}
+    return render_prediction(renderer, zeros, intrinsics, context)
+
+
+def feedback_settings(image_size: int, faces_per_draw: int = 64) -> RenderSettings:
+    """Render settings for CoarseNet's feedback (PNCC and normals) at ``image_size``."""
+    return RenderSettings(image_size=image_size, faces_per_draw=faces_per_draw, normals=True, pncc=True)
+
+
+class Predictor:
+    """Reconstructs faces with a checkpoint's networks; owns a renderer unless given one (call :meth:`close`).
+
+    ``renderer`` (optional) must render ``model`` with normals and PNCC (:func:`feedback_settings`) at
+    the images' size; by default one is created on first use and re-created if the image size changes.
+    The networks are moved to ``device`` (in place: the checkpoint's modules are shared).
+    """
+
+    def __init__(self, checkpoint: Checkpoint, model: MorphableModel, *, device: str | torch.device = "cpu",
+                 renderer: FaceRenderer | None = None) -> None:
+        check_model(checkpoint, model)
+        if renderer is not None and not (renderer.settings.normals and renderer.settings.pncc):
+            raise ValueError("the renderer must be built with RenderSettings(normals=True, pncc=True)")
+        self.checkpoint, self.model, self.device = checkpoint, model, torch.device(device)
+        self.coarse = checkpoint.coarse.to(self.device)
+        self.fine = checkpoint.fine.to(self.device) if checkpoint.fine is not None else None
+        self._renderer, self._own_renderer = renderer, renderer is None
+
+    def renderer(self, image_size: int) -> FaceRenderer:
+        """The renderer for images of ``image_size`` pixels."""
+        r = self._renderer
+        if r is not None and r.settings.image_size == image_size:
+            return r
+        if not self._own_renderer:
+            raise ValueError(f"the given renderer draws {r.settings.image_size} px but the images are "  # type: ignore[union-attr]
+                             f"{image_size} px")
+        if r is not None:
+            r.release()
+        geometry = "cpu" if self.device.type == "cpu" else str(self.device)
+        self._renderer = FaceRenderer(self.model, feedback_settings(image_size), device=geometry)
+        return self._renderer
+
+    def close(self) -> None:
+        """Release the renderer this predictor created (a given one stays the caller's)."""
+        if self._own_renderer and self._renderer is not None:
+            self._renderer.release()
+            self._renderer = None
+
+    def __enter__(self) -> Predictor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @torch.no_grad()
+    def estimate(self, images: torch.Tensor, context: Mapping[str, np.ndarray]) -> torch.Tensor:
+        """CoarseNet's final normalised estimate (B, N), iterated from zeros (the training data's mean)."""
+        renderer = self.renderer(images.shape[-1])
+        start = torch.zeros(len(images), self.checkpoint.normalizer.dim, device=self.device)
+        steps = iterate_coarse(self.coarse, images, start,
+                               lambda e: render_feedback(renderer, self.checkpoint.normalizer, e, dict(context)),
+                               steps=self.checkpoint.coarse_iterations)
+        return steps[-1]
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor | np.ndarray, intrinsics: torch.Tensor | np.ndarray,
+                context: Mapping[str, np.ndarray] | None = None) -> Prediction:
+        """Reconstruct a batch: images (B, 3, H, W) float sRGB in [0, 1] (H = W), K (B, 3, 3) in pixels.
+
+        ``context`` may add albedo/light/background (shard layout); they change nothing the networks see.
+        """
+        images = torch.as_tensor(images, dtype=torch.float32).to(self.device)
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
+            raise ValueError(f"images must be (B, 3, H, H), got {tuple(images.shape)}")
+        k = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics,
+                       np.float32)
+        ctx = default_context(self.model, k, context)
+        normalizer = self.checkpoint.normalizer
+        physical = normalizer.denormalize(self.estimate(images, ctx).cpu().numpy().astype(np.float32))
+        pred = render_prediction(self.renderer(images.shape[-1]), normalizer.unflatten(physical), k, ctx)
+        if self.fine is None:
+            return pred
+        z = torch.from_numpy(pred.coarse_depth).to(self.device)[:, None]
+        m = torch.from_numpy(pred.mask).to(self.device)[:, None]
+        fine = self.fine(images, z, torch.from_numpy(k).to(self.device), m)[:, 0]
+        return Prediction(params=pred.params, coarse_depth=pred.coarse_depth, mask=pred.mask,
+                          vertices=pred.vertices, fine_depth=fine.float().cpu().numpy())
