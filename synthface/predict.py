@@ -14,8 +14,6 @@ itself) are scored by exactly the code path a network's estimate takes.
 
 from __future__ import annotations
 
-import pickle
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,22 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import CheckpointError, build_coarse, build_fine, read_checkpoint
 from .data import PARAM_VECTOR, ParameterNormalizer
-from .errors import SynthfaceError
 from .geometry import camera_vertices
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, iterate_coarse, render_feedback
 from .params import N_SH
 from .render import FaceRenderer, RenderSettings
-
-CHECKPOINT_FORMAT = "synthface-checkpoint"
-CHECKPOINT_VERSION = 1
-_REQUIRED = ("stage", "step", "coarse", "coarse_args", "coarse_iterations", "fine", "fine_args", "normalizer",
-             "model", "image_size")
-
-
-class CheckpointError(SynthfaceError):
-    """A checkpoint file is missing, truncated, foreign, malformed, or was trained on another model."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,58 +53,6 @@ class Checkpoint:
     data: list[Any] = field(default_factory=list)
 
 
-def _load_globals() -> list[Any]:
-    """numpy's array reconstructors: RNG states in a checkpoint are numpy arrays; these build data, never run code."""
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct  # type: ignore[no-redef]
-    dtypes = [type(np.dtype(t)) for t in ("u1", "u4", "u8", "i4", "i8", "f4", "f8", "bool")]
-    return [np.ndarray, np.dtype, _reconstruct, *dtypes]
-
-
-def _plain_state(state: Mapping[str, Any]) -> dict[str, Any]:
-    """A state dict without the key prefixes DDP (``module.``) or ``torch.compile`` (``_orig_mod.``) add."""
-    out = dict(state)
-    for prefix in ("module.", "_orig_mod."):
-        if out and all(k.startswith(prefix) for k in out):
-            out = {k[len(prefix):]: v for k, v in out.items()}
-    return out
-
-
-def _read(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise CheckpointError(f"{path}: checkpoint not found; pass the .pt file 'synthface train' wrote")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: is not a file; pass the checkpoint file itself")
-    try:
-        with torch.serialization.safe_globals(_load_globals()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # e.g. torch's note on an unusual pickle protocol: the error says enough
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:  # weights-only refused something: what, if torch says
-        found = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-        raise CheckpointError(f"{path}: not a readable synthface checkpoint (it holds objects other than tensors "
-                              f"and plain data{': ' + found[0] if found else ''}); synthface never loads code from "
-                              "a checkpoint — pass a file written by 'synthface train'") from exc
-    except Exception as exc:  # torch raises assorted errors (OSError, KeyError, RuntimeError, …) on bad files
-        detail = str(exc).strip().splitlines()
-        raise CheckpointError(f"{path}: not a readable synthface checkpoint ({type(exc).__name__}: "
-                              f"{detail[0] if detail else ''}); the file is truncated, corrupt or not a "
-                              "checkpoint — use another checkpoint of the run") from exc
-    if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
-        got = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise CheckpointError(f"{path}: not a synthface checkpoint (format {got!r}, expected "
-                              f"{CHECKPOINT_FORMAT!r}); pass a file written by 'synthface train'")
-    if raw.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {raw.get('version')!r} is not {CHECKPOINT_VERSION}; "
-                              "use the synthface version that wrote it")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise CheckpointError(f"{path}: malformed checkpoint, missing {', '.join(missing)}; "
-                              "use another checkpoint of the run")
-    return raw
-
-
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
     """Read a trainer checkpoint and build its networks (eval mode, no gradients) on ``device``.
 
@@ -124,25 +61,15 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     the file. The model check needs the model in use: :func:`check_model`.
     """
     path = Path(path)
-    raw = _read(path)
+    raw = read_checkpoint(path)
+    coarse, fine = build_coarse(raw, path), build_fine(raw, path)
     try:
-        if raw["coarse"] is None:
-            raise CheckpointError(f"{path}: checkpoint holds no CoarseNet weights; use a checkpoint written "
-                                  "after training started")
         normalizer = ParameterNormalizer.from_state_dict(raw["normalizer"])
-        coarse = CoarseNet(**dict(raw["coarse_args"]))
-        coarse.load_state_dict(_plain_state(raw["coarse"]))
-        fine = None
-        if raw["fine"] is not None:
-            fine = FineNet(**dict(raw["fine_args"] or {}))
-            fine.load_state_dict(_plain_state(raw["fine"]))
         iterations = int(raw["coarse_iterations"])
         model = dict(raw["model"])
         meta = dict(stage=str(raw["stage"]), step=int(raw["step"]), model_name=str(model["name"]),
                     model_sha256=str(model["sha256"]), image_size=int(raw["image_size"]))
-    except CheckpointError:
-        raise
-    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {first}); "
                               "use another checkpoint of the run") from exc

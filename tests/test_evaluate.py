@@ -260,7 +260,7 @@ class Evil:
     ("format", "not a synthface checkpoint .format 'something-else'"),
     ("version", "checkpoint version 7 is not 1"),
     ("keys", "missing coarse_iterations, normalizer"),
-    ("shapes", "malformed checkpoint .RuntimeError: Error.s. in loading state_dict for CoarseNet"),
+    ("shapes", "CoarseNet weights do not fit the recorded architecture .RuntimeError: Error.s. in loading state_dict"),
     ("no coarse", "holds no CoarseNet weights"),
     ("iterations", "coarse_iterations is 0"),
 ])

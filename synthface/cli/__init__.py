@@ -12,7 +12,18 @@ import click
 
 from .. import __version__
 from ..errors import SynthfaceError
-from . import config_cmd, doctor_cmd, generate_cmd, info_cmd, model_cmd, preview_cmd, sample, verify_cmd
+from . import (
+    config_cmd,
+    doctor_cmd,
+    evaluate_cmd,
+    generate_cmd,
+    info_cmd,
+    model_cmd,
+    preview_cmd,
+    sample,
+    train_cmd,
+    verify_cmd,
+)
 
 
 class SynthfaceGroup(click.Group):
@@ -44,5 +55,6 @@ def main() -> None:
     """Synthetic 3D face data (images, depth, 3DMM parameters) and its reconstruction trainer."""
 
 
-for _module in (generate_cmd, info_cmd, verify_cmd, preview_cmd, doctor_cmd, sample, model_cmd, config_cmd):
+for _module in (generate_cmd, train_cmd, evaluate_cmd, info_cmd, verify_cmd, preview_cmd, doctor_cmd, sample,
+                model_cmd, config_cmd):
     main.add_command(_module.command)

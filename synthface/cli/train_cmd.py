@@ -1,0 +1,99 @@
+"""``synthface train``: CoarseNet → rendering layer → FineNet on shards (resumable; torchrun for DDP)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import click
+from tqdm import tqdm
+
+from ..model import MorphableModel
+from ..train import OPTIMIZERS, STAGES, TrainConfig, train
+from .options import DEVICES, model_options
+
+_DEFAULTS = TrainConfig()
+_SHOWN = ("loss", "vertex_mm_t{}", "depth_mm")  # metrics on the progress bar
+
+
+@click.command("train")
+@click.option("--data", "data", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="Dataset directory (or shard file) from 'synthface generate' (repeatable).")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Run directory (new or empty; or this run's, with --resume).")
+@click.option("--stage", type=click.Choice(STAGES), default=_DEFAULTS.stage, show_default=True,
+              help="coarse, fine (needs --coarse-checkpoint) or all (coarse then fine).")
+@click.option("--steps", type=click.IntRange(min=1), default=_DEFAULTS.steps, show_default=True,
+              help="Optimizer steps per stage.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=_DEFAULTS.batch_size, show_default=True,
+              help="Global batch (split across torchrun processes).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.lr, show_default=True,
+              help="Adam learning rate.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer, show_default=True,
+              help="adam, or sgd with momentum 0.9.")
+@click.option("--coarse-iterations", type=click.IntRange(min=1), default=_DEFAULTS.coarse_iterations,
+              show_default=True, help="CoarseNet refinements per image (T).")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where the nets run (under torchrun: cuda:LOCAL_RANK).")
+@click.option("--num-workers", type=click.IntRange(min=0), default=_DEFAULTS.num_workers, show_default=True,
+              help="DataLoader worker processes per training process.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=_DEFAULTS.checkpoint_every,
+              show_default=True, help="Steps between checkpoints (one is always written at a stage's end).")
+@click.option("--val-every", type=click.IntRange(min=0), default=_DEFAULTS.val_every, show_default=True,
+              help="Steps between validations (0: only at a stage's end).")
+@click.option("--faces-per-draw", type=click.IntRange(min=1), default=_DEFAULTS.faces_per_draw, show_default=True,
+              help="Faces rendered per GL draw (feedback and coarse depth).")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
+              help="Weight initialisation and data order.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out exactly from checkpoints/latest.pt.")
+@click.option("--coarse-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CoarseNet for --stage fine: a checkpoint of a coarse or all run.")
+@model_options
+def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_size: int, lr: float, optimizer: str,
+            coarse_iterations: int, device: str, num_workers: int, checkpoint_every: int, val_every: int,
+            faces_per_draw: int, seed: int, resume: bool, coarse_checkpoint: Path | None,
+            model: MorphableModel) -> None:
+    """Train the coarse-to-fine face reconstruction networks on synthetic shards.
+
+    Multi-GPU / multi-node: torchrun --nproc_per_node N -m synthface train ... (rank 0 writes).
+    """
+    config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         coarse_iterations=coarse_iterations,
+                         device=device, num_workers=num_workers, checkpoint_every=checkpoint_every,
+                         val_every=val_every, faces_per_draw=faces_per_draw, seed=seed)
+    main = int(os.environ.get("RANK", "0")) == 0
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage_name: str, step: int, total: int, metrics: Mapping[str, float]) -> None:
+        bar = bars.get(stage_name)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bar = bars[stage_name] = tqdm(total=total, initial=step - 1, desc=stage_name, unit="step",
+                                          dynamic_ncols=True, disable=None)
+        shown = {k: metrics[k] for k in (s.format(coarse_iterations) for s in _SHOWN) if k in metrics}
+        bar.set_postfix({k: f"{v:.4g}" for k, v in shown.items()}, refresh=False)
+        bar.update(step - bar.n)
+
+    try:
+        summary = train(list(data), out, config, model=model, resume=resume, coarse_checkpoint=coarse_checkpoint,
+                        progress=progress if main else None)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    if not main:
+        return
+    parts = []
+    for name, result in summary["stages"].items():
+        val = result.get("val") or {}
+        key = "vertex_mm" if name == "coarse" else "depth_mm"
+        metric = f", val {key} {val[key]:.3g}" if key in val else ""
+        if not result["train"]:
+            parts.append(f"{name}: nothing to do, already at step {result['steps']}")
+            continue
+        parts.append(f"{name} {result['steps']} steps (loss {result['train']['loss']:.4g}{metric})")
+    where = summary.get("checkpoint", out / "checkpoints" / "latest.pt")
+    resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") else ""
+    click.echo(f"trained {'; '.join(parts)}{resumed} in {summary['seconds']:.1f} s "
+               f"on {summary['world_size']} process(es); checkpoint {where}")

@@ -1,0 +1,870 @@
+"""``train``: CoarseNet, then FineNet, on synthface shards (Richardson et al., CVPR 2017).
+
+Stages (each ``TrainConfig.steps`` optimizer steps):
+
+* **coarse** — CoarseNet regresses the normalised (:class:`~synthface.data.ParameterNormalizer`)
+  identity / expression / pose vector from the image, starting at zero (the training mean) and
+  refining it ``coarse_iterations`` times with PNCC + normals of the current estimate rendered by
+  one :class:`~synthface.render.FaceRenderer` (GL). Every iteration is supervised: squared error in
+  normalised parameter space plus ``geometric_weight`` × the mean camera-space vertex distance (mm).
+* **fine** — CoarseNet frozen; the final coarse estimate is rendered to a depth map, mask and a
+  mean-albedo image ρ; FineNet refines the depth under the unsupervised shape-from-shading loss
+  (:func:`~synthface.models.sfs_loss`) against the shard image. The shard's depth is used only
+  for a metric (mean absolute depth error in mm), never in the loss.
+
+Determinism and resume: the global batch of stage step ``s`` is a slice of the permutation
+``numpy.random.default_rng([seed, stage, epoch])`` of the training split (:func:`batch_positions`)
+and rank ``r`` of ``W`` takes every ``W``-th sample of it, so the data order depends on nothing
+else (not the worker count, not the number of processes). A resumed run restores weights,
+optimizer and RNG state and skips exactly the batches already consumed: its weights equal an
+uninterrupted run's (tested).
+
+Multi-GPU / multi-node: under ``torchrun`` (``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` set) the
+nets are wrapped in ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA); rank 0 alone writes
+checkpoints, TensorBoard scalars and progress. ``batch_size`` is the global batch.
+
+Run directory: ``run.json`` (config, data, model), ``checkpoints/step-XXXXXXX.pt`` and
+``checkpoints/latest.pt`` (written to a temporary name, fsynced and renamed), ``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from . import __version__
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .data import ParameterNormalizer, ShardDataset
+from .errors import ConfigError, SynthfaceError
+from .geometry import camera_vertices, resolve_device
+from .gl import create_context
+from .loaders import load_model
+from .model import MorphableModel
+from .models import CoarseNet, FineNet, coarse_step, render_feedback, sfs_loss
+from .models.rendering_layer import DEFAULT_SFS_WEIGHTS
+from .render import FaceRenderer, RenderSettings
+from .resources import file_sha256
+from .shading import srgb_to_linear
+from .shards import MANIFEST, ShardError, atomic_write_text, read_attrs, read_manifest
+
+RUN_FILE = "run.json"
+RUN_FORMAT = "synthface-run"
+STAGES = ("coarse", "fine", "all")
+CONTEXT = ("albedo", "light", "background", "intrinsics")
+"""Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
+COARSE_FIELDS = ("image", "params", *CONTEXT)
+FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
+_STAGE_SALT = {"coarse": 0, "fine": 1}  # data order of a stage: default_rng([seed, salt, epoch])
+OPTIMIZERS = ("adam", "sgd")
+DIGEST_ENV = "SYNTHFACE_TRAIN_DIGEST"
+"""For the DDP tests: when set, every process writes the sha256 of its final weights to
+``OUT/weights-rank<R>.sha256`` (ranks that stayed in sync write the same digest)."""
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run. Units: steps are optimizer steps, sizes are samples."""
+
+    stage: str = "all"
+    """``coarse``, ``fine`` (needs a coarse checkpoint) or ``all`` (coarse, then fine)."""
+    steps: int = 10_000
+    """Optimizer steps per stage (may be raised when resuming, to train on)."""
+    batch_size: int = 32
+    """Global samples per step, split evenly across the DDP processes."""
+    lr: float = 1e-4
+    """Learning rate (constant)."""
+    optimizer: str = "adam"
+    """``adam`` or ``sgd`` (momentum 0.9)."""
+    coarse_iterations: int = 3
+    """T: CoarseNet refinements per image, each from a rendering of the previous estimate."""
+    geometric_weight: float = 0.01
+    """Coarse loss per mm of mean vertex distance (the parameter term is O(1) per column; at
+    0.01 a 10 mm vertex error weighs like a normalised parameter MSE of 0.1)."""
+    sfs_weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS
+    """(λ_sh, λ_f, λ_sm) of FineNet's shape-from-shading loss (see ``sfs_loss``)."""
+    coarse_widths: tuple[int, ...] = (32, 64, 128, 256)
+    """CoarseNet residual-stage widths (channels)."""
+    coarse_blocks: int = 2
+    """Residual blocks per CoarseNet stage."""
+    coarse_hidden: int = 512
+    """Width of CoarseNet's hidden fully connected layer."""
+    coarse_norm: str = "group"
+    """``group`` (batch-independent; default) or ``batch`` (SyncBatchNorm under DDP on CUDA)."""
+    fine_widths: tuple[int, ...] = (16, 32, 48, 64)
+    """FineNet channels per scale (1, 1/2, 1/4, … resolution)."""
+    fine_head: int = 64
+    """Channels of FineNet's first 1×1 hypercolumn layer."""
+    num_workers: int = 2
+    """DataLoader worker processes per training process (0: read in the training process)."""
+    device: str = "auto"
+    """``auto``, ``cpu`` or ``cuda`` (under torchrun each process takes ``cuda:LOCAL_RANK``)."""
+    threads: int = 0
+    """torch intra-op threads per process; 0: usable CPUs / processes on this node (oversubscribed
+    threads make small CPU convolutions many times slower)."""
+    seed: int = 0
+    """Seeds weight initialisation and the data order."""
+    checkpoint_every: int = 1000
+    """Write a checkpoint every this many steps of a stage (and always at a stage's end)."""
+    log_every: int = 10
+    """TensorBoard scalars every this many steps."""
+    val_every: int = 1000
+    """Validate every this many steps of a stage (and at its end); 0: only at the end."""
+    val_batches: int = 8
+    """Validation batches (of ``batch_size``, fixed order) per validation."""
+    val_fraction: float = 0.05
+    """Share of samples in the validation split (``ShardDataset``'s deterministic split)."""
+    faces_per_draw: int = 64
+    """Renderer tiles per GL draw (feedback / coarse depth)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sfs_weights", tuple(float(w) for w in self.sfs_weights))
+        object.__setattr__(self, "coarse_widths", tuple(int(w) for w in self.coarse_widths))
+        object.__setattr__(self, "fine_widths", tuple(int(w) for w in self.fine_widths))
+        checks = [
+            (self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}"),
+            (self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.coarse_iterations >= 1, f"coarse_iterations must be at least 1, got {self.coarse_iterations}"),
+            (self.geometric_weight >= 0, f"geometric_weight must be >= 0, got {self.geometric_weight}"),
+            (len(self.sfs_weights) == 3 and min(self.sfs_weights) >= 0,
+             f"sfs_weights must be three weights >= 0, got {self.sfs_weights}"),
+            (bool(self.coarse_widths) and min(self.coarse_widths) >= 1, "coarse_widths must be positive"),
+            (self.coarse_blocks >= 1 and self.coarse_hidden >= 1, "coarse_blocks and coarse_hidden must be >= 1"),
+            (self.coarse_norm in ("group", "batch"), f"coarse_norm must be group or batch, got {self.coarse_norm!r}"),
+            (bool(self.fine_widths) and min(self.fine_widths) >= 1 and self.fine_head >= 2,
+             "fine_widths must be positive and fine_head at least 2"),
+            (self.num_workers >= 0, f"--num-workers must be >= 0, got {self.num_workers}"),
+            (self.threads >= 0, f"threads must be >= 0, got {self.threads}"),
+            (self.checkpoint_every >= 1, f"--checkpoint-every must be at least 1, got {self.checkpoint_every}"),
+            (self.log_every >= 1, f"log_every must be at least 1, got {self.log_every}"),
+            (self.val_every >= 0 and self.val_batches >= 0, "val_every and val_batches must be >= 0"),
+            (0.0 <= self.val_fraction < 1.0, f"val_fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.faces_per_draw >= 1, f"faces_per_draw must be at least 1, got {self.faces_per_draw}"),
+            (0 <= self.seed < 2**63, f"seed must be in [0, 2^63), got {self.seed}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
+
+
+RESUMABLE_CHANGES = frozenset({"steps", "num_workers", "device", "threads", "checkpoint_every", "log_every",
+                               "val_every", "val_batches", "faces_per_draw"})
+"""Config fields a resumed run may change; any other change would make it a different run."""
+
+
+# ---------------------------------------------------------------- processes
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    local_world: int = 1
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_kind: str) -> _Dist:
+    """Join the torchrun process group if ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA)."""
+    env = os.environ
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    local_rank = int(env.get("LOCAL_RANK", "0"))
+    local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
+    import torch.distributed as dist
+
+    owns = False
+    if not dist.is_initialized():
+        if device_kind == "cuda":
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
+        owns = True
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, local_world, owns)
+
+
+def _set_threads(config: TrainConfig, proc: _Dist) -> int:
+    """Intra-op threads for this process (and llvmpipe's, when several processes share the CPUs)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    threads = config.threads or max(1, cpus // proc.local_world)
+    torch.set_num_threads(threads)
+    if proc.local_world > 1:
+        os.environ.setdefault("LP_NUM_THREADS", str(threads))  # Mesa's software rasteriser
+    return threads
+
+
+# ---------------------------------------------------------------- data order
+
+def batch_positions(n: int, batch_size: int, seed: int, stage: str, step: int) -> np.ndarray:
+    """Positions (in the training split) of the global batch of ``stage`` step ``step`` (0-based).
+
+    Epoch ``e`` visits ``default_rng([seed, salt(stage), e]).permutation(n)`` in batches of
+    ``batch_size``, dropping the incomplete last one: the order depends only on these arguments.
+    """
+    per_epoch = n // batch_size
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, _STAGE_SALT[stage], epoch]).permutation(n)
+    return perm[k * batch_size:(k + 1) * batch_size]
+
+
+class StepBatches(Sampler[list[int]]):
+    """This rank's share (``[rank::world]``) of the global batches of steps ``start .. stop - 1``."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, stage: str, start: int, stop: int,
+                 rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch_size, self.seed, self.stage = n, batch_size, seed, stage
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            yield batch_positions(self.n, self.batch_size, self.seed, self.stage, step)[self.rank::self.world].tolist()
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    message: str
+
+
+class _Reader(Dataset):
+    """A ShardDataset whose read errors travel back as values: an exception raised in a DataLoader
+    worker is re-raised with the worker's traceback pasted into its message, not one clean line."""
+
+    def __init__(self, dataset: ShardDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> Any:
+        try:
+            return self.dataset[i]
+        except SynthfaceError as exc:
+            return _Failure(str(exc))
+
+
+def _collate(items: list[Any]) -> Any:
+    for item in items:
+        if isinstance(item, _Failure):
+            return item
+    return default_collate(items)
+
+
+def _loader(dataset: ShardDataset, sampler: Sampler, num_workers: int, pin: bool) -> Iterator[dict[str, Any]]:
+    loader = DataLoader(_Reader(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
+                        pin_memory=pin, prefetch_factor=2 if num_workers else None)
+    for batch in loader:
+        if isinstance(batch, _Failure):
+            raise ShardError(batch.message)
+        yield batch
+
+
+def _data_records(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], set[str]]:
+    """(record per data path: path + sha256 of its manifest, or of the shard file), model sha256s."""
+    records, models = [], set()
+    for p in paths:
+        if p.is_dir():
+            models.add(str(read_manifest(p)["model"]["sha256"]))
+            records.append({"path": str(p.resolve()), "manifest_sha256": file_sha256(p / MANIFEST)})
+        else:
+            models.add(str(read_attrs(p).get("model_sha256", "")))
+            records.append({"path": str(p.resolve()), "sha256": file_sha256(p)})
+    return records, models
+
+
+def _digest(record: Mapping[str, Any]) -> str:
+    return str(record.get("manifest_sha256") or record.get("sha256"))
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def _coarse_args(config: TrainConfig, n_params: int) -> dict[str, Any]:
+    return {"n_params": n_params, "widths": list(config.coarse_widths), "blocks": config.coarse_blocks,
+            "norm": config.coarse_norm, "hidden": config.coarse_hidden}
+
+
+def _fine_args(config: TrainConfig) -> dict[str, Any]:
+    return {"in_channels": 4, "widths": list(config.fine_widths), "head": config.fine_head}
+
+
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(state["python"]) if not isinstance(state["python"], tuple) else state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---------------------------------------------------------------- losses and rendering
+
+def vertex_distance(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
+                    target: torch.Tensor) -> torch.Tensor:
+    """Mean Euclidean distance (mm) between the camera-space vertices of two normalised parameter
+    vectors (B, N); differentiable in ``estimate``."""
+    est = normalizer.unflatten(normalizer.denormalize(estimate))
+    ref = normalizer.unflatten(normalizer.denormalize(target))
+    diff = camera_vertices(model, est) - camera_vertices(model, ref)
+    return (diff.square().sum(-1) + 1e-12).sqrt().mean()
+
+
+def coarse_loss(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
+                target: torch.Tensor, geometric_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``mean((est − target)²) + geometric_weight · vertex_distance``; returns (loss, mse, vertex mm)."""
+    mse = (estimate - target).square().mean()
+    vertex_mm = vertex_distance(model, normalizer, estimate, target)
+    return mse + geometric_weight * vertex_mm, mse, vertex_mm
+
+
+def masked_depth_error(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean |depth − truth| (mm) over pixels on ``mask`` and on the true face (truth > 0)."""
+    m = mask.to(depth.dtype) * (truth > 0).to(depth.dtype)
+    return ((depth - truth).abs() * m).sum() / m.sum().clamp_min(1.0)
+
+
+class _Scene:
+    """The one GL renderer of a process, with what it needs to turn estimates into images."""
+
+    def __init__(self, model: MorphableModel, normalizer: ParameterNormalizer, image_size: int,
+                 faces_per_draw: int, device: torch.device, gl_device: int) -> None:
+        self.normalizer, self.device = normalizer, device
+        settings = RenderSettings(image_size=image_size, faces_per_draw=faces_per_draw, normals=True, pncc=True)
+        ctx = create_context(gl_device)
+        try:
+            self.renderer = FaceRenderer(model, settings, ctx=ctx,
+                                         device="cpu" if device.type == "cpu" else str(device))
+        except BaseException:
+            ctx.release()
+            raise
+        self.ctx = ctx
+
+    def release(self) -> None:
+        self.renderer.release()
+        self.ctx.release()
+
+    def feedback(self, estimate: torch.Tensor, context: dict[str, np.ndarray]) -> torch.Tensor:
+        return render_feedback(self.renderer, self.normalizer, estimate, context)
+
+    def coarse_maps(self, estimate: torch.Tensor,
+                    context: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Depth (B,1,H,W) mm, mask (B,1,H,W) and linear mean albedo ρ (B,3,H,W) of an estimate.
+
+        ρ is rendered with albedo coefficients 0 and light ``[1, 0, …]`` per channel (the shading
+        of a unit ambient term is 1), black background: the model's mean albedo where the face is.
+        """
+        physical = self.normalizer.denormalize(estimate.detach().cpu().numpy().astype(np.float32))
+        decoded = {k: np.ascontiguousarray(v) for k, v in self.normalizer.unflatten(physical).items()}
+        b = len(estimate)
+        light = np.zeros((b, 9, 3), np.float32)
+        light[:, 0, :] = 1.0
+        flat = {**context, **decoded, "light": light, "background": np.zeros((b, 3), np.float32),
+                "albedo": np.zeros_like(context["albedo"])}
+        out = self.renderer.render(flat)
+        depth = torch.from_numpy(out.depth[:, None]).to(self.device)
+        mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
+        rho = srgb_to_linear(torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))
+        return depth, mask, rho.to(self.device) * mask
+
+
+def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(batch[k].numpy()) for k in CONTEXT}
+
+
+def _run_coarse(net: torch.nn.Module, scene: _Scene, image: torch.Tensor, context: dict[str, np.ndarray],
+                iterations: int) -> torch.Tensor:
+    """The final estimate (B, N) of ``iterations`` refinements from zero (no gradient)."""
+    with torch.no_grad():
+        est = torch.zeros(len(image), scene.normalizer.dim, device=image.device)
+        for _ in range(iterations):
+            est = coarse_step(net, image, scene.feedback(est, context), est)
+    return est
+
+
+# ---------------------------------------------------------------- the run
+
+ProgressFn = Callable[[str, int, int, Mapping[str, float]], None]
+"""``progress(stage, stage_step, stage_steps, metrics)`` after every step (rank 0 only)."""
+
+
+@dataclass
+class _State:
+    """What a checkpoint restores: the stage being trained and its position."""
+
+    stage: str = "coarse"
+    step: int = 0
+    stage_step: int = 0
+    coarse: dict[str, Any] | None = None
+    fine: dict[str, Any] | None = None
+    optimizer: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+
+
+class _Trainer:
+    def __init__(self, data: Sequence[Path], out: Path, config: TrainConfig, model: MorphableModel,
+                 progress: ProgressFn | None) -> None:
+        self.data, self.out, self.config, self.model, self.progress = data, out, config, model, progress
+        kind = resolve_device(config.device)
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if config.batch_size % world:
+            raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {world} processes; "
+                              "choose a multiple")
+        self.proc = _init_distributed("cuda" if kind.startswith("cuda") else "cpu")
+        if kind.startswith("cuda"):
+            self.device = torch.device("cuda", self.proc.local_rank) if self.proc.world > 1 else torch.device(kind)
+        else:
+            self.device = torch.device("cpu")
+        self.threads = _set_threads(config, self.proc)
+        self.writer: Any = None
+        self.scene: _Scene | None = None
+        self.summary: dict[str, Any] = {"stages": {}}
+
+    # ---- helpers
+
+    def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
+        if self.proc.world == 1:
+            return net
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(net, device_ids=ids)
+
+    def _optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(net.parameters(), lr=self.config.lr, momentum=0.9)
+        return torch.optim.Adam(net.parameters(), lr=self.config.lr)
+
+    def _write_digest(self, stage: str, net: torch.nn.Module) -> None:
+        if os.environ.get(DIGEST_ENV):
+            h = hashlib.sha256()
+            for name, tensor in sorted(net.state_dict().items()):
+                h.update(name.encode())
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            with open(self.out / f"weights-rank{self.proc.rank}.sha256", "a") as f:
+                f.write(f"{stage} {h.hexdigest()}\n")
+
+    def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Mean of each metric over the processes (every rank calls this at the same steps)."""
+        if self.proc.world == 1 or not metrics:
+            return metrics
+        import torch.distributed as dist
+
+        keys = sorted(metrics)
+        t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return {k: float(v) / self.proc.world for k, v in zip(keys, t.tolist(), strict=True)}
+
+    def _log(self, prefix: str, metrics: Mapping[str, float], step: int) -> None:
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    def _checkpoint(self, state: dict[str, Any]) -> None:
+        if self.proc.main:
+            self.summary["checkpoint"] = str(save_checkpoint(state, self.out))
+
+    def _base_state(self, stage: str, step: int, stage_step: int, n_train: int) -> dict[str, Any]:
+        c = self.config
+        return {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "synthface_version": __version__,
+            "stage": stage, "step": step, "stage_step": stage_step,
+            "coarse_args": self.coarse_args, "coarse_iterations": self.coarse_iterations,
+            "fine_args": _fine_args(c), "normalizer": self.normalizer.state_dict(),
+            "model": {"name": self.model.name, "sha256": self.model.sha256}, "image_size": self.image_size,
+            "rng": _rng_state(),
+            "data_state": {"order": "numpy.random.default_rng([seed, stage_salt, epoch]).permutation(n_train), "
+                                    "batches of batch_size, rank r takes [r::world_size]",
+                           "seed": c.seed, "stage_salt": _STAGE_SALT[stage], "n_train": n_train,
+                           "batch_size": c.batch_size, "world_size": self.proc.world,
+                           "epoch": stage_step // max(1, n_train // c.batch_size), "batches_consumed": stage_step},
+            "train_config": c.to_dict(), "data": self.records,
+        }
+
+    def _datasets(self, fields: Sequence[str], normalize: Any) -> tuple[ShardDataset, ShardDataset]:
+        c = self.config
+        train = ShardDataset(self.data, "train", c.val_fraction, fields, normalize)
+        val = ShardDataset(self.data, "val", c.val_fraction, fields, train.normalizer if normalize else None)
+        return train, val
+
+    def _val_batches(self, val: ShardDataset) -> Iterator[dict[str, Any]]:
+        n = min(self.config.val_batches, len(val) // self.config.batch_size or (1 if len(val) else 0))
+        b = min(self.config.batch_size, len(val))
+        batches = [list(range(k * b, (k + 1) * b)) for k in range(n)]
+        return _loader(val, batches, 0, False)  # type: ignore[arg-type]
+
+    def _due(self, stage_step: int, every: int) -> bool:
+        return stage_step == self.config.steps or (every > 0 and stage_step % every == 0)
+
+    # ---- set-up
+
+    def prepare(self, resume: bool, coarse_checkpoint: Path | None) -> _State:
+        c = self.config
+        stages = ("coarse", "fine") if c.stage == "all" else (c.stage,)
+        self.stages = stages
+        # Every rank validates the same things before rank 0 writes anything, so errors agree.
+        probe = ShardDataset(self.data, "train", c.val_fraction, ("image",), None)
+        self.records, models = _data_records(self.data)
+        if models != {self.model.sha256}:
+            raise ConfigError(f"the shards were generated with another morphable model (sha256 "
+                              f"{', '.join(m[:12] + '…' for m in sorted(models))}) than {self.model.name!r} "
+                              f"({self.model.sha256[:12]}…); pass the model they were made with as --model")
+        if len(probe) < c.batch_size:
+            raise ConfigError(f"the training split of {', '.join(map(str, self.data))} has {len(probe)} samples, "
+                              f"fewer than --batch-size {c.batch_size}; add data or lower --batch-size")
+        self.image_size = int(probe[0]["image"].shape[-1])
+        probe.close()
+
+        state = self._check_out(resume)
+        coarse_ckpt = None
+        if state is None:
+            state = _State(stage=stages[0])
+            if stages[0] == "fine":
+                if coarse_checkpoint is None:
+                    raise ConfigError("--stage fine needs a trained CoarseNet: pass --coarse-checkpoint "
+                                      "(a checkpoint of a coarse or all run)")
+                coarse_ckpt = read_checkpoint(coarse_checkpoint)
+                if coarse_ckpt["coarse"] is None:
+                    raise CheckpointError(f"{coarse_checkpoint}: holds no CoarseNet weights")
+                if coarse_ckpt["model"].get("sha256") != self.model.sha256:
+                    raise ConfigError(f"{coarse_checkpoint} was trained with model {coarse_ckpt['model'].get('name')}"
+                                      f" ({str(coarse_ckpt['model'].get('sha256'))[:12]}…), not "
+                                      f"{self.model.name!r}; pass the same --model")
+                state.coarse = coarse_ckpt["coarse"]
+                self.coarse_args = dict(coarse_ckpt["coarse_args"])
+                self.coarse_iterations = int(coarse_ckpt["coarse_iterations"])
+                self.normalizer = ParameterNormalizer.from_state_dict(coarse_ckpt["normalizer"])
+        if state.coarse is None:
+            # Fitted on the training split, the same on every rank (deterministic).
+            self.normalizer = ShardDataset(self.data, "train", c.val_fraction, ("params",), "fit").normalizer
+            self.coarse_args = _coarse_args(c, self.normalizer.dim)
+            self.coarse_iterations = c.coarse_iterations
+
+        if self.proc.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank has checked --out before rank 0 writes into it
+        if self.proc.main:
+            self._write_run_file()
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"), purge_step=state.step if state.step else None)
+        self.scene = _Scene(self.model, self.normalizer, self.image_size,
+                            min(c.faces_per_draw, c.batch_size // self.proc.world), self.device,
+                            self.proc.local_rank if self.device.type == "cuda" else 0)
+        return state
+
+    def _check_out(self, resume: bool) -> _State | None:
+        """Refuse a non-empty --out that is not this run; with ``resume``, the state to continue from."""
+        out = self.out
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
+        run_file = out / RUN_FILE
+        if not resume:
+            if out.exists() and any(out.iterdir()):
+                hint = "pass --resume to continue that run" if run_file.is_file() else "choose a new or empty directory"
+                raise ConfigError(f"--out {out} is not empty; {hint}")
+            return None
+        if not out.exists() or not any(out.iterdir()):
+            return None  # --resume on a fresh directory starts the run (handy for requeued jobs)
+        if not run_file.is_file():
+            raise ConfigError(f"--resume: {out} holds no synthface training run ({RUN_FILE} missing); "
+                              "choose the run's directory, or a new one without --resume")
+        try:
+            stored = json.loads(run_file.read_text())
+            old = TrainConfig.from_dict(stored["train_config"]).to_dict()
+            old_data = [_digest(r) for r in stored["data"]]
+            old_model = stored["model"]["sha256"]
+        except (OSError, ValueError, KeyError, TypeError, SynthfaceError) as exc:
+            raise ConfigError(f"{run_file}: unreadable run file ({exc}); start a new run in an empty directory") \
+                from exc
+        new = self.config.to_dict()
+        differ = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
+        if differ:
+            raise ConfigError(f"--resume: {out} was started with other settings "
+                              f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); pass the same ones")
+        if old_data != [_digest(r) for r in self.records]:
+            raise ConfigError(f"--resume: {out} was trained on other data (the --data manifests differ); pass the "
+                              "same --data directories in the same order")
+        if old_model != self.model.sha256:
+            raise ConfigError(f"--resume: {out} was trained with model {stored['model'].get('name')!r}; "
+                              "pass the same --model")
+        latest = out / "checkpoints" / "latest.pt"
+        if not latest.exists():
+            return None  # stopped before its first checkpoint: start again
+        ckpt = read_checkpoint(latest)
+        if ckpt["stage"] not in self.stages:
+            raise CheckpointError(f"{latest}: stage {ckpt['stage']!r} is not part of --stage {self.config.stage}")
+        self.normalizer = ParameterNormalizer.from_state_dict(ckpt["normalizer"])
+        self.coarse_args = dict(ckpt["coarse_args"])
+        self.coarse_iterations = int(ckpt["coarse_iterations"])
+        if ckpt["coarse"] is None:
+            raise CheckpointError(f"{latest}: holds no CoarseNet weights; it is corrupt")
+        return _State(stage=ckpt["stage"], step=int(ckpt["step"]), stage_step=int(ckpt["stage_step"]),
+                      coarse=ckpt["coarse"], fine=ckpt["fine"], optimizer=ckpt.get("optimizer"), rng=ckpt.get("rng"))
+
+    def _write_run_file(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        record = {"format": RUN_FORMAT, "version": 1, "synthface_version": __version__,
+                  "train_config": self.config.to_dict(), "data": self.records,
+                  "model": {"name": self.model.name, "sha256": self.model.sha256}, "image_size": self.image_size}
+        atomic_write_text(self.out / RUN_FILE, json.dumps(record, indent=1))
+
+    # ---- stages
+
+    def _coarse_net(self, weights: dict[str, Any] | None) -> CoarseNet:
+        a = self.coarse_args
+        torch.manual_seed(self.config.seed)
+        net = CoarseNet(int(a["n_params"]), widths=tuple(a["widths"]), blocks=int(a["blocks"]),
+                        hidden=int(a["hidden"]), norm=str(a["norm"]))
+        if weights is not None:
+            net.load_state_dict(weights)
+        return net.to(self.device)
+
+    def run_coarse(self, state: _State) -> dict[str, Any]:
+        c, scene = self.config, self.scene
+        assert scene is not None
+        net: torch.nn.Module = self._coarse_net(state.coarse)
+        if self.proc.world > 1 and self.coarse_args["norm"] == "batch" and self.device.type == "cuda":
+            # Batch statistics over all processes (SyncBatchNorm is CUDA-only: on CPU each rank keeps its own).
+            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        opt = self._optimizer(net)
+        if state.optimizer is not None and state.stage == "coarse":
+            opt.load_state_dict(state.optimizer)
+        if state.rng is not None:
+            _set_rng_state(state.rng)
+        ddp = self._wrap(net)
+        train_ds, val_ds = self._datasets(COARSE_FIELDS, self.normalizer)
+        sampler = StepBatches(len(train_ds), c.batch_size, c.seed, "coarse", state.stage_step, c.steps,
+                              self.proc.rank, self.proc.world)
+        iterations = self.coarse_iterations
+        step, stage_step = state.step, state.stage_step
+        last: dict[str, float] = {}
+        val_metrics: dict[str, float] = {}
+        net.train()
+        for batch in _loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
+            image = batch["image"].to(self.device, non_blocking=True)
+            target = batch["params"].to(self.device, non_blocking=True)
+            context = _context(batch)
+            est = torch.zeros_like(target)
+            metrics: dict[str, float] = {}
+            total = 0.0
+            for t in range(iterations):
+                feedback = scene.feedback(est, context)
+                # Gradients of the T refinements accumulate locally; DDP averages them once, in the last backward.
+                sync = ddp.no_sync() if ddp is not net and t < iterations - 1 else contextlib.nullcontext()
+                with sync:
+                    new = coarse_step(ddp, image, feedback, est)
+                    loss, mse, vertex_mm = coarse_loss(self.model, self.normalizer, new, target, c.geometric_weight)
+                    (loss / iterations).backward()
+                est = new.detach()
+                total += loss.item() / iterations
+                metrics[f"param_mse_t{t + 1}"] = mse.item()
+                metrics[f"vertex_mm_t{t + 1}"] = vertex_mm.item()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step, stage_step = step + 1, stage_step + 1
+            metrics["loss"] = total
+            if not np.isfinite(total):
+                raise SynthfaceError(f"coarse loss is {total} at step {stage_step}; lower --lr")
+            last = metrics
+            if stage_step % c.log_every == 0 or stage_step == c.steps:
+                last = self._reduce(metrics)
+                self._log("train/coarse", last, step)
+                self._log("lr", {"coarse": opt.param_groups[0]["lr"]}, step)
+            if self._due(stage_step, c.val_every) and self.proc.main and len(val_ds):
+                val_metrics = self._validate_coarse(net, val_ds)
+                self._log("val/coarse", val_metrics, step)
+            if self._due(stage_step, c.checkpoint_every):
+                ckpt = self._base_state("coarse", step, stage_step, len(train_ds))
+                ckpt.update(coarse=net.state_dict(), fine=None, optimizer=opt.state_dict(), metrics=val_metrics)
+                self._checkpoint(ckpt)
+            if self.progress is not None and self.proc.main:
+                self.progress("coarse", stage_step, c.steps, metrics)
+        self.coarse_weights = net.state_dict()
+        self._write_digest("coarse", net)
+        self.step = step
+        return {"steps": stage_step, "train": last, "val": val_metrics}
+
+    def _validate_coarse(self, net: torch.nn.Module, val: ShardDataset) -> dict[str, float]:
+        assert self.scene is not None
+        sums: dict[str, float] = {}
+        n = 0
+        net.eval()  # BatchNorm (norm="batch") uses its running statistics, as at inference
+        with torch.no_grad():
+            for batch in self._val_batches(val):
+                image, target = batch["image"].to(self.device), batch["params"].to(self.device)
+                est = _run_coarse(net, self.scene, image, _context(batch), self.coarse_iterations)
+                _, mse, vertex_mm = coarse_loss(self.model, self.normalizer, est, target, 0.0)
+                for k, v in (("param_mse", mse.item()), ("vertex_mm", vertex_mm.item())):
+                    sums[k] = sums.get(k, 0.0) + v
+                n += 1
+        net.train()
+        return {k: v / n for k, v in sums.items()} if n else {}
+
+    def run_fine(self, state: _State) -> dict[str, Any]:
+        c, scene = self.config, self.scene
+        assert scene is not None
+        # This process's freshly trained CoarseNet if it ran the coarse stage, else the checkpoint's.
+        coarse = self._coarse_net(getattr(self, "coarse_weights", None) or state.coarse)
+        coarse.eval().requires_grad_(False)
+        torch.manual_seed(c.seed + 1)
+        net = FineNet(4, widths=c.fine_widths, head=c.fine_head)
+        resuming = state.stage == "fine"
+        if resuming and state.fine is not None:
+            net.load_state_dict(state.fine)
+        net.to(self.device)
+        opt = self._optimizer(net)
+        if resuming and state.optimizer is not None:
+            opt.load_state_dict(state.optimizer)
+        if resuming and state.rng is not None:
+            _set_rng_state(state.rng)
+        ddp = self._wrap(net)
+        train_ds, val_ds = self._datasets(FINE_FIELDS, None)
+        start = state.stage_step if resuming else 0
+        step = state.step if resuming else self.step
+        sampler = StepBatches(len(train_ds), c.batch_size, c.seed, "fine", start, c.steps,
+                              self.proc.rank, self.proc.world)
+        stage_step = start
+        last: dict[str, float] = {}
+        val_metrics: dict[str, float] = {}
+        net.train()
+        for batch in _loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
+            metrics, loss = self._fine_batch(coarse, ddp, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step, stage_step = step + 1, stage_step + 1
+            if not np.isfinite(metrics["loss"]):
+                raise SynthfaceError(f"fine loss is {metrics['loss']} at step {stage_step}; lower --lr")
+            last = metrics
+            if stage_step % c.log_every == 0 or stage_step == c.steps:
+                last = self._reduce(metrics)
+                self._log("train/fine", last, step)
+                self._log("lr", {"fine": opt.param_groups[0]["lr"]}, step)
+            if self._due(stage_step, c.val_every) and self.proc.main and len(val_ds):
+                val_metrics = self._validate_fine(coarse, net, val_ds)
+                self._log("val/fine", val_metrics, step)
+            if self._due(stage_step, c.checkpoint_every):
+                ckpt = self._base_state("fine", step, stage_step, len(train_ds))
+                ckpt.update(coarse=coarse.state_dict(), coarse_args=self.coarse_args,
+                            coarse_iterations=self.coarse_iterations, fine=net.state_dict(),
+                            optimizer=opt.state_dict(), metrics=val_metrics)
+                self._checkpoint(ckpt)
+            if self.progress is not None and self.proc.main:
+                self.progress("fine", stage_step, c.steps, metrics)
+        self.step = step
+        self._write_digest("fine", net)
+        return {"steps": stage_step, "train": last, "val": val_metrics}
+
+    def _fine_batch(self, coarse: CoarseNet, fine: torch.nn.Module,
+                    batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, float], torch.Tensor]:
+        """SfS loss of one batch (differentiable) and its metrics, incl. the supervised depth errors."""
+        assert self.scene is not None
+        image = batch["image"].to(self.device, non_blocking=True)
+        k = batch["intrinsics"].to(self.device)
+        context = _context(batch)
+        est = _run_coarse(coarse, self.scene, image, context, self.coarse_iterations)
+        depth_c, mask, rho = self.scene.coarse_maps(est, context)
+        depth_hat = fine(image, depth_c, k, mask)
+        loss, terms = sfs_loss(depth_hat, depth_c, srgb_to_linear(image), k, mask, rho, self.config.sfs_weights)
+        truth = batch["depth"].to(self.device)
+        with torch.no_grad():
+            metrics = {"loss": loss.item(), **{n: v.item() for n, v in terms.items()},
+                       "depth_mm": masked_depth_error(depth_hat, truth, mask).item(),
+                       "coarse_depth_mm": masked_depth_error(depth_c, truth, mask).item()}
+        return metrics, loss
+
+    def _validate_fine(self, coarse: CoarseNet, fine: FineNet, val: ShardDataset) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        n = 0
+        with torch.no_grad():
+            for batch in self._val_batches(val):
+                metrics, _ = self._fine_batch(coarse, fine, batch)
+                for key, v in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + v
+                n += 1
+        return {k: v / n for k, v in sums.items()} if n else {}
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.scene is not None:
+            self.scene.release()
+        if self.proc.owns_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
+          config: TrainConfig | None = None, *, model: MorphableModel | None = None, resume: bool = False,
+          coarse_checkpoint: str | os.PathLike | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Train the stages of ``config`` on the shards in ``data``, writing the run into ``out``.
+
+    ``resume`` continues ``out/checkpoints/latest.pt`` exactly (same step counter, same data
+    order); ``coarse_checkpoint`` supplies CoarseNet for ``stage="fine"``. Under torchrun every
+    process calls this; rank 0 writes. Returns a summary: ``out``, ``step`` (global), per stage
+    ``{steps, train, val}`` metrics, ``checkpoint`` (rank 0), ``seconds``, ``rank``, ``world_size``.
+    """
+    start = time.perf_counter()
+    config = config or TrainConfig()
+    paths = [Path(data)] if isinstance(data, (str, os.PathLike)) else [Path(p) for p in data]
+    if not paths:
+        raise ConfigError("no --data given; pass at least one dataset directory")
+    model = model or load_model()
+    trainer = _Trainer(paths, Path(out), config, model, progress)
+    try:
+        state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
+        resumed = state.step or None
+        trainer.step = state.step
+        if "coarse" in trainer.stages and state.stage == "coarse":
+            trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
+        if "fine" in trainer.stages:
+            trainer.summary["stages"]["fine"] = trainer.run_fine(state)
+    finally:
+        trainer.close()
+    return {**trainer.summary, "out": str(out), "step": trainer.step, "resumed_from": resumed,
+            "seconds": time.perf_counter() - start, "rank": trainer.proc.rank, "world_size": trainer.proc.world,
+            "threads": trainer.threads}

@@ -1,0 +1,317 @@
+"""train: both stages on a tiny dataset, the checkpoint contract, exact resume, DDP over gloo, TensorBoard, errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from synthface import load_config, load_model
+from synthface.checkpoint import CheckpointError, build_coarse, build_fine, read_checkpoint
+from synthface.cli import main
+from synthface.data import ParameterNormalizer
+from synthface.generate import GenerateJob, generate
+from synthface.models import CoarseNet
+from synthface.train import (
+    DIGEST_ENV,
+    StepBatches,
+    TrainConfig,
+    batch_positions,
+    train,
+)
+
+from .test_cli import assert_user_error
+
+SIZE = 32
+TINY = {"coarse_widths": (8, 16), "coarse_blocks": 1, "coarse_hidden": 32, "fine_widths": (8, 16), "fine_head": 16,
+        "batch_size": 8, "num_workers": 0, "threads": 1, "val_batches": 1, "faces_per_draw": 8, "log_every": 1}
+CONTRACT = {"format", "version", "stage", "step", "stage_step", "coarse", "coarse_args", "coarse_iterations", "fine",
+            "fine_args", "normalizer", "model", "image_size", "optimizer", "rng", "data_state", "train_config", "data"}
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_settings():
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+@pytest.fixture(scope="module")
+def model(model_file):
+    return load_model(model_file)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, model) -> Path:
+    out = tmp_path_factory.mktemp("train-data") / "d"
+    generate(out, GenerateJob(n=64, seed=0, shard_size=32, config=load_config(None, {"image_size": SIZE}),
+                              faces_per_draw=16), model=model, device="cpu")
+    return out
+
+
+@pytest.fixture(scope="module")
+def coarse_run(tmp_path_factory, dataset, model) -> tuple[Path, dict]:
+    """Both stages, two steps each, with a checkpoint, a validation and TensorBoard scalars at every step."""
+    out = tmp_path_factory.mktemp("train-run") / "run"
+    config = TrainConfig(stage="all", steps=2, checkpoint_every=1, val_every=1, **TINY)
+    return out, train(dataset, out, config, model=model)
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_both_stages_run_with_finite_losses(coarse_run):
+    _, summary = coarse_run
+    assert summary["step"] == 4 and summary["world_size"] == 1
+    coarse, fine = summary["stages"]["coarse"], summary["stages"]["fine"]
+    assert coarse["steps"] == 2 and fine["steps"] == 2
+    for key in ("loss", "param_mse_t1", "param_mse_t3", "vertex_mm_t3"):
+        assert np.isfinite(coarse["train"][key]) and coarse["train"][key] > 0, key
+    for key in ("loss", "shading", "fidelity", "smoothness", "depth_mm", "coarse_depth_mm"):
+        assert np.isfinite(fine["train"][key]), key
+    assert set(coarse["val"]) == {"param_mse", "vertex_mm"} and np.isfinite(list(coarse["val"].values())).all()
+    assert np.isfinite(list(fine["val"].values())).all() and fine["val"]["depth_mm"] > 0
+
+
+def test_checkpoint_contract(coarse_run, dataset, model):
+    out, _ = coarse_run
+    folder = out / "checkpoints"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["latest.pt", *(f"step-{s:07d}.pt" for s in range(1, 5))]  # no temporaries left
+    latest = read_checkpoint(folder / "latest.pt")
+    assert CONTRACT <= set(latest)
+    assert (folder / "latest.pt").read_bytes() == (folder / "step-0000004.pt").read_bytes()
+    assert latest["format"] == "synthface-checkpoint" and latest["version"] == 1
+    assert (latest["stage"], latest["step"], latest["stage_step"]) == ("fine", 4, 2)
+    assert latest["model"] == {"name": model.name, "sha256": model.sha256} and latest["image_size"] == SIZE
+    assert set(latest["coarse_args"]) == {"n_params", "widths", "blocks", "norm", "hidden"}
+    assert latest["coarse_iterations"] == 3 and latest["train_config"]["steps"] == 2
+    assert latest["data"][0]["manifest_sha256"] == hashlib.sha256((dataset / "manifest.json").read_bytes()).hexdigest()
+    normalizer = ParameterNormalizer.from_state_dict(latest["normalizer"])
+    assert normalizer.dim == latest["coarse_args"]["n_params"] == model.n_identity + model.n_expression + 6
+    coarse, fine = build_coarse(latest), build_fine(latest)
+    assert coarse.n_params == normalizer.dim and fine is not None
+    end_of_coarse = read_checkpoint(folder / "step-0000002.pt")
+    assert (end_of_coarse["stage"], end_of_coarse["stage_step"], end_of_coarse["fine"]) == ("coarse", 2, None)
+    for k, v in end_of_coarse["coarse"].items():  # the fine stage trains FineNet only
+        assert torch.equal(v, latest["coarse"][k]), k
+    assert (out / "run.json").is_file()
+
+
+def test_tensorboard_scalars(coarse_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, _ = coarse_run
+    events = list((out / "tb").glob("events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(out / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    want = {"train/coarse/loss", "train/coarse/param_mse_t1", "train/coarse/vertex_mm_t3", "lr/coarse",
+            "val/coarse/vertex_mm", "train/fine/loss", "train/fine/shading", "train/fine/depth_mm", "lr/fine",
+            "val/fine/depth_mm"}
+    assert want <= tags, want - tags
+    assert [e.step for e in acc.Scalars("train/fine/loss")] == [3, 4]
+
+
+def test_data_order_is_deterministic_and_split_across_ranks():
+    first = batch_positions(50, 8, seed=1, stage="coarse", step=0)
+    assert np.array_equal(first, batch_positions(50, 8, seed=1, stage="coarse", step=0))
+    epoch = np.concatenate([batch_positions(50, 8, 1, "coarse", s) for s in range(6)])
+    assert len(set(epoch.tolist())) == 48  # one epoch: 6 disjoint batches, the incomplete last one dropped
+    assert not np.array_equal(first, batch_positions(50, 8, 1, "coarse", 6))  # next epoch, new order
+    assert not np.array_equal(first, batch_positions(50, 8, 1, "fine", 0))
+    ranks = [list(StepBatches(50, 8, 1, "coarse", 3, 5, rank=r, world=2)) for r in range(2)]
+    for k, step in enumerate((3, 4)):
+        assert sorted(ranks[0][k] + ranks[1][k]) == sorted(batch_positions(50, 8, 1, "coarse", step).tolist())
+
+
+class _Crash(Exception):
+    pass
+
+
+def _crash_at(global_step: int):
+    count = {"n": 0}
+
+    def progress(stage, stage_step, total, metrics):
+        count["n"] += 1
+        if count["n"] == global_step:
+            raise _Crash(stage)
+
+    return progress
+
+
+def test_exact_resume_after_crashes(tmp_path, dataset, model):
+    """Straight 3 + 3 steps vs crashes after global steps 2 (mid-coarse) and 5 (mid-fine) and two resumes."""
+    torch.use_deterministic_algorithms(True)
+    config = TrainConfig(stage="all", steps=3, checkpoint_every=2, val_every=0, seed=5, **TINY)
+    straight = tmp_path / "straight"
+    train(dataset, straight, config, model=model)
+    run = tmp_path / "crashed"
+    with pytest.raises(_Crash):
+        train(dataset, run, config, model=model, progress=_crash_at(2))
+    assert read_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
+    with pytest.raises(_Crash):
+        train(dataset, run, config, model=model, resume=True, progress=_crash_at(3))  # global steps 3, 4, 5
+    assert read_checkpoint(run / "checkpoints" / "latest.pt")["stage_step"] == 2
+    summary = train(dataset, run, config, model=model, resume=True)
+    assert summary["resumed_from"] == 5 and summary["step"] == 6
+    a = read_checkpoint(straight / "checkpoints" / "latest.pt")
+    b = read_checkpoint(run / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 6
+    for net in ("coarse", "fine"):
+        for k in a[net]:
+            assert torch.equal(a[net][k], b[net][k]), (net, k)
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+
+
+def test_fine_stage_from_a_coarse_checkpoint(tmp_path, coarse_run, dataset, model):
+    out, _ = coarse_run
+    given = out / "checkpoints" / "step-0000002.pt"
+    config = TrainConfig(stage="fine", steps=1, val_every=0, **TINY)
+    summary = train(dataset, tmp_path / "fine", config, model=model, coarse_checkpoint=given)
+    assert list(summary["stages"]) == ["fine"] and np.isfinite(summary["stages"]["fine"]["train"]["loss"])
+    ckpt = read_checkpoint(tmp_path / "fine" / "checkpoints" / "latest.pt")
+    assert (ckpt["stage"], ckpt["step"]) == ("fine", 1)
+    coarse = read_checkpoint(given)
+    assert all(torch.equal(v, ckpt["coarse"][k]) for k, v in coarse["coarse"].items())
+    assert torch.equal(ckpt["normalizer"]["mean"], coarse["normalizer"]["mean"])
+
+
+def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, dataset, model, monkeypatch):
+    import synthface.train as train_module
+
+    real_replace = os.replace
+    calls = {"n": 0}
+
+    def failing_replace(src, dst):
+        calls["n"] += str(dst).endswith(".pt")
+        if str(dst).endswith(".pt") and calls["n"] == 3:  # the second checkpoint's step file
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(train_module.os, "replace", failing_replace)
+    config = TrainConfig(stage="coarse", steps=2, checkpoint_every=1, val_every=0, **TINY)
+    with pytest.raises(CheckpointError, match="No space left"):
+        train(dataset, tmp_path / "run", config, model=model)
+    folder = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["latest.pt", "step-0000001.pt"]
+    assert read_checkpoint(folder / "latest.pt")["step"] == 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(tmp_path, dataset, model_file, model):
+    """torchrun, 2 gloo processes: both ranks end with identical weights, and CoarseNet equals a
+    single-process run on the same global batches (DDP averages the two half-batch gradients)."""
+    out = tmp_path / "ddp"
+    args = ["--data", str(dataset), "--stage", "all", "--steps", "2", "--batch-size", "4", "--model", model_file,
+            "--num-workers", "0", "--optimizer", "sgd", "--lr", "0.01", "--coarse-iterations", "2",
+            "--faces-per-draw", "1", "--val-every", "0"]
+    env = {**os.environ, DIGEST_ENV: "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(_free_port()), "-m", "synthface", "train", "--out",
+                           str(out), *args], env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "on 2 process(es)" in proc.stdout and proc.stdout.count("trained ") == 1  # rank 0 alone reports
+    digests = [(out / f"weights-rank{r}.sha256").read_text().split() for r in range(2)]
+    assert digests[0] == digests[1] and digests[0][::2] == ["coarse", "fine"]
+    ddp = read_checkpoint(out / "checkpoints" / "step-0000002.pt")
+    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 4
+
+    single = TrainConfig(stage="coarse", steps=2, batch_size=4, optimizer="sgd", lr=0.01, coarse_iterations=2,
+                         faces_per_draw=1, val_every=0, num_workers=0)
+    train(dataset, tmp_path / "single", single, model=model)
+    ref = read_checkpoint(tmp_path / "single" / "checkpoints" / "latest.pt")
+    torch.manual_seed(ref["train_config"]["seed"])  # the initial weights, as train() draws them
+    a = ref["coarse_args"]
+    init = CoarseNet(a["n_params"], widths=tuple(a["widths"]), blocks=a["blocks"], hidden=a["hidden"]).state_dict()
+    for k, w in ref["coarse"].items():
+        moved = (w - init[k]).norm()
+        assert (ddp["coarse"][k] - w).norm() <= 1e-3 * moved + 1e-7, k  # float noise only, not half a batch
+
+
+# ---------------------------------------------------------------- CLI
+
+def test_cli_trains_and_resumes(tmp_path, dataset, model_file):
+    out = tmp_path / "run"
+    base = ["train", "--data", str(dataset), "--out", str(out), "--model", model_file, "--batch-size", "4",
+            "--stage", "coarse", "--coarse-iterations", "1", "--num-workers", "0", "--val-every", "0"]
+    result = cli(*base, "--steps", "1")
+    assert result.exit_code == 0, result.output
+    assert "trained coarse 1 steps" in result.stdout and "checkpoint" in result.stdout
+    assert_user_error(cli(*base, "--steps", "2"), "is not empty; pass --resume")
+    result = cli(*base, "--steps", "2", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "(resumed at step 1)" in result.stdout
+    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 2
+    assert_user_error(cli(*base, "--steps", "3", "--resume", "--lr", "0.5"), "other settings (lr=0.0001)")
+
+
+def test_cli_errors(tmp_path, dataset, model_file, coarse_run):
+    run, _ = coarse_run
+    base = ["train", "--data", str(dataset), "--model", model_file, "--batch-size", "8"]
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    assert_user_error(cli(*base, "--out", str(junk)), "is not empty; choose a new or empty directory")
+    assert_user_error(cli(*base, "--out", str(junk), "--resume"), "holds no synthface training run")
+    assert_user_error(cli(*base, "--out", str(tmp_path / "f"), "--stage", "fine"), "--coarse-checkpoint")
+    assert_user_error(cli("train", "--data", str(dataset), "--out", str(tmp_path / "m")), "another morphable model")
+    assert_user_error(cli(*base[:-1], "200", "--out", str(tmp_path / "b")), "fewer than --batch-size 200")
+    assert_user_error(cli(*base, "--out", str(tmp_path / "x"), "--data", str(tmp_path / "nowhere")), "nowhere")
+    assert not (tmp_path / "f").exists() and not (tmp_path / "b").exists()
+
+    # Checkpoints: foreign, truncated.
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    assert_user_error(cli(*base, "--out", str(tmp_path / "g"), "--stage", "fine", "--coarse-checkpoint",
+                          str(foreign)), f"{foreign}: not a synthface checkpoint")
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    latest = copy / "checkpoints" / "latest.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"latest\.pt: not a readable synthface checkpoint"):
+        read_checkpoint(latest)
+    stored = TrainConfig(stage="all", steps=2, checkpoint_every=1, val_every=1, **TINY)
+    with pytest.raises(CheckpointError, match=str(latest)):
+        train(dataset, copy, stored, model=load_model(model_file), resume=True)
+
+
+def test_corrupt_shard_is_one_error_line(tmp_path, dataset, model_file):
+    bad = tmp_path / "bad"
+    shutil.copytree(dataset, bad)
+    shard = bad / "shard-000001.h5"  # not the first: its damage shows only when a DataLoader worker reads it
+    with h5py.File(shard, "r") as f:  # every image chunk
+        offsets = [f["image"].id.get_chunk_info(i).byte_offset for i in range(f["image"].id.get_num_chunks())]
+    with open(shard, "r+b") as f:
+        for off in offsets:
+            f.seek(off)
+            f.write(b"\xff" * 64)
+    result = cli("train", "--data", str(bad), "--out", str(tmp_path / "run"), "--model", model_file,
+                 "--batch-size", "8", "--num-workers", "1", "--steps", "1")
+    assert_user_error(result, f"{shard}: cannot read 'image'")
+    truncated = tmp_path / "truncated"
+    shutil.copytree(dataset, truncated)
+    with open(truncated / "shard-000001.h5", "r+b") as f:
+        f.truncate(2000)
+    result = cli("train", "--data", str(truncated), "--out", str(tmp_path / "run2"), "--model", model_file)
+    assert_user_error(result, "shard-000001.h5")
