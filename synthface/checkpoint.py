@@ -22,7 +22,7 @@ import torch
 
 from .errors import SynthfaceError
 from .models import CoarseNet, FineNet
-from .shards import _fsync_dir, temp_name
+from .shards import atomic_write
 
 CHECKPOINT_FORMAT = "synthface-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -36,16 +36,9 @@ class CheckpointError(SynthfaceError):
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write, fsync and rename: ``path`` is absent, the old file, or the complete new one."""
-    tmp = temp_name(path)
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        atomic_write(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}; "
                               "check free space and permissions") from exc
 

@@ -91,20 +91,31 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}.tmp")
 
 
-def atomic_write_text(path: Path, text: str, *, before_rename: Callable[[], None] | None = None) -> None:
-    """Write, fsync and rename, so ``path`` is either absent, the old file, or the whole new one."""
+def atomic_write(path: Path, data: bytes, *, before_rename: Callable[[], None] | None = None) -> None:
+    """Write, fsync and rename, so ``path`` is either absent, the old file, or the whole new one.
+
+    On an OSError the temporary file is removed and the error re-raised for the caller to word.
+    """
     tmp = temp_name(path)
     try:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         if before_rename is not None:
             before_rename()
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except OSError:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str, *, before_rename: Callable[[], None] | None = None) -> None:
+    """:func:`atomic_write` of UTF-8 text; failures become a ShardError that says what to check."""
+    try:
+        atomic_write(path, text.encode(), before_rename=before_rename)
+    except OSError as exc:
         raise ShardError(f"cannot write {path}: {exc.strerror or exc}; check free space and permissions") from exc
 
 

@@ -534,6 +534,33 @@ class _Trainer:
         batches = [list(range(k * b, (k + 1) * b)) for k in range(n)]
         return _loader(val, batches, 0, False)  # type: ignore[arg-type]
 
+    def _end_step(self, stage: str, metrics: dict[str, float], step: int, stage_step: int,
+                  opt: torch.optim.Optimizer, val_metrics: dict[str, float], n_train: int, *,
+                  validate: Callable[[], dict[str, float]] | None,
+                  weights: Callable[[], dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+        """After an optimizer step: check the loss, log, validate, checkpoint, report progress.
+
+        Returns the last logged training metrics and the latest validation metrics.
+        """
+        c = self.config
+        if not np.isfinite(metrics["loss"]):
+            raise SynthfaceError(f"{stage} loss is {metrics['loss']} at step {stage_step}; lower --lr")
+        last = metrics
+        if stage_step % c.log_every == 0 or stage_step == c.steps:
+            last = self._reduce(metrics)
+            self._log(f"train/{stage}", last, step)
+            self._log("lr", {stage: opt.param_groups[0]["lr"]}, step)
+        if validate is not None and self._due(stage_step, c.val_every) and self.proc.main:
+            val_metrics = validate()
+            self._log(f"val/{stage}", val_metrics, step)
+        if self._due(stage_step, c.checkpoint_every):
+            ckpt = self._base_state(stage, step, stage_step, n_train)
+            ckpt.update(weights(), optimizer=opt.state_dict(), metrics=val_metrics)
+            self._checkpoint(ckpt)
+        if self.progress is not None and self.proc.main:
+            self.progress(stage, stage_step, c.steps, metrics)
+        return last, val_metrics
+
     def _due(self, stage_step: int, every: int) -> bool:
         return stage_step == self.config.steps or (every > 0 and stage_step % every == 0)
 
@@ -706,22 +733,10 @@ class _Trainer:
             opt.zero_grad(set_to_none=True)
             step, stage_step = step + 1, stage_step + 1
             metrics["loss"] = total
-            if not np.isfinite(total):
-                raise SynthfaceError(f"coarse loss is {total} at step {stage_step}; lower --lr")
-            last = metrics
-            if stage_step % c.log_every == 0 or stage_step == c.steps:
-                last = self._reduce(metrics)
-                self._log("train/coarse", last, step)
-                self._log("lr", {"coarse": opt.param_groups[0]["lr"]}, step)
-            if self._due(stage_step, c.val_every) and self.proc.main and len(val_ds):
-                val_metrics = self._validate_coarse(net, val_ds)
-                self._log("val/coarse", val_metrics, step)
-            if self._due(stage_step, c.checkpoint_every):
-                ckpt = self._base_state("coarse", step, stage_step, len(train_ds))
-                ckpt.update(coarse=net.state_dict(), fine=None, optimizer=opt.state_dict(), metrics=val_metrics)
-                self._checkpoint(ckpt)
-            if self.progress is not None and self.proc.main:
-                self.progress("coarse", stage_step, c.steps, metrics)
+            last, val_metrics = self._end_step(
+                "coarse", metrics, step, stage_step, opt, val_metrics, len(train_ds),
+                validate=(lambda: self._validate_coarse(net, val_ds)) if len(val_ds) else None,
+                weights=lambda: {"coarse": net.state_dict(), "fine": None})
         self.coarse_weights = net.state_dict()
         self._write_digest("coarse", net)
         self.step = step
@@ -776,24 +791,11 @@ class _Trainer:
             loss.backward()
             opt.step()
             step, stage_step = step + 1, stage_step + 1
-            if not np.isfinite(metrics["loss"]):
-                raise SynthfaceError(f"fine loss is {metrics['loss']} at step {stage_step}; lower --lr")
-            last = metrics
-            if stage_step % c.log_every == 0 or stage_step == c.steps:
-                last = self._reduce(metrics)
-                self._log("train/fine", last, step)
-                self._log("lr", {"fine": opt.param_groups[0]["lr"]}, step)
-            if self._due(stage_step, c.val_every) and self.proc.main and len(val_ds):
-                val_metrics = self._validate_fine(coarse, net, val_ds)
-                self._log("val/fine", val_metrics, step)
-            if self._due(stage_step, c.checkpoint_every):
-                ckpt = self._base_state("fine", step, stage_step, len(train_ds))
-                ckpt.update(coarse=coarse.state_dict(), coarse_args=self.coarse_args,
-                            coarse_iterations=self.coarse_iterations, fine=net.state_dict(),
-                            optimizer=opt.state_dict(), metrics=val_metrics)
-                self._checkpoint(ckpt)
-            if self.progress is not None and self.proc.main:
-                self.progress("fine", stage_step, c.steps, metrics)
+            last, val_metrics = self._end_step(
+                "fine", metrics, step, stage_step, opt, val_metrics, len(train_ds),
+                validate=(lambda: self._validate_fine(coarse, net, val_ds)) if len(val_ds) else None,
+                weights=lambda: {"coarse": coarse.state_dict(), "coarse_args": self.coarse_args,
+                                 "coarse_iterations": self.coarse_iterations, "fine": net.state_dict()})
         self.step = step
         self._write_digest("fine", net)
         return {"steps": stage_step, "train": last, "val": val_metrics}
