@@ -658,6 +658,9 @@ class _Trainer:
             raise ConfigError(f"--resume: {out} was trained with model {stored['model'].get('name')!r}; "
                               "pass the same --model")
         latest = out / "checkpoints" / "latest.pt"
+        if self.proc.main:  # a checkpoint being written when the run was killed
+            for tmp in (out / "checkpoints").glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         if not latest.exists():
             return None  # stopped before its first checkpoint: start again
         ckpt = read_checkpoint(latest)

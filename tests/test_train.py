@@ -315,3 +315,43 @@ def test_corrupt_shard_is_one_error_line(tmp_path, dataset, model_file):
         f.truncate(2000)
     result = cli("train", "--data", str(truncated), "--out", str(tmp_path / "run2"), "--model", model_file)
     assert_user_error(result, "shard-000001.h5")
+
+
+def test_kill_9_during_training_then_resume_matches_a_straight_run(tmp_path, dataset, model_file):
+    """SIGKILL the trainer right after a checkpoint lands; --resume must end where a straight run ends."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = textwrap.dedent(f"""
+        import sys, torch
+        from synthface import load_model
+        from synthface.train import TrainConfig, train
+        torch.use_deterministic_algorithms(True)
+        config = TrainConfig(stage="coarse", steps=10, checkpoint_every=1, val_every=0, **{TINY!r})
+        train([sys.argv[1]], sys.argv[2], config, model=load_model(sys.argv[3]), resume=sys.argv[4] == "1")
+    """)
+
+    def start(out: Path, resume: bool) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", script, str(dataset), str(out), model_file, str(int(resume))])
+
+    straight = tmp_path / "straight"
+    assert start(straight, False).wait(timeout=300) == 0
+    run = tmp_path / "run"
+    proc = start(run, False)
+    third = run / "checkpoints" / "step-0000003.pt"
+    deadline = time.monotonic() + 240
+    while not third.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.kill()
+    assert proc.wait() == -9, "the run ended before it could be killed"
+    # Whole, though the process died; step-3 is written before latest.pt, so latest may still be step 2.
+    killed_at = read_checkpoint(run / "checkpoints" / "latest.pt")["step"]
+    assert 2 <= killed_at < 10
+    assert start(run, True).wait(timeout=300) == 0
+    a = read_checkpoint(straight / "checkpoints" / "latest.pt")
+    b = read_checkpoint(run / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 10
+    assert all(torch.equal(v, b["coarse"][k]) for k, v in a["coarse"].items())
+    assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries
