@@ -20,6 +20,7 @@ from . import (
     info_cmd,
     model_cmd,
     preview_cmd,
+    reconstruct_cmd,
     sample,
     train_cmd,
     verify_cmd,
@@ -55,6 +56,6 @@ def main() -> None:
     """Synthetic 3D face data (images, depth, 3DMM parameters) and its reconstruction trainer."""
 
 
-for _module in (generate_cmd, train_cmd, evaluate_cmd, info_cmd, verify_cmd, preview_cmd, doctor_cmd, sample,
-                model_cmd, config_cmd):
+for _module in (generate_cmd, train_cmd, evaluate_cmd, reconstruct_cmd, info_cmd, verify_cmd, preview_cmd,
+                doctor_cmd, sample, model_cmd, config_cmd):
     main.add_command(_module.command)

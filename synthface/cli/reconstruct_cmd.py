@@ -1,0 +1,65 @@
+"""``synthface reconstruct``: a mesh, a depth map and an overlay for the face in each photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError, SynthfaceError
+from ..geometry import resolve_device
+from ..model import MorphableModel
+from ..predict import Predictor, load_checkpoint
+from ..reconstruct import DEFAULT_FOV_DEG, DEFAULT_MARGIN, MESH_FORMATS, read_image, reconstruct, write_outputs
+from .options import DEVICES, model_options
+
+
+@click.command("reconstruct")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
+              help="Checkpoint written by 'synthface train'.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output directory (created if missing).")
+@click.option("--format", "mesh_format", type=click.Choice(MESH_FORMATS), default="obj", show_default=True,
+              help="Mesh file format.")
+@click.option("--fov", "fov_deg", type=click.FloatRange(1.0, 170.0), default=DEFAULT_FOV_DEG, show_default=True,
+              help="Assumed field of view (degrees) across the photo's longer side.")
+@click.option("--margin", type=click.FloatRange(0.0, 5.0), default=DEFAULT_MARGIN, show_default=True,
+              help="Crop margin on each side of the detected face, as a fraction of its size.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where the networks run (rendering always uses OpenGL).")
+@model_options
+def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_format: str, fov_deg: float,
+            margin: float, device: str, model: MorphableModel) -> None:
+    """Reconstruct the largest face in each IMAGE with CHECKPOINT.
+
+    Writes STEM.obj (or .ply; camera space, mm), STEM_depth.png (16-bit, depth in 0.1 mm, 0 = no face)
+    and STEM_overlay.png (the shaded reconstruction over the face crop) into --out. An image that cannot
+    be read or has no detectable face gets one 'error:' line and is skipped; the others are still done,
+    and the exit status is 1 if any failed.
+    """
+    stems: dict[str, Path] = {}
+    for path in images:
+        if path.stem in stems and stems[path.stem] != path:
+            raise ConfigError(f"{stems[path.stem]} and {path} would write the same files in {out_dir}; "
+                              "rename one or run them separately")
+        stems[path.stem] = path
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out_dir}: cannot create it ({exc.strerror or exc})") from exc
+    device = resolve_device(device)
+    failed = 0
+    with Predictor(load_checkpoint(checkpoint, device=device), model, device=device) as predictor:
+        for stem, path in stems.items():
+            try:
+                rec = reconstruct(read_image(path), predictor, margin=margin, fov_deg=fov_deg)
+                written = write_outputs(rec, out_dir, stem, mesh_format=mesh_format)
+            except SynthfaceError as exc:
+                message = str(exc)
+                click.echo(f"error: {message if message.startswith(str(path)) else f'{path}: {message}'}", err=True)
+                failed += 1
+                continue
+            click.echo(f"{path}: face at {rec.box}; wrote {', '.join(p.name for p in written)}")
+    if failed:
+        click.get_current_context().exit(1)
