@@ -71,6 +71,14 @@ def test_verify_names_a_manifest_that_disagrees(damaged):
     assert_user_error(result, "manifest.json")
 
 
+def test_info_names_a_truncated_or_missing_shard(damaged):
+    path = damaged / "shard-000001.h5"
+    path.write_bytes(path.read_bytes()[:2000])
+    assert_user_error(cli("info", str(damaged)), "shard-000001.h5: not a readable HDF5 shard")
+    path.unlink()
+    assert_user_error(cli("info", str(damaged)), "shard-000001.h5: missing")
+
+
 def test_verify_and_info_refuse_a_non_dataset(tmp_path):
     assert_user_error(cli("verify", str(tmp_path)), "no manifest")
     (tmp_path / "manifest.json").write_text("{broken")
