@@ -80,3 +80,15 @@ def gl_ctx():
     yield ctx
     assert ctx.error == "GL_NO_ERROR"
     ctx.release()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one torch thread is about as fast, and immune to a busy machine (oversubscribed
+    OpenMP threads made CoarseNet steps 10x slower next to a running benchmark)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -41,13 +41,7 @@ COARSE_ARGS = {"widths": [8, 16], "blocks": 1, "norm": "group", "hidden": 16}
 FINE_ARGS = {"widths": [4, 8], "head": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets: one thread is as fast and immune to a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------- the metric by hand

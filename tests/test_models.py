@@ -25,14 +25,7 @@ from synthface.shading import linear_to_srgb, shade, srgb_to_linear
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is about as fast, and immune to a busy machine (oversubscribed
-    OpenMP threads made the CoarseNet steps 10x slower next to a running benchmark)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def intrinsics(size: int, f: float = 60.0, batch: int = 1) -> torch.Tensor:

@@ -35,12 +35,7 @@ SIZE = 64
 DISTANCE_MM = 800.0  # the untrained nets predict the normalizer's mean: a face this far away fills ~ 3/4 of the crop
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
