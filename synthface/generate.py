@@ -186,8 +186,6 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
     ``resume``: the stored plan (interrupted run) or manifest (finished run) wins over ``job``.
     ``join``: several jobs share one run by shard range, so a plan with the same job is accepted.
     """
-    if out.exists() and not out.is_dir():
-        raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
     plan = out / PLAN
     stored_path = plan if plan.is_file() else out / MANIFEST if (out / MANIFEST).is_file() else None
     stored = _read_json(stored_path) if stored_path else None
