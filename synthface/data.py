@@ -204,6 +204,13 @@ class ParameterNormalizer:
         mean, std = self._stats_like(x)
         return x * std + mean
 
+    def to_params(self, estimate: Array) -> dict[str, np.ndarray]:
+        """Normalised (B, dim) estimate (torch or numpy) → physical blocks as contiguous float32 numpy
+        arrays, the parameter-batch entries the renderer takes."""
+        x = estimate.detach().cpu().numpy() if isinstance(estimate, torch.Tensor) else np.asarray(estimate)
+        physical = self.denormalize(x.astype(np.float32))
+        return {k: np.ascontiguousarray(v) for k, v in self.unflatten(physical).items()}
+
     @classmethod
     def fit(cls, blocks: Mapping[str, np.ndarray], names: Sequence[str] = PARAM_VECTOR,
             min_std: float = 1e-6) -> ParameterNormalizer:

@@ -230,9 +230,8 @@ class Predictor:
         k = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics,
                        np.float32)
         ctx = default_context(self.model, k, context)
-        normalizer = self.checkpoint.normalizer
-        physical = normalizer.denormalize(self.estimate(images, ctx).cpu().numpy().astype(np.float32))
-        pred = render_prediction(self.renderer(images.shape[-1]), normalizer.unflatten(physical), k, ctx)
+        params = self.checkpoint.normalizer.to_params(self.estimate(images, ctx))
+        pred = render_prediction(self.renderer(images.shape[-1]), params, k, ctx)
         if self.fine is None:
             return pred
         z = torch.from_numpy(pred.coarse_depth).to(self.device)[:, None]

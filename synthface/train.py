@@ -395,8 +395,7 @@ class _Scene:
         ρ is rendered with albedo coefficients 0 and light ``[1, 0, …]`` per channel (the shading
         of a unit ambient term is 1), black background: the model's mean albedo where the face is.
         """
-        physical = self.normalizer.denormalize(estimate.detach().cpu().numpy().astype(np.float32))
-        decoded = {k: np.ascontiguousarray(v) for k, v in self.normalizer.unflatten(physical).items()}
+        decoded = self.normalizer.to_params(estimate)
         b = len(estimate)
         light = np.zeros((b, 9, 3), np.float32)
         light[:, 0, :] = 1.0

@@ -293,3 +293,18 @@ def test_other_format_version_or_mismatched_shard_is_refused(data, tmp_path):
         ShardDataset(data["b"], fields=("picture",))
     with pytest.raises(ConfigError, match="split must be"):
         ShardDataset(data["b"], split="test")  # type: ignore[arg-type]
+
+
+def test_to_params_decodes_a_normalised_estimate_for_the_renderer():
+    rng = np.random.default_rng(0)
+    blocks = {"identity": rng.normal(size=(20, 4)), "expression": rng.uniform(size=(20, 3)),
+              "pose": rng.normal(size=(20, 6)) * [0.3, 0.2, 0.1, 10, 10, 100] + [0, 0, 0, 0, 0, 600]}
+    normalizer = ParameterNormalizer.fit(blocks)
+    estimate = torch.as_tensor(normalizer.normalize(normalizer.flatten(blocks)), dtype=torch.float32,
+                               device="cpu").requires_grad_()
+    for given in (estimate, estimate.detach().numpy()):
+        decoded = normalizer.to_params(given)
+        assert list(decoded) == list(normalizer.names)
+        for name, block in blocks.items():
+            assert decoded[name].dtype == np.float32 and decoded[name].flags.c_contiguous
+            np.testing.assert_allclose(decoded[name], block, rtol=1e-4, atol=1e-3)

@@ -118,8 +118,6 @@ def render_feedback(renderer: Any, normalizer: ParameterNormalizer, estimate: Te
     ``context`` supplies the entries CoarseNet does not regress (albedo, light, background,
     intrinsics, … in the shard layout, numpy); the result is on ``estimate``'s device.
     """
-    physical = normalizer.denormalize(estimate.detach().cpu().numpy().astype(np.float32))
-    decoded = {k: np.ascontiguousarray(v) for k, v in normalizer.unflatten(physical).items()}
-    out = renderer.render({**context, **decoded})
+    out = renderer.render({**context, **normalizer.to_params(estimate)})
     feedback = np.concatenate([out.pncc, out.normals], axis=-1).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(feedback)).to(estimate.device)
