@@ -60,6 +60,7 @@ from .loaders import load_model
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, coarse_step, render_feedback, sfs_loss
 from .models.rendering_layer import DEFAULT_SFS_WEIGHTS
+from .predict import default_context
 from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
 from .shading import srgb_to_linear
@@ -395,13 +396,8 @@ class _Scene:
         ρ is rendered with albedo coefficients 0 and light ``[1, 0, …]`` per channel (the shading
         of a unit ambient term is 1), black background: the model's mean albedo where the face is.
         """
-        decoded = self.normalizer.to_params(estimate)
-        b = len(estimate)
-        light = np.zeros((b, 9, 3), np.float32)
-        light[:, 0, :] = 1.0
-        flat = {**context, **decoded, "light": light, "background": np.zeros((b, 3), np.float32),
-                "albedo": np.zeros_like(context["albedo"])}
-        out = self.renderer.render(flat)
+        mean_look = default_context(self.renderer.model, context["intrinsics"])  # mean albedo, unit light
+        out = self.renderer.render({**mean_look, **self.normalizer.to_params(estimate)})
         depth = torch.from_numpy(out.depth[:, None]).to(self.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
         rho = srgb_to_linear(torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))
