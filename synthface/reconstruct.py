@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import trimesh
 
 from .errors import SynthfaceError
+from .models.rendering_layer import depth_to_normals, depth_to_points
 from .predict import Predictor
 from .shards import atomic_write
 
@@ -142,18 +144,18 @@ def crop_square(image: np.ndarray, box: tuple[int, int, int, int], size: int, ma
 
 
 def shade_depth(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
-    """(H, W) float32 Lambertian shading in [0, 1] of a depth map lit from the camera; 0 off the mask."""
-    h, w = depth.shape
-    k = np.asarray(intrinsics, np.float64)
-    u, v = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    z = np.where(mask, depth, np.nan).astype(np.float64)
-    pts = np.stack([(u - k[0, 2]) * z / k[0, 0], (v - k[1, 2]) * z / k[1, 1], z], axis=-1)
-    dy, dx = np.gradient(pts, axis=(0, 1))
-    n = np.cross(dx, dy)
-    n /= np.linalg.norm(n, axis=-1, keepdims=True) + 1e-12
-    view = -pts / (np.linalg.norm(pts, axis=-1, keepdims=True) + 1e-12)  # towards the camera
-    shade = np.abs(np.sum(n * view, axis=-1))
-    return np.nan_to_num(np.where(mask, shade, 0.0), nan=0.0).astype(np.float32)
+    """(H, W) float32 Lambertian shading in [0, 1] of a depth map lit from the camera; 0 off the mask.
+
+    Points and normals come from the rendering layer (the back-projection the SfS loss uses; one-sided
+    differences along the mask border).
+    """
+    z = torch.from_numpy(np.where(mask, depth, 0).astype(np.float32))[None, None]
+    k = torch.from_numpy(np.asarray(intrinsics, np.float32))[None]
+    m = torch.from_numpy(np.asarray(mask, np.float32))[None, None]
+    normals = depth_to_normals(z, k, m)[0]
+    points = depth_to_points(z, k)[0]
+    view = -points / points.norm(dim=0, keepdim=True).clamp_min(1e-12)  # towards the camera
+    return ((normals * view).sum(0).abs() * m[0, 0]).numpy().astype(np.float32)
 
 
 def make_overlay(crop: np.ndarray, depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray,
