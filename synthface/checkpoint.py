@@ -1,6 +1,7 @@
 """Trainer checkpoints: one format, written atomically by the trainer, read safely by everyone.
 
-A checkpoint is a ``torch.save``d dict (``format="synthface-checkpoint"``, ``version=1``) with the
+A checkpoint is a ``torch.save``d dict (``format="synthface-checkpoint"``, ``version=2``: the pose is
+regressed as :func:`~synthface.data.encode_pose`'s image-relative code) with the
 networks' weights and constructor arguments, the parameter normalizer, the model's name and
 sha256, the image size, and the trainer's resume state (optimizer, RNG, data position). It is read
 with ``torch.load(weights_only=True)`` plus numpy's array reconstructors (for RNG states): loading
@@ -25,7 +26,7 @@ from .models import CoarseNet, FineNet
 from .shards import atomic_write
 
 CHECKPOINT_FORMAT = "synthface-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 REQUIRED_KEYS = ("stage", "step", "stage_step", "coarse", "coarse_args", "coarse_iterations", "fine", "fine_args",
                  "normalizer", "model", "image_size")
 

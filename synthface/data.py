@@ -41,6 +41,10 @@ from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, ShardError, read_a
 PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
 """Blocks of the trainer's flat parameter vector, in order (see :class:`ParameterNormalizer`)."""
 
+POSE_CODE_FIELDS: tuple[str, ...] = ("yaw", "pitch", "roll", "x_over_z", "y_over_z", "log_z_over_f")
+"""Columns of the ``pose`` block in the trainer's vector (:func:`encode_pose`): the image sees the
+face's position as ``tx/tz, ty/tz`` and its distance only through its size in pixels, ``tz/fx``."""
+
 Split = Literal["train", "val", "all"]
 Array = np.ndarray | torch.Tensor
 
@@ -128,14 +132,41 @@ def in_val(seed: int, indices: Iterable[int] | np.ndarray, val_fraction: float) 
 
 # ---------------------------------------------------------------- parameter normalisation
 
+def _stack(parts: list[Array]) -> Array:
+    return torch.stack(parts, -1) if isinstance(parts[0], torch.Tensor) else np.stack(parts, -1)
+
+
+def encode_pose(pose: Array, intrinsics: Array) -> Array:
+    """Pose (..., 6) (rad, mm) and K (..., 3, 3) → the image-relative code (..., 6) of :data:`POSE_CODE_FIELDS`.
+
+    Why: a regressor cannot read ``tz`` in mm from an image (the focal length and the face's
+    size set it), but it can read where the face is (``tx/tz``, ``ty/tz``) and how large it
+    looks (``log(tz/fx)``); with K given, the code and the pose determine each other.
+    """
+    lib: Any = torch if isinstance(pose, torch.Tensor) else np
+    tz = pose[..., 5]
+    return _stack([pose[..., 0], pose[..., 1], pose[..., 2], pose[..., 3] / tz, pose[..., 4] / tz,
+                   lib.log(tz / intrinsics[..., 0, 0])])
+
+
+def decode_pose(code: Array, intrinsics: Array) -> Array:
+    """The inverse of :func:`encode_pose`: code (..., 6) and K (..., 3, 3) → pose (..., 6) (rad, mm); differentiable."""
+    lib: Any = torch if isinstance(code, torch.Tensor) else np
+    tz = intrinsics[..., 0, 0] * lib.exp(code[..., 5])
+    return _stack([code[..., 0], code[..., 1], code[..., 2], code[..., 3] * tz, code[..., 4] * tz, tz])
+
+
 @dataclass(frozen=True, eq=False)
 class ParameterNormalizer:
-    """Maps the flat parameter vector to ~zero mean, unit std per column, and back.
+    """Maps parameter blocks to the trainer's vector — ~zero mean, unit std per column — and back.
 
     Layout: blocks ``names`` (default :data:`PARAM_VECTOR`) of ``sizes`` columns, concatenated;
     :attr:`slices` gives each block's columns, :meth:`columns` a name per column (pose columns
-    by :data:`synthface.params.POSE_FIELDS`). The state is plain arrays (:meth:`state_dict`), so
-    a checkpoint stores it and ``torch.load(weights_only=True)`` reads it back.
+    by :data:`synthface.params.POSE_FIELDS`). In the vector the ``pose`` block is the
+    image-relative code of :func:`encode_pose`: :meth:`encode` takes physical blocks plus
+    ``intrinsics``, :meth:`decode` / :meth:`to_params` need the same K back. :meth:`normalize`,
+    :meth:`flatten` and friends are the plain per-column maps. The state is plain arrays
+    (:meth:`state_dict`), so a checkpoint stores it and ``torch.load(weights_only=True)`` reads it back.
     """
 
     names: tuple[str, ...]
@@ -195,28 +226,55 @@ class ParameterNormalizer:
         return self.mean, self.std
 
     def normalize(self, x: Array) -> Array:
-        """Physical units → normalized; ``x`` is (..., dim), numpy or torch (any device)."""
+        """Vector units (pose as its code) → normalized; ``x`` is (..., dim), numpy or torch (any device)."""
         mean, std = self._stats_like(x)
         return (x - mean) / std
 
     def denormalize(self, x: Array) -> Array:
-        """Normalized → physical units (the inverse of :meth:`normalize`)."""
+        """Normalized → vector units (the inverse of :meth:`normalize`)."""
         mean, std = self._stats_like(x)
         return x * std + mean
 
-    def to_params(self, estimate: Array) -> dict[str, np.ndarray]:
-        """Normalised (B, dim) estimate (torch or numpy) → physical blocks as contiguous float32 numpy
-        arrays, the parameter-batch entries the renderer takes."""
+    def _coded(self, blocks: Mapping[str, Array]) -> dict[str, Array]:
+        """Physical blocks (+ ``intrinsics``) → the vector's blocks (pose replaced by its code)."""
+        if "pose" not in self.names:
+            return {n: blocks[n] for n in self.names}
+        if "intrinsics" not in blocks:
+            raise ValueError("encoding the pose needs the camera: pass 'intrinsics' (B, 3, 3) with the blocks")
+        return {n: encode_pose(blocks[n], blocks["intrinsics"]) if n == "pose" else blocks[n] for n in self.names}
+
+    def encode(self, blocks: Mapping[str, Array]) -> Array:
+        """Physical blocks (B, size) plus ``intrinsics`` (B, 3, 3) → normalised vector (B, dim) (numpy or torch)."""
+        return self.normalize(self.flatten(self._coded(blocks)))
+
+    def decode(self, estimate: Array, intrinsics: Array) -> dict[str, Array]:
+        """Normalised (B, dim) estimate and K (B, 3, 3) → physical blocks (numpy or torch; differentiable)."""
+        blocks = dict(self.unflatten(self.denormalize(estimate)))
+        if "pose" in blocks:
+            if isinstance(estimate, torch.Tensor):
+                intrinsics = torch.as_tensor(intrinsics, dtype=estimate.dtype, device=estimate.device)
+            blocks["pose"] = decode_pose(blocks["pose"], intrinsics)
+        return blocks
+
+    def to_params(self, estimate: Array, intrinsics: Array) -> dict[str, np.ndarray]:
+        """Normalised (B, dim) estimate (torch or numpy) and K (B, 3, 3) → physical blocks as contiguous
+        float32 numpy arrays, the parameter-batch entries the renderer takes."""
         x = estimate.detach().cpu().numpy() if isinstance(estimate, torch.Tensor) else np.asarray(estimate)
-        physical = self.denormalize(x.astype(np.float32))
-        return {k: np.ascontiguousarray(v) for k, v in self.unflatten(physical).items()}
+        k = intrinsics.detach().cpu().numpy() if isinstance(intrinsics, torch.Tensor) else np.asarray(intrinsics)
+        physical = self.decode(x.astype(np.float64), k.astype(np.float64))
+        return {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in physical.items()}
 
     @classmethod
     def fit(cls, blocks: Mapping[str, np.ndarray], names: Sequence[str] = PARAM_VECTOR,
             min_std: float = 1e-6) -> ParameterNormalizer:
-        """Mean and std per column of ``blocks[name]`` (N, size); columns with std < ``min_std`` get std 1."""
-        flat = np.concatenate([np.asarray(blocks[n], np.float64).reshape(len(blocks[n]), -1) for n in names], -1)
-        sizes = [np.asarray(blocks[n]).reshape(len(blocks[n]), -1).shape[1] for n in names]
+        """Mean and std per column of the vector of physical ``blocks[name]`` (N, size) (with
+        ``blocks["intrinsics"]`` when ``"pose"`` is among ``names``); columns with std < ``min_std`` get std 1."""
+        if "pose" in names and "intrinsics" not in blocks:
+            raise ValueError("fitting the pose code needs the camera: pass 'intrinsics' (N, 3, 3) with the blocks")
+        coded = {n: encode_pose(np.asarray(blocks[n], np.float64), np.asarray(blocks["intrinsics"], np.float64))
+                 if n == "pose" else np.asarray(blocks[n], np.float64) for n in names}
+        flat = np.concatenate([coded[n].reshape(len(coded[n]), -1) for n in names], -1)
+        sizes = [coded[n].reshape(len(coded[n]), -1).shape[1] for n in names]
         return cls._from_moments(names, sizes, len(flat), flat.sum(0), np.square(flat).sum(0), min_std)
 
     @classmethod
@@ -263,8 +321,9 @@ class _Source:
 class ShardDataset(Dataset):
     """Samples of one or more synthface datasets (directories and/or shard files) as dicts of tensors.
 
-    ``fields``: keys of :data:`FIELDS` and/or ``"params"`` (the flat :data:`PARAM_VECTOR` vector,
-    normalized when a normalizer is in use); ``"index"`` is always included. ``normalize``:
+    ``fields``: keys of :data:`FIELDS` and/or ``"params"`` (the flat :data:`PARAM_VECTOR` vector:
+    encoded by :meth:`ParameterNormalizer.encode` when a normalizer is in use, else the raw
+    concatenation); ``"index"`` is always included. ``normalize``:
     ``"fit"`` fits a :class:`ParameterNormalizer` on the *training* split of ``paths`` (so a val
     dataset built the same way gets the same one), an instance uses it (e.g. from a checkpoint),
     ``None`` returns raw parameters. ``max_open_files`` bounds open HDF5 files per process (LRU).
@@ -285,7 +344,7 @@ class ShardDataset(Dataset):
         self.split, self.val_fraction, self.max_open_files = split, float(val_fraction), max_open_files
         self.fields = tuple(dict.fromkeys([*fields, "index"]))  # ordered, no duplicates
         self._reads = tuple(dict.fromkeys(
-            [FIELDS[n].dataset for n in PARAM_VECTOR if "params" in self.fields]
+            [FIELDS[n].dataset for n in (*PARAM_VECTOR, "intrinsics") if "params" in self.fields]
             + [FIELDS[f].dataset for f in self.fields if f != "params"]))
 
         if isinstance(paths, (str, os.PathLike)):
@@ -409,9 +468,12 @@ class ShardDataset(Dataset):
         item = {}
         for name in self.fields:
             if name == "params":
-                vec = np.concatenate([raw[FIELDS[n].dataset] for n in PARAM_VECTOR])
+                blocks = {n: raw[FIELDS[n].dataset] for n in PARAM_VECTOR}
                 if self.normalizer is not None:
-                    vec = self.normalizer.normalize(vec).astype(np.float32)
+                    k = raw[FIELDS["intrinsics"].dataset].astype(np.float64)
+                    vec = self.normalizer.encode({**blocks, "intrinsics": k}).astype(np.float32)
+                else:
+                    vec = np.concatenate([blocks[n] for n in PARAM_VECTOR])
                 item["params"] = torch.from_numpy(vec)
             else:
                 item[name] = FIELDS[name].convert(raw[FIELDS[name].dataset])
@@ -419,7 +481,7 @@ class ShardDataset(Dataset):
 
     def _fit_normalizer(self, train: np.ndarray) -> ParameterNormalizer:
         """Streaming mean/std of the training split's stored parameters (params are small: one read per shard)."""
-        paths = [FIELDS[n].dataset for n in PARAM_VECTOR]
+        names = (*PARAM_VECTOR, "intrinsics")
         n, total, total_sq, sizes = 0, 0.0, 0.0, None
         for k, shard in enumerate(self._shards):
             rows = train[self._offsets[k]:self._offsets[k + 1]]
@@ -427,9 +489,11 @@ class ShardDataset(Dataset):
                 continue
             try:
                 with h5py.File(shard.path, "r") as f:
-                    blocks = [f[p][()][rows].astype(np.float64) for p in paths]
+                    raw = {m: f[FIELDS[m].dataset][()][rows].astype(np.float64) for m in names}
             except (OSError, KeyError) as exc:
                 raise ShardError(f"{shard.path}: cannot read parameters ({exc}); run 'synthface verify'") from exc
+            raw["pose"] = encode_pose(raw["pose"], raw["intrinsics"])
+            blocks = [raw[m] for m in PARAM_VECTOR]
             sizes = [b.shape[1] for b in blocks]
             flat = np.concatenate(blocks, axis=1)
             n, total, total_sq = n + len(flat), total + flat.sum(0), total_sq + np.square(flat).sum(0)

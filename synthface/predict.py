@@ -147,9 +147,10 @@ def render_prediction(renderer: FaceRenderer, params: Mapping[str, np.ndarray], 
 
 def mean_face_prediction(renderer: FaceRenderer, pose: np.ndarray, intrinsics: np.ndarray,
                          context: Mapping[str, np.ndarray] | None = None) -> Prediction:
-    """The baseline: the mean face (identity = expression = 0) with the true pose and camera.
+    """The mean face (identity = expression = 0) at ``pose`` (B, 6) with the camera K (B, 3, 3).
 
-    What a reconstruction scores without looking at the face's shape; CoarseNet must beat it.
+    With the training data's mean pose it is the baseline of :mod:`synthface.evaluate` (a predictor
+    that ignores the image); with the true pose, the shape-only reference.
     """
     pose = np.asarray(pose, np.float32)
     b, model = len(pose), renderer.model
@@ -230,7 +231,7 @@ class Predictor:
         k = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics,
                        np.float32)
         ctx = default_context(self.model, k, context)
-        params = self.checkpoint.normalizer.to_params(self.estimate(images, ctx))
+        params = self.checkpoint.normalizer.to_params(self.estimate(images, ctx), k)
         pred = render_prediction(self.renderer(images.shape[-1]), params, k, ctx)
         if self.fine is None:
             return pred

@@ -5,8 +5,11 @@ Stages (each ``TrainConfig.steps`` optimizer steps):
 * **coarse** — CoarseNet regresses the normalised (:class:`~synthface.data.ParameterNormalizer`)
   identity / expression / pose vector from the image, starting at zero (the training mean) and
   refining it ``coarse_iterations`` times with PNCC + normals of the current estimate rendered by
-  one :class:`~synthface.render.FaceRenderer` (GL). Every iteration is supervised: squared error in
-  normalised parameter space plus ``geometric_weight`` × the mean camera-space vertex distance (mm).
+  one :class:`~synthface.render.FaceRenderer` (GL). The pose is regressed as the image-relative
+  code of :func:`~synthface.data.encode_pose` (``tx/tz, ty/tz, log(tz/fx)``; K comes with each
+  sample). Every iteration is supervised: squared error in normalised parameter space (identity
+  and expression columns weighted by ``shape_weight``) plus ``geometric_weight`` × the mean
+  camera-space vertex distance (mm) after aligning the mean depth (:func:`vertex_distance`).
 * **fine** — CoarseNet frozen; the final coarse estimate is rendered to a depth map, mask and a
   mean-albedo image ρ; FineNet refines the depth under the unsupervised shape-from-shading loss
   (:func:`~synthface.models.sfs_loss`) against the shard image. The shard's depth is used only
@@ -32,11 +35,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,7 @@ from .loaders import load_model
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, coarse_step, render_feedback, sfs_loss
 from .models.rendering_layer import DEFAULT_SFS_WEIGHTS
+from .photos import PhotoDataset
 from .predict import default_context
 from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
@@ -73,8 +78,13 @@ CONTEXT = ("albedo", "light", "background", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
 COARSE_FIELDS = ("image", "params", *CONTEXT)
 FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
-_STAGE_SALT = {"coarse": 0, "fine": 1}  # data order of a stage: default_rng([seed, salt, epoch])
+_STAGE_SALT = {"coarse": 0, "fine": 1, "real": 2}  # data order of a stage: default_rng([seed, salt, epoch])
 OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+SHAPE_WEIGHT = 0.2
+"""Default weight of identity/expression columns in the coarse parameter loss. Why below 1: at low
+resolution 84 hardly visible shape columns would otherwise drown the 6 pose columns, and pose is
+what most of the depth error comes from (measured: the recipe's pose errors halve at 0.2)."""
 DIGEST_ENV = "SYNTHFACE_TRAIN_DIGEST"
 """For the DDP tests: when set, every process writes the sha256 of its final weights to
 ``OUT/weights-rank<R>.sha256`` (ranks that stayed in sync write the same digest)."""
@@ -93,7 +103,10 @@ class TrainConfig:
     batch_size: int = 32
     """Global samples per step, split evenly across the DDP processes."""
     lr: float = 1e-4
-    """Learning rate (constant)."""
+    """Learning rate (the peak, with ``lr_schedule="cosine"``)."""
+    lr_schedule: str = "constant"
+    """``constant``, or ``cosine``: from ``lr`` down to ``lr / 100`` over each stage's ``steps``
+    (a function of the stage step alone, so resume is exact)."""
     optimizer: str = "adam"
     """``adam`` or ``sgd`` (momentum 0.9)."""
     coarse_iterations: int = 3
@@ -101,6 +114,8 @@ class TrainConfig:
     geometric_weight: float = 0.01
     """Coarse loss per mm of mean vertex distance (the parameter term is O(1) per column; at
     0.01 a 10 mm vertex error weighs like a normalised parameter MSE of 0.1)."""
+    shape_weight: float = SHAPE_WEIGHT
+    """Weight of identity and expression columns in the parameter loss (pose columns: 1)."""
     sfs_weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS
     """(λ_sh, λ_f, λ_sm) of FineNet's shape-from-shading loss (see ``sfs_loss``)."""
     coarse_widths: tuple[int, ...] = (32, 64, 128, 256)
@@ -111,6 +126,12 @@ class TrainConfig:
     """Width of CoarseNet's hidden fully connected layer."""
     coarse_norm: str = "group"
     """``group`` (batch-independent; default) or ``batch`` (SyncBatchNorm under DDP on CUDA)."""
+    real_images: str = ""
+    """Folder of unlabelled face photos for the fine stage ('' = none): each fine batch then takes
+    ``real_fraction`` of its samples from them (:class:`~synthface.photos.PhotoDataset`) and the
+    rest from the shards; the SfS loss needs no labels. The shards still give the depth metric."""
+    real_fraction: float = 0.5
+    """Share of each fine batch drawn from ``real_images`` (1: photos only), when given."""
     fine_widths: tuple[int, ...] = (16, 32, 48, 64)
     """FineNet channels per scale (1, 1/2, 1/4, … resolution)."""
     fine_head: int = 64
@@ -146,9 +167,15 @@ class TrainConfig:
             (self.steps >= 1, f"--steps must be at least 1, got {self.steps}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.lr_schedule in LR_SCHEDULES,
+             f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.coarse_iterations >= 1, f"coarse_iterations must be at least 1, got {self.coarse_iterations}"),
             (self.geometric_weight >= 0, f"geometric_weight must be >= 0, got {self.geometric_weight}"),
+            (self.shape_weight >= 0, f"shape_weight must be >= 0, got {self.shape_weight}"),
+            (0.0 < self.real_fraction <= 1.0, f"--real-fraction must be in (0, 1], got {self.real_fraction}"),
+            (not self.real_images or self.real_batch >= 1,
+             f"--real-fraction {self.real_fraction} of --batch-size {self.batch_size} is no photo per batch; raise it"),
             (len(self.sfs_weights) == 3 and min(self.sfs_weights) >= 0,
              f"sfs_weights must be three weights >= 0, got {self.sfs_weights}"),
             (bool(self.coarse_widths) and min(self.coarse_widths) >= 1, "coarse_widths must be positive"),
@@ -169,8 +196,39 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
 
+    @property
+    def real_batch(self) -> int:
+        """Photos per global fine batch (0 without ``real_images``)."""
+        return round(self.batch_size * self.real_fraction) if self.real_images else 0
+
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """A copy with ``overrides`` (field → value, e.g. from ``--set key=value``); an unknown field or a
+        value of the wrong type raises :class:`ConfigError` naming it."""
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key not in {f.name for f in fields(self)}:
+                raise ConfigError(f"--set {key}: unknown training setting; choose from "
+                                  f"{', '.join(f.name for f in fields(self))}")
+            current = getattr(self, key)
+            number = (int, float)
+            if isinstance(current, tuple):
+                ok = isinstance(value, (list, tuple)) and all(isinstance(v, number) and not isinstance(v, bool)
+                                                              for v in value)
+                value = tuple(value) if ok else value
+            elif isinstance(current, float):
+                ok = isinstance(value, number) and not isinstance(value, bool)
+                value = float(value) if ok else value
+            elif isinstance(current, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                raise ConfigError(f"--set {key}={value!r}: expected a {type(current).__name__} like {current!r}")
+            changes[key] = value
+        return replace(self, **changes)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
@@ -231,6 +289,19 @@ def _set_threads(config: TrainConfig, proc: _Dist) -> int:
 
 
 # ---------------------------------------------------------------- data order
+
+def learning_rate(config: TrainConfig, stage_step: int) -> float:
+    """The learning rate of a stage's 0-based step ``stage_step`` under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    t = min(stage_step / config.steps, 1.0)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
 
 def batch_positions(n: int, batch_size: int, seed: int, stage: str, step: int) -> np.ndarray:
     """Positions (in the training split) of the global batch of ``stage`` step ``step`` (0-based).
@@ -343,21 +414,37 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
 # ---------------------------------------------------------------- losses and rendering
 
 def vertex_distance(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
-                    target: torch.Tensor) -> torch.Tensor:
+                    target: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """Mean Euclidean distance (mm) between the camera-space vertices of two normalised parameter
-    vectors (B, N); differentiable in ``estimate``."""
-    est = normalizer.unflatten(normalizer.denormalize(estimate))
-    ref = normalizer.unflatten(normalizer.denormalize(target))
-    diff = camera_vertices(model, est) - camera_vertices(model, ref)
+    vectors (B, N) with K (B, 3, 3), after moving the estimate along the optical axis by the mean
+    z difference — as the depth error is measured (:mod:`synthface.evaluate`): a face's distance
+    is seen only through its size, which identity also sets. Differentiable in ``estimate``."""
+    est = camera_vertices(model, normalizer.decode(estimate, intrinsics))
+    ref = camera_vertices(model, normalizer.decode(target, intrinsics))
+    diff = est - ref
+    diff = torch.cat([diff[..., :2], diff[..., 2:] - diff[..., 2:].mean(-2, keepdim=True)], -1)
     return (diff.square().sum(-1) + 1e-12).sqrt().mean()
 
 
+def column_weights(normalizer: ParameterNormalizer, shape_weight: float) -> torch.Tensor:
+    """(N,) weights of the parameter loss: ``shape_weight`` on identity and expression columns, 1 on pose."""
+    w = torch.ones(normalizer.dim)
+    for name in ("identity", "expression"):
+        if name in normalizer.names:
+            w[normalizer.slices[name]] = shape_weight
+    return w
+
+
 def coarse_loss(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
-                target: torch.Tensor, geometric_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``mean((est − target)²) + geometric_weight · vertex_distance``; returns (loss, mse, vertex mm)."""
-    mse = (estimate - target).square().mean()
-    vertex_mm = vertex_distance(model, normalizer, estimate, target)
-    return mse + geometric_weight * vertex_mm, mse, vertex_mm
+                target: torch.Tensor, intrinsics: torch.Tensor, geometric_weight: float,
+                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``mean(weights · (est − target)²) + geometric_weight · vertex_distance``; returns (loss, mse, vertex mm),
+    ``mse`` unweighted."""
+    sq = (estimate - target).square()
+    mse = sq.mean()
+    weighted = mse if weights is None else (sq * weights.to(sq.device, sq.dtype)).mean()
+    vertex_mm = vertex_distance(model, normalizer, estimate, target, intrinsics)
+    return weighted + geometric_weight * vertex_mm, mse, vertex_mm
 
 
 def masked_depth_error(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -397,7 +484,7 @@ class _Scene:
         of a unit ambient term is 1), black background: the model's mean albedo where the face is.
         """
         mean_look = default_context(self.renderer.model, context["intrinsics"])  # mean albedo, unit light
-        out = self.renderer.render({**mean_look, **self.normalizer.to_params(estimate)})
+        out = self.renderer.render({**mean_look, **self.normalizer.to_params(estimate, context["intrinsics"])})
         depth = torch.from_numpy(out.depth[:, None]).to(self.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
         rho = srgb_to_linear(torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))
@@ -454,6 +541,7 @@ class _Trainer:
         self.threads = _set_threads(config, self.proc)
         self.writer: Any = None
         self.scene: _Scene | None = None
+        self.photos: PhotoDataset | None = None
         self.summary: dict[str, Any] = {"stages": {}}
 
     # ---- helpers
@@ -577,6 +665,14 @@ class _Trainer:
                               f"fewer than --batch-size {c.batch_size}; add data or lower --batch-size")
         self.image_size = int(probe[0]["image"].shape[-1])
         probe.close()
+        if c.real_images:
+            if "fine" not in stages:
+                raise ConfigError("--real-images feeds the fine stage; use --stage fine or all")
+            self.photos = PhotoDataset(c.real_images, self.image_size)
+            if len(self.photos) < c.real_batch:
+                raise ConfigError(f"--real-images {c.real_images}: {len(self.photos)} photos with a face, fewer "
+                                  f"than the {c.real_batch} per batch; add photos or lower --real-fraction")
+            self.summary["real_images"] = {"photos": len(self.photos), "skipped": len(self.photos.skipped)}
 
         state = self._check_out(resume)
         coarse_ckpt = None
@@ -704,6 +800,7 @@ class _Trainer:
         sampler = StepBatches(len(train_ds), c.batch_size, c.seed, "coarse", state.stage_step, c.steps,
                               self.proc.rank, self.proc.world)
         iterations = self.coarse_iterations
+        weights = column_weights(self.normalizer, c.shape_weight)
         step, stage_step = state.step, state.stage_step
         last: dict[str, float] = {}
         val_metrics: dict[str, float] = {}
@@ -711,6 +808,7 @@ class _Trainer:
         for batch in _loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
             image = batch["image"].to(self.device, non_blocking=True)
             target = batch["params"].to(self.device, non_blocking=True)
+            k = batch["intrinsics"].to(self.device, non_blocking=True)
             context = _context(batch)
             est = torch.zeros_like(target)
             metrics: dict[str, float] = {}
@@ -721,12 +819,14 @@ class _Trainer:
                 sync = ddp.no_sync() if ddp is not net and t < iterations - 1 else contextlib.nullcontext()
                 with sync:
                     new = coarse_step(ddp, image, feedback, est)
-                    loss, mse, vertex_mm = coarse_loss(self.model, self.normalizer, new, target, c.geometric_weight)
+                    loss, mse, vertex_mm = coarse_loss(self.model, self.normalizer, new, target, k,
+                                                       c.geometric_weight, weights)
                     (loss / iterations).backward()
                 est = new.detach()
                 total += loss.item() / iterations
                 metrics[f"param_mse_t{t + 1}"] = mse.item()
                 metrics[f"vertex_mm_t{t + 1}"] = vertex_mm.item()
+            _set_lr(opt, learning_rate(c, stage_step))
             opt.step()
             opt.zero_grad(set_to_none=True)
             step, stage_step = step + 1, stage_step + 1
@@ -749,7 +849,8 @@ class _Trainer:
             for batch in self._val_batches(val):
                 image, target = batch["image"].to(self.device), batch["params"].to(self.device)
                 est = _run_coarse(net, self.scene, image, _context(batch), self.coarse_iterations)
-                _, mse, vertex_mm = coarse_loss(self.model, self.normalizer, est, target, 0.0)
+                k = batch["intrinsics"].to(self.device)
+                _, mse, vertex_mm = coarse_loss(self.model, self.normalizer, est, target, k, 0.0)
                 for k, v in (("param_mse", mse.item()), ("vertex_mm", vertex_mm.item())):
                     sums[k] = sums.get(k, 0.0) + v
                 n += 1
@@ -777,16 +878,25 @@ class _Trainer:
         train_ds, val_ds = self._datasets(FINE_FIELDS, None)
         start = state.stage_step if resuming else 0
         step = state.step if resuming else self.step
-        sampler = StepBatches(len(train_ds), c.batch_size, c.seed, "fine", start, c.steps,
-                              self.proc.rank, self.proc.world)
+        pin = self.device.type == "cuda"
+        # Each step: batch_size − real_batch shard samples and real_batch photos, each in its own fixed order.
+        n_real = c.real_batch
+        shards = (_loader(train_ds, StepBatches(len(train_ds), c.batch_size - n_real, c.seed, "fine", start, c.steps,
+                                                self.proc.rank, self.proc.world), c.num_workers, pin)
+                  if c.batch_size > n_real else None)
+        photos = (_loader(self.photos, StepBatches(len(self.photos), n_real, c.seed, "real", start, c.steps,
+                                                   self.proc.rank, self.proc.world), c.num_workers, pin)
+                  if n_real else None)
         stage_step = start
         last: dict[str, float] = {}
         val_metrics: dict[str, float] = {}
         net.train()
-        for batch in _loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
-            metrics, loss = self._fine_batch(coarse, ddp, batch)
+        for _ in range(start, c.steps):
+            metrics, loss = self._fine_batch(coarse, ddp, next(shards) if shards else None,
+                                             next(photos) if photos else None)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            _set_lr(opt, learning_rate(c, stage_step))
             opt.step()
             step, stage_step = step + 1, stage_step + 1
             last, val_metrics = self._end_step(
@@ -798,22 +908,29 @@ class _Trainer:
         self._write_digest("fine", net)
         return {"steps": stage_step, "train": last, "val": val_metrics}
 
-    def _fine_batch(self, coarse: CoarseNet, fine: torch.nn.Module,
-                    batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, float], torch.Tensor]:
-        """SfS loss of one batch (differentiable) and its metrics, incl. the supervised depth errors."""
+    def _fine_batch(self, coarse: CoarseNet, fine: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None,
+                    photos: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, float], torch.Tensor]:
+        """SfS loss (differentiable) of shard samples and/or photos in one batch, and its metrics; the
+        supervised depth errors (mm) are over the shard samples."""
         assert self.scene is not None
-        image = batch["image"].to(self.device, non_blocking=True)
-        k = batch["intrinsics"].to(self.device)
-        context = _context(batch)
+        parts = []
+        if batch is not None:
+            parts.append((batch["image"], _context(batch)))
+        if photos is not None:  # a photo has only its crop and K: mean albedo, unit light (see default_context)
+            parts.append((photos["image"], default_context(self.model, photos["intrinsics"].numpy())))
+        image = torch.cat([p[0] for p in parts]).to(self.device, non_blocking=True)
+        context = {key: np.concatenate([p[1][key] for p in parts]) for key in CONTEXT}
+        k = torch.from_numpy(context["intrinsics"]).to(self.device)
         est = _run_coarse(coarse, self.scene, image, context, self.coarse_iterations)
         depth_c, mask, rho = self.scene.coarse_maps(est, context)
         depth_hat = fine(image, depth_c, k, mask)
         loss, terms = sfs_loss(depth_hat, depth_c, srgb_to_linear(image), k, mask, rho, self.config.sfs_weights)
-        truth = batch["depth"].to(self.device)
-        with torch.no_grad():
-            metrics = {"loss": loss.item(), **{n: v.item() for n, v in terms.items()},
-                       "depth_mm": masked_depth_error(depth_hat, truth, mask).item(),
-                       "coarse_depth_mm": masked_depth_error(depth_c, truth, mask).item()}
+        metrics = {"loss": loss.item(), **{n: v.item() for n, v in terms.items()}}
+        if batch is not None:
+            n, truth = len(batch["image"]), batch["depth"].to(self.device)
+            with torch.no_grad():
+                metrics["depth_mm"] = masked_depth_error(depth_hat[:n], truth, mask[:n]).item()
+                metrics["coarse_depth_mm"] = masked_depth_error(depth_c[:n], truth, mask[:n]).item()
         return metrics, loss
 
     def _validate_fine(self, coarse: CoarseNet, fine: FineNet, val: ShardDataset) -> dict[str, float]:

@@ -188,17 +188,23 @@ def test_parameter_normalizer(data, tmp_path):
     assert norm is not None and norm.names == PARAM_VECTOR and norm.dim == ds[0]["params"].shape[0]
     assert norm.columns()[norm.slices["pose"]] == ["pose.yaw", "pose.pitch", "pose.roll", "pose.tx", "pose.ty",
                                                    "pose.tz"]
-    # Fitted on exactly the training split's stored parameters: normalized they are ~N(0, 1) per column.
-    raw = ShardDataset(data["a"], split="train", val_fraction=0.25, normalize=None)
-    physical = torch.stack([raw[i]["params"] for i in range(len(raw))])
+    # Fitted on exactly the training split's stored parameters (pose as its image-relative code):
+    # normalized they are ~N(0, 1) per column.
+    raw = ShardDataset(data["a"], split="train", val_fraction=0.25, normalize=None, fields=("params", "intrinsics"))
+    physical = torch.stack([raw[i]["params"] for i in range(len(raw))]).double()
+    k = torch.stack([raw[i]["intrinsics"] for i in range(len(raw))]).double()
     z = torch.stack([ds[i]["params"] for i in range(len(ds))])
     varying = physical.std(0) > 1e-6
     torch.testing.assert_close(z.mean(0), torch.zeros(norm.dim), atol=1e-4, rtol=0)
     torch.testing.assert_close(z.std(0, correction=0)[varying], torch.ones(int(varying.sum())), atol=1e-3, rtol=0)
-    # Round trips, numpy and torch; flatten/unflatten follow the named layout.
-    torch.testing.assert_close(norm.denormalize(z), physical, atol=1e-3, rtol=1e-5)
-    np.testing.assert_allclose(norm.denormalize(norm.normalize(physical.numpy())), physical.numpy(), rtol=1e-5,
-                               atol=1e-3)
+    # Round trips, numpy and torch: decode(encode(blocks)) = blocks; flatten/unflatten follow the named layout.
+    blocks = dict(norm.unflatten(physical), intrinsics=k)
+    torch.testing.assert_close(norm.encode(blocks).float(), z, atol=1e-4, rtol=1e-5)
+    back_blocks = norm.decode(z.double(), k)
+    torch.testing.assert_close(norm.flatten(back_blocks), physical, atol=1e-3, rtol=1e-5)
+    np_blocks = {n: v.numpy() for n, v in blocks.items()}
+    np.testing.assert_allclose(norm.flatten(norm.decode(norm.encode(np_blocks), k.numpy())), physical.numpy(),
+                               rtol=1e-6, atol=1e-6)
     blocks = norm.unflatten(physical)
     assert {k: v.shape[1] for k, v in blocks.items()} == dict(zip(norm.names, norm.sizes, strict=True))
     torch.testing.assert_close(norm.flatten(blocks), physical)
@@ -297,13 +303,17 @@ def test_other_format_version_or_mismatched_shard_is_refused(data, tmp_path):
 
 def test_to_params_decodes_a_normalised_estimate_for_the_renderer():
     rng = np.random.default_rng(0)
+    k = np.tile(np.array([[500.0, 0, 32], [0, 500, 32], [0, 0, 1]]), (20, 1, 1)) * rng.uniform(0.5, 2, (20, 1, 1))
+    k[:, 2, 2] = 1
     blocks = {"identity": rng.normal(size=(20, 4)), "expression": rng.uniform(size=(20, 3)),
               "pose": rng.normal(size=(20, 6)) * [0.3, 0.2, 0.1, 10, 10, 100] + [0, 0, 0, 0, 0, 600]}
-    normalizer = ParameterNormalizer.fit(blocks)
-    estimate = torch.as_tensor(normalizer.normalize(normalizer.flatten(blocks)), dtype=torch.float32,
+    with pytest.raises(ValueError, match="intrinsics"):
+        ParameterNormalizer.fit(blocks)
+    normalizer = ParameterNormalizer.fit({**blocks, "intrinsics": k})
+    estimate = torch.as_tensor(normalizer.encode({**blocks, "intrinsics": k}), dtype=torch.float32,
                                device="cpu").requires_grad_()
     for given in (estimate, estimate.detach().numpy()):
-        decoded = normalizer.to_params(given)
+        decoded = normalizer.to_params(given, k)
         assert list(decoded) == list(normalizer.names)
         for name, block in blocks.items():
             assert decoded[name].dtype == np.float32 and decoded[name].flags.c_contiguous

@@ -16,6 +16,7 @@ import torch
 from click.testing import CliRunner
 
 from synthface import load_config, load_model
+from synthface.checkpoint import CHECKPOINT_VERSION
 from synthface.cli import main
 from synthface.data import PARAM_VECTOR, ParameterNormalizer, ShardDataset
 from synthface.evaluate import depth_error_percent, evaluate, parameter_errors, summarize
@@ -59,16 +60,26 @@ def test_depth_error_is_a_percentage_of_the_gt_range_over_valid_pixels():
     pred[2] = 0.0  # no surface at all: undefined error, coverage 0
     pred[3, 0, 0] = np.nan  # non-finite counts as no surface
     pred[3, 1] += 2.0
-    err = depth_error_percent(pred, gt, mask)
+    err = depth_error_percent(pred, gt, mask, align=False)
     np.testing.assert_allclose(err.percent[:2], [10.0, 30.0])
     assert math.isnan(err.percent[2])
     np.testing.assert_allclose(err.percent[3], 100 * (4 * 2.0 / 7) / 10)
     np.testing.assert_allclose(err.coverage, [1.0, 0.5, 0.0, 7 / 8])
+    # Aligned (the default): a constant offset along the optical axis costs nothing; the median of
+    # gt - pred over the valid pixels (here -2: four of seven pixels are 2 mm behind) is the shift.
+    aligned = depth_error_percent(pred, gt, mask)
+    np.testing.assert_allclose(aligned.percent[[0, 1]], [0.0, 0.0], atol=1e-12)
+    assert math.isnan(aligned.percent[2])
+    np.testing.assert_allclose(aligned.percent[3], 100 * (3 * 2.0 / 7) / 10)
+    np.testing.assert_array_equal(aligned.coverage, err.coverage)
+    tilted = gt[:1] + np.linspace(-2, 2, 4)[None, None, :] + 50.0  # a shape error under a 50 mm offset
+    mean_abs = 4.0 / 3.0  # mean of |±2|, |±2/3| mm
+    np.testing.assert_allclose(depth_error_percent(tilted, gt[:1], mask[:1]).percent, [100 * mean_abs / 10])
     # torch in, (B, 1, H, W) and a single (H, W) face
     t = depth_error_percent(torch.from_numpy(pred[:2, None]), torch.from_numpy(gt[:2, None]),
-                            torch.from_numpy(mask[:2, None]).bool())
+                            torch.from_numpy(mask[:2, None]).bool(), align=False)
     np.testing.assert_allclose(t.percent, [10.0, 30.0])
-    np.testing.assert_allclose(depth_error_percent(pred[0], gt[0], mask[0]).percent, [10.0])
+    np.testing.assert_allclose(depth_error_percent(pred[0], gt[0], mask[0], align=False).percent, [10.0])
 
 
 def test_depth_error_is_undefined_without_a_face_or_a_range():
@@ -127,7 +138,8 @@ def checkpoint_dict(normalizer: ParameterNormalizer, model, *, fine: bool = True
     torch.manual_seed(seed)
     coarse = CoarseNet(normalizer.dim, **COARSE_ARGS)
     return {
-        "format": "synthface-checkpoint", "version": 1, "stage": "fine" if fine else "coarse", "step": 12,
+        "format": "synthface-checkpoint", "version": CHECKPOINT_VERSION, "stage": "fine" if fine else "coarse",
+        "step": 12,
         "stage_step": 4, "coarse": coarse.state_dict(), "coarse_args": {"n_params": normalizer.dim, **COARSE_ARGS},
         "coarse_iterations": iterations, "fine": FineNet(**FINE_ARGS).state_dict() if fine else None,
         "fine_args": FINE_ARGS if fine else {}, "normalizer": normalizer.state_dict(),
@@ -182,7 +194,7 @@ def test_predictor_runs_coarse_feedback_render_and_fine(ckpt_file, model, render
     the Predictor must return them, render their depth exactly, and an untrained FineNet keep it."""
     ckpt = load_checkpoint(ckpt_file)
     norm = ckpt.normalizer
-    target = norm.normalize(norm.flatten({k: batch[k][:2] for k in PARAM_VECTOR}))
+    target = norm.encode({k: batch[k][:2] for k in (*PARAM_VECTOR, "intrinsics")})
     with torch.no_grad():
         ckpt.coarse.head[-1].bias.copy_(torch.from_numpy(target[0] / ckpt.coarse_iterations))
     with Predictor(ckpt, model, renderer=renderer) as predictor:
@@ -202,20 +214,25 @@ def test_evaluate_reports_every_row(data, ckpt_file, model, renderer, tmp_path, 
     result = evaluate(data, load_checkpoint(ckpt_file), model, split="all", renderer=renderer, batch_size=10)
     assert result["n_samples"] == N and result["split"] == "all"
     depth = result["depth_error_percent"]
-    assert list(depth) == ["mean_face", "coarse", "fine"]
-    for row in depth.values():
+    assert list(depth) == ["mean_face", "mean_face_true_pose", "coarse", "fine"]
+    assert list(result["depth_error_percent_unaligned"]) == list(depth)
+    for key, row in depth.items():
         assert row["n"] == N and row["mean"] > 0 and row["p90"] >= row["median"] and 0 < row["coverage"] <= 1
-    assert depth["mean_face"]["mean"] > 2.0
+        assert row["mean"] <= result["depth_error_percent_unaligned"][key]["mean"] + 1e-9  # the median shift helps
+    assert depth["mean_face_true_pose"]["mean"] > 2.0
+    assert depth["mean_face"]["mean"] > depth["mean_face_true_pose"]["mean"]  # the mean pose is wrong too
     assert depth["fine"]["mean"] == pytest.approx(depth["coarse"]["mean"], rel=1e-5)  # untrained FineNet
     params = result["parameter_error"]
     assert list(params["coarse"]["columns"]) == normalizer.columns()
-    assert params["mean_face"]["blocks"]["rotation_deg"] == 0 and params["mean_face"]["blocks"]["identity"] > 0
+    true_pose = params["mean_face_true_pose"]["blocks"]
+    assert true_pose["rotation_deg"] == 0 and true_pose["identity"] > 0
+    assert params["mean_face"]["blocks"]["rotation_deg"] > 1  # the data's mean pose, not the sample's
     json.dumps(result, allow_nan=False)
     # coarse-only checkpoint: no FineNet row; --limit; the training run's val split
     path = tmp_path / "coarse.pt"
     torch.save(checkpoint_dict(normalizer, model, fine=False), path)
     small = evaluate([data], load_checkpoint(path), model, split="val", limit=3, renderer=renderer)
-    assert list(small["depth_error_percent"]) == ["mean_face", "coarse"]
+    assert list(small["depth_error_percent"]) == ["mean_face", "mean_face_true_pose", "coarse"]
     assert small["n_samples"] == 3 and small["val_fraction"] == 0.25
 
 
@@ -252,7 +269,7 @@ class Evil:
     ("code", r"not a readable synthface checkpoint \(it holds .*GLOBAL posix.system"),
     ("list", "not a synthface checkpoint"),
     ("format", "not a synthface checkpoint .format 'something-else'"),
-    ("version", "checkpoint version 7 is not 1"),
+    ("version", "checkpoint version 7 is not 2"),
     ("keys", "missing coarse_iterations, normalizer"),
     ("shapes", "CoarseNet weights do not fit the recorded architecture .RuntimeError: Error.s. in loading state_dict"),
     ("no coarse", "holds no CoarseNet weights"),
@@ -307,11 +324,12 @@ def test_cli_prints_the_table_and_writes_json(data, ckpt_file, model_file, tmp_p
     lines = result.stdout.splitlines()
     header = next(line for line in lines if "median" in line).split()
     assert header == ["mean", "std", "median", "p90", "coverage"]
-    for label in ("mean face", "CoarseNet", "CoarseNet+FineNet"):
-        row = next(line for line in lines if line.strip().startswith(label + " "))
+    for label in ("mean face", "mean face, true pose", "CoarseNet", "CoarseNet+FineNet"):
+        row = next(line for line in lines if line.strip().startswith(label + "  "))
         assert len(row[len(label) + 2:].split()) == 5
     report = json.loads(out.read_text())
-    assert report["n_samples"] == 20 and set(report["depth_error_percent"]) == {"mean_face", "coarse", "fine"}
+    assert report["n_samples"] == 20
+    assert set(report["depth_error_percent"]) == {"mean_face", "mean_face_true_pose", "coarse", "fine"}
     assert report["checkpoint"]["step"] == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.json"]  # no temporary left behind
 

@@ -345,7 +345,7 @@ def test_iterate_coarse_with_rendered_feedback(bundled_model, gl_ctx):
     assert pv.dim == bundled_model.n_identity + bundled_model.n_expression + 6
     context = {k: v for k, v in params.items() if k not in pv.names}
     with FaceRenderer(bundled_model, RenderSettings(64, normals=True, pncc=True), ctx=gl_ctx) as r:
-        feedback = render_feedback(r, pv, torch.as_tensor(pv.normalize(pv.flatten(params))), context)
+        feedback = render_feedback(r, pv, torch.as_tensor(pv.encode(params)), context)
         assert feedback.shape == (3, 6, 64, 64) and feedback.dtype == torch.float32
         assert feedback[:, :3].max() <= 1 and feedback[:, 3:].abs().max() <= 1.0001
         assert (feedback[:, 5][feedback[:, :3].sum(1) > 0] < 0.2).all()  # normals face the camera

@@ -48,12 +48,14 @@ def astronaut(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def ckpt_file(tmp_path_factory, bundled_model):
-    """A checkpoint of untrained nets for the bundled model, at 64 px, whose mean pose faces the camera."""
+def ckpt_file(tmp_path_factory, bundled_model, astronaut):
+    """A checkpoint of untrained nets for the bundled model, at 64 px, whose mean pose faces the camera
+    at DISTANCE_MM from the astronaut crop's virtual camera (the pose code's last column is log(tz / fx))."""
     m = bundled_model
     sizes = (m.n_identity, m.n_expression, 6)
     mean = np.zeros(sum(sizes), np.float32)
-    mean[-1] = DISTANCE_MM
+    _, k = crop_square(astronaut[0], detect_face(astronaut[0]), SIZE)
+    mean[-1] = math.log(DISTANCE_MM / k[0, 0])
     normalizer = ParameterNormalizer(PARAM_VECTOR, sizes, mean, np.ones(sum(sizes), np.float32))
     path = tmp_path_factory.mktemp("ckpt") / "bundled.pt"
     torch.save({**checkpoint_dict(normalizer, m), "image_size": SIZE}, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import socket
@@ -18,9 +19,10 @@ import torch
 from click.testing import CliRunner
 
 from synthface import load_config, load_model
-from synthface.checkpoint import CheckpointError, build_coarse, build_fine, read_checkpoint
+from synthface.checkpoint import CHECKPOINT_VERSION, CheckpointError, build_coarse, build_fine, read_checkpoint
 from synthface.cli import main
 from synthface.data import ParameterNormalizer
+from synthface.errors import ConfigError
 from synthface.generate import GenerateJob, generate
 from synthface.models import CoarseNet
 from synthface.train import (
@@ -94,7 +96,7 @@ def test_checkpoint_contract(coarse_run, dataset, model):
     latest = read_checkpoint(folder / "latest.pt")
     assert CONTRACT <= set(latest)
     assert (folder / "latest.pt").read_bytes() == (folder / "step-0000004.pt").read_bytes()
-    assert latest["format"] == "synthface-checkpoint" and latest["version"] == 1
+    assert latest["format"] == "synthface-checkpoint" and latest["version"] == CHECKPOINT_VERSION
     assert (latest["stage"], latest["step"], latest["stage_step"]) == ("fine", 4, 2)
     assert latest["model"] == {"name": model.name, "sha256": model.sha256} and latest["image_size"] == SIZE
     assert set(latest["coarse_args"]) == {"n_params", "widths", "blocks", "norm", "hidden"}
@@ -355,3 +357,144 @@ def test_kill_9_during_training_then_resume_matches_a_straight_run(tmp_path, dat
     assert a["step"] == b["step"] == 10
     assert all(torch.equal(v, b["coarse"][k]) for k, v in a["coarse"].items())
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries
+
+
+# ---------------------------------------------------------------- real photos for the fine stage
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """Four photos of one face (skimage's public-domain astronaut: as is, mirrored, two crops), a picture
+    without a face, and a file that is no photo."""
+    from PIL import Image
+    from skimage import data as skimage_data
+
+    folder = tmp_path_factory.mktemp("photos")
+    face = skimage_data.astronaut()
+    (folder / "sub").mkdir()
+    Image.fromarray(face).save(folder / "a.jpg", quality=92)
+    Image.fromarray(face[:, ::-1]).save(folder / "sub" / "b.png")
+    Image.fromarray(face[:400, 50:450]).save(folder / "c.PNG")
+    Image.fromarray(face[20:, :480]).save(folder / "d.jpeg", quality=92)
+    noise = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    (folder / "notes.txt").write_text("not a photo")
+    return folder
+
+
+def test_photo_dataset_crops_detected_faces(photos, tmp_path):
+    from synthface.photos import PhotoDataset
+    from synthface.reconstruct import crop_square, detect_face, read_image
+
+    ds = PhotoDataset(photos, SIZE)
+    assert [p.name for p in ds.paths] == ["a.jpg", "c.PNG", "d.jpeg", "b.png"]  # sorted by path: sub/ last
+    assert [p.name for p, _ in ds.skipped] == ["noise.png"] and "no face found" in ds.skipped[0][1]
+    item = ds[3]
+    crop, k = crop_square(read_image(photos / "sub" / "b.png"), detect_face(read_image(photos / "sub" / "b.png")),
+                          SIZE)
+    assert item["image"].shape == (3, SIZE, SIZE) and item["image"].dtype == torch.float32
+    np.testing.assert_allclose(item["image"].numpy(), crop.transpose(2, 0, 1) / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(item["intrinsics"].numpy(), k)
+    assert int(item["index"]) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(photos / "noise.png", empty)
+    with pytest.raises(ConfigError, match="no face found in any of its 1 photos"):
+        PhotoDataset(empty, SIZE)
+    with pytest.raises(ConfigError, match="not a directory"):
+        PhotoDataset(photos / "a.jpg", SIZE)
+
+
+def test_fine_stage_trains_on_real_photos(tmp_path, coarse_run, dataset, model, photos):
+    """The photos drive FineNet's SfS gradient: photos only, the same photos twice give the same
+    weights, other photos other weights; mixed batches still report the shard depth metric."""
+    given = coarse_run[0] / "checkpoints" / "step-0000002.pt"
+
+    def fine_weights(folder: Path, fraction: float, name: str) -> tuple[dict, dict]:
+        config = TrainConfig(stage="fine", steps=2, val_every=0, real_images=str(folder), real_fraction=fraction,
+                             **{**TINY, "batch_size": 8 if fraction < 1 else 4})
+        summary = train(dataset, tmp_path / name, config, model=model, coarse_checkpoint=given)
+        return summary, read_checkpoint(tmp_path / name / "checkpoints" / "latest.pt")["fine"]
+
+    summary, mixed = fine_weights(photos, 0.5, "mixed")
+    assert summary["real_images"] == {"photos": 4, "skipped": 1}
+    train_metrics = summary["stages"]["fine"]["train"]
+    assert np.isfinite(train_metrics["loss"]) and "depth_mm" in train_metrics
+    only, first = fine_weights(photos, 1.0, "only")
+    assert "depth_mm" not in only["stages"]["fine"]["train"]  # no shard sample in the batch
+    _, again = fine_weights(photos, 1.0, "again")
+    assert all(torch.equal(v, again[k]) for k, v in first.items())
+    darker = tmp_path / "darker"
+    shutil.copytree(photos, darker)
+    from PIL import Image
+
+    for p in [darker / "a.jpg", darker / "c.PNG", darker / "d.jpeg", darker / "sub" / "b.png"]:
+        with Image.open(p) as im:
+            dim = (np.asarray(im.convert("RGB"), np.float32) * 0.6).astype(np.uint8)
+        Image.fromarray(dim).save(p)
+    _, other = fine_weights(darker, 1.0, "darker-run")
+    assert not all(torch.equal(v, other[k]) for k, v in first.items())
+    assert not all(torch.equal(v, mixed[k]) for k, v in first.items())
+
+
+def test_real_images_errors(tmp_path, dataset, model_file, coarse_run, photos):
+    base = ["train", "--data", str(dataset), "--model", model_file, "--batch-size", "8", "--num-workers", "0"]
+    given = str(coarse_run[0] / "checkpoints" / "step-0000002.pt")
+    assert_user_error(cli(*base, "--out", str(tmp_path / "a"), "--stage", "coarse", "--real-images", str(photos)),
+                      "--real-images feeds the fine stage")
+    assert_user_error(cli(*base, "--out", str(tmp_path / "b"), "--stage", "fine", "--coarse-checkpoint", given,
+                          "--real-images", str(tmp_path / "nowhere")), "not a directory")
+    assert_user_error(cli(*base, "--out", str(tmp_path / "c"), "--stage", "fine", "--coarse-checkpoint", given,
+                          "--real-images", str(photos), "--real-fraction", "1"),
+                      "4 photos with a face, fewer than the 8 per batch")
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_set_overrides_any_training_setting(tmp_path, dataset, model_file):
+    config = TrainConfig().with_overrides({"coarse_norm": "batch", "shape_weight": 1, "fine_widths": [4, 8]})
+    assert (config.coarse_norm, config.shape_weight, config.fine_widths) == ("batch", 1.0, (4, 8))
+    assert isinstance(config.shape_weight, float)
+    base = ["train", "--data", str(dataset), "--model", model_file, "--out", str(tmp_path / "r")]
+    assert_user_error(cli(*base, "--set", "colour=red"), "--set colour: unknown training setting")
+    assert_user_error(cli(*base, "--set", "steps=many"), "--set steps='many': expected a int like 10000")
+    assert_user_error(cli(*base, "--set", "shape_weight=-1"), "shape_weight must be >= 0")
+    assert_user_error(cli(*base, "--set", "coarse_norm=layer"), "coarse_norm must be group or batch")
+    result = cli(*base, "--stage", "coarse", "--steps", "1", "--batch-size", "4", "--num-workers", "0",
+                 "--coarse-iterations", "1", "--set", "coarse_norm=batch", "--set", "shape_weight=0.5")
+    assert result.exit_code == 0, result.output
+    stored = read_checkpoint(tmp_path / "r" / "checkpoints" / "latest.pt")
+    assert stored["coarse_args"]["norm"] == "batch" and stored["train_config"]["shape_weight"] == 0.5
+    assert not (tmp_path / "r" / "x").exists()
+
+
+def test_cosine_schedule_decays_to_a_hundredth():
+    from synthface.train import learning_rate
+
+    config = TrainConfig(lr=1e-3, steps=100, lr_schedule="cosine")
+    rates = [learning_rate(config, s) for s in range(101)]
+    assert rates[0] == pytest.approx(1e-3) and rates[100] == pytest.approx(1e-5) and rates[50] == pytest.approx(5.05e-4)
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert learning_rate(TrainConfig(lr=1e-3, steps=100), 77) == 1e-3
+    with pytest.raises(ConfigError, match="lr_schedule must be one of constant, cosine"):
+        TrainConfig(lr_schedule="step")
+
+
+def test_vertex_distance_ignores_a_shift_along_the_optical_axis(model):
+    """The geometric term is measured like the depth error: a pure z shift costs nothing, x/y and shape do."""
+    from synthface.data import POSE_CODE_FIELDS
+    from synthface.train import vertex_distance
+
+    sizes = (model.n_identity, model.n_expression, 6)
+    norm = ParameterNormalizer(("identity", "expression", "pose"), sizes, np.zeros(sum(sizes)), np.ones(sum(sizes)))
+    k = torch.tensor([[[500.0, 0, 32], [0, 500, 32], [0, 0, 1]]], dtype=torch.float64)
+    target = torch.zeros(1, sum(sizes), dtype=torch.float64)
+    target[0, -1] = np.log(600 / 500)  # tz = 600 mm on the optical axis (x/z = y/z = 0)
+    farther = target.clone()
+    farther[0, -1] = np.log(700 / 500)
+    assert POSE_CODE_FIELDS[-1] == "log_z_over_f"
+    assert float(vertex_distance(model, norm, farther, target, k)) < 1e-4
+    aside = target.clone()
+    aside[0, -3] = 10 / 600  # 10 mm to the side
+    assert float(vertex_distance(model, norm, aside, target, k)) == pytest.approx(10.0, rel=1e-4)
+    turned = target.clone()
+    turned[0, sum(sizes) - 6] = 0.3  # yaw
+    assert float(vertex_distance(model, norm, turned, target, k)) > 1.0

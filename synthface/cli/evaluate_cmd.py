@@ -25,17 +25,18 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def _table(result: dict[str, Any]) -> list[str]:
     """The depth-error rows (mean, std, median, p90 in %) and the per-block parameter errors."""
-    lines = [f"depth error, % of the face's depth range ({result['n_samples']} {result['split']} samples)",
-             f"  {'':<18}{'mean':>8}{'std':>8}{'median':>8}{'p90':>8}{'coverage':>10}"]
+    lines = [f"depth error, % of the face's depth range, aligned along the optical axis ({result['n_samples']} "
+             f"{result['split']} samples)",
+             f"  {'':<22}{'mean':>8}{'std':>8}{'median':>8}{'p90':>8}{'coverage':>10}"]
     for key, row in result["depth_error_percent"].items():
         stats = "".join(f"{_fmt(row[s]):>8}" for s in ("mean", "std", "median", "p90"))
         undefined = f"  ({row['n_undefined']} undefined)" if row["n_undefined"] else ""
-        lines.append(f"  {ROWS[key]:<18}{stats}{_fmt(row['coverage'], '.1%'):>10}{undefined}")
+        lines.append(f"  {ROWS[key]:<22}{stats}{_fmt(row['coverage'], '.1%'):>10}{undefined}")
     lines.append("parameter error (mean absolute)")
-    lines.append(f"  {'':<18}{'identity':>10}{'expression':>12}{'rotation °':>12}{'transl. mm':>12}")
+    lines.append(f"  {'':<22}{'identity':>10}{'expression':>12}{'rotation °':>12}{'transl. mm':>12}")
     for key, table in result["parameter_error"].items():
         b = table["blocks"]
-        lines.append(f"  {ROWS[key]:<18}{_fmt(b['identity'], '.3f'):>10}{_fmt(b['expression'], '.3f'):>12}"
+        lines.append(f"  {ROWS[key]:<22}{_fmt(b['identity'], '.3f'):>10}{_fmt(b['expression'], '.3f'):>12}"
                      f"{_fmt(b['rotation_deg']):>12}{_fmt(b['translation_mm']):>12}")
     return lines
 
@@ -57,10 +58,12 @@ def _table(result: dict[str, Any]) -> list[str]:
 @model_options
 def command(data: tuple[Path, ...], checkpoint: Path, split: str, limit: int | None, batch_size: int, device: str,
             json_out: Path | None, model: MorphableModel) -> None:
-    """Score CHECKPOINT on shards: the mean face, CoarseNet and CoarseNet+FineNet.
+    """Score CHECKPOINT on shards: the mean face (baseline), CoarseNet and CoarseNet+FineNet.
 
-    The depth error of a face is the mean |predicted - true depth| over its pixels, as a percentage of
-    its true depth range; the table gives its mean, std, median and 90th percentile over faces.
+    The depth error of a face is the mean |predicted - true depth| over its pixels, after moving the
+    prediction along the optical axis by the median difference, as a percentage of its true depth
+    range; the table gives its mean, std, median and 90th percentile over faces. "mean face" is the
+    training data's mean shape and pose; "mean face, true pose" puts the mean shape at the true pose.
     """
     if json_out is not None and not json_out.parent.is_dir():
         raise ConfigError(f"--json {json_out}: directory {json_out.parent} does not exist; create it first")

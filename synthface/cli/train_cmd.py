@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from ..config import parse_assignment
 from ..model import MorphableModel
-from ..train import OPTIMIZERS, STAGES, TrainConfig, train
+from ..train import LR_SCHEDULES, OPTIMIZERS, STAGES, TrainConfig, train
 from .options import DEVICES, model_options
 
 _DEFAULTS = TrainConfig()
@@ -30,6 +31,8 @@ _SHOWN = ("loss", "vertex_mm_t{}", "depth_mm")  # metrics on the progress bar
               help="Global batch (split across torchrun processes).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.lr, show_default=True,
               help="Adam learning rate.")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=_DEFAULTS.lr_schedule, show_default=True,
+              help="constant, or cosine decay to lr/100 over each stage's steps.")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=_DEFAULTS.optimizer, show_default=True,
               help="adam, or sgd with momentum 0.9.")
 @click.option("--coarse-iterations", type=click.IntRange(min=1), default=_DEFAULTS.coarse_iterations,
@@ -49,19 +52,31 @@ _SHOWN = ("loss", "vertex_mm_t{}", "depth_mm")  # metrics on the progress bar
 @click.option("--resume", is_flag=True, help="Continue the run in --out exactly from checkpoints/latest.pt.")
 @click.option("--coarse-checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CoarseNet for --stage fine: a checkpoint of a coarse or all run.")
+@click.option("--real-images", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of unlabelled face photos (searched recursively) that the fine stage also trains on.")
+@click.option("--real-fraction", type=click.FloatRange(0, 1, min_open=True), default=_DEFAULTS.real_fraction,
+              show_default=True, help="Share of each fine batch taken from --real-images.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Override any training setting, e.g. --set coarse_norm=batch --set shape_weight=0.2 "
+                   "(repeatable; the names are TrainConfig's fields).")
 @model_options
-def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_size: int, lr: float, optimizer: str,
+def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_size: int, lr: float, lr_schedule: str,
+            optimizer: str,
             coarse_iterations: int, device: str, num_workers: int, checkpoint_every: int, val_every: int,
             faces_per_draw: int, seed: int, resume: bool, coarse_checkpoint: Path | None,
+            real_images: Path | None, real_fraction: float, assignments: tuple[str, ...],
             model: MorphableModel) -> None:
     """Train the coarse-to-fine face reconstruction networks on synthetic shards.
 
     Multi-GPU / multi-node: torchrun --nproc_per_node N -m synthface train ... (rank 0 writes).
     """
-    config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, optimizer=optimizer,
+    config = TrainConfig(stage=stage, steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+                         optimizer=optimizer,
                          coarse_iterations=coarse_iterations,
                          device=device, num_workers=num_workers, checkpoint_every=checkpoint_every,
-                         val_every=val_every, faces_per_draw=faces_per_draw, seed=seed)
+                         val_every=val_every, faces_per_draw=faces_per_draw, seed=seed,
+                         real_images=str(real_images) if real_images else "", real_fraction=real_fraction,
+                         ).with_overrides(dict(parse_assignment(a) for a in assignments))
     main = int(os.environ.get("RANK", "0")) == 0
     bars: dict[str, tqdm] = {}
 
@@ -95,5 +110,9 @@ def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_siz
         parts.append(f"{name} {result['steps']} steps (loss {result['train']['loss']:.4g}{metric})")
     where = summary.get("checkpoint", out / "checkpoints" / "latest.pt")
     resumed = f" (resumed at step {summary['resumed_from']})" if summary.get("resumed_from") else ""
+    if "real_images" in summary:
+        photos = summary["real_images"]
+        skipped = f", {photos['skipped']} without a detectable face left out" if photos["skipped"] else ""
+        parts.append(f"{photos['photos']} photos{skipped}")
     click.echo(f"trained {'; '.join(parts)}{resumed} in {summary['seconds']:.1f} s "
                f"on {summary['world_size']} process(es); checkpoint {where}")

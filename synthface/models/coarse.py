@@ -116,8 +116,8 @@ def render_feedback(renderer: Any, normalizer: ParameterNormalizer, estimate: Te
     built with ``RenderSettings(normals=True, pncc=True)``.
 
     ``context`` supplies the entries CoarseNet does not regress (albedo, light, background,
-    intrinsics, … in the shard layout, numpy); the result is on ``estimate``'s device.
+    intrinsics — which also decode the pose —, … in the shard layout, numpy); the result is on ``estimate``'s device.
     """
-    out = renderer.render({**context, **normalizer.to_params(estimate)})
+    out = renderer.render({**context, **normalizer.to_params(estimate, context["intrinsics"])})
     feedback = np.concatenate([out.pncc, out.normals], axis=-1).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(feedback)).to(estimate.device)

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The README's small training recipe, end to end on one CPU machine: generate, train CoarseNet,
+# train FineNet, evaluate on the held-out split. Usage: benchmarks/recipe.sh [OUT] (default: recipe).
+# Every setting is spelled out here, so the run is reproducible; timings go to OUT/times.txt.
+set -euo pipefail
+out=${1:-recipe}
+synthface=${SYNTHFACE:-synthface}
+mkdir -p "$out"
+t0=$(date +%s)
+stamp() { echo "$1 $(( $(date +%s) - t0 )) s" | tee -a "$out/times.txt"; }
+
+"$synthface" generate --n "${RECIPE_N:-20000}" --out "$out/data" --size 64 --shard-size 1000 --seed 1 --workers 2
+stamp generated
+"$synthface" train --data "$out/data" --out "$out/coarse" --stage coarse --steps "${RECIPE_COARSE_STEPS:-2000}" \
+    --batch-size 32 --lr 1e-3 --lr-schedule cosine --coarse-iterations 2 --num-workers 0 \
+    --checkpoint-every 500 --val-every 500 --set coarse_norm=batch --set shape_weight=0.2
+stamp coarse
+"$synthface" train --data "$out/data" --out "$out/fine" --stage fine \
+    --coarse-checkpoint "$out/coarse/checkpoints/latest.pt" --steps "${RECIPE_FINE_STEPS:-400}" \
+    --batch-size 16 --lr 1e-3 --lr-schedule cosine --num-workers 0 \
+    --checkpoint-every 200 --val-every 200
+stamp fine
+"$synthface" evaluate --data "$out/data" --checkpoint "$out/fine/checkpoints/latest.pt" --split val \
+    --json "$out/eval.json" | tee "$out/eval.txt"
+stamp evaluated
