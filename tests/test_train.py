@@ -498,3 +498,26 @@ def test_vertex_distance_ignores_a_shift_along_the_optical_axis(model):
     turned = target.clone()
     turned[0, sum(sizes) - 6] = 0.3  # yaw
     assert float(vertex_distance(model, norm, turned, target, k)) > 1.0
+
+
+def test_coarse_net_learns_the_pose_from_images(tmp_path, bundled_model):
+    """Not just finite losses: a short run on the bundled model must read the pose from the image,
+    well below the mean pose's error on held-out faces (the recipe's effect, small and fast)."""
+    from synthface.evaluate import evaluate
+    from synthface.predict import load_checkpoint
+
+    data = tmp_path / "d"
+    generate(data, GenerateJob(n=2048, seed=3, shard_size=512, config=load_config(None, {"image_size": SIZE}),
+                               faces_per_draw=64), model=bundled_model, device="cpu")
+    config = TrainConfig(stage="coarse", steps=400, batch_size=16, lr=1e-3, lr_schedule="cosine", coarse_iterations=1,
+                         coarse_widths=(16, 32, 64), coarse_blocks=1, coarse_hidden=128, coarse_norm="batch",
+                         shape_weight=0.05, num_workers=0, threads=2, val_every=0, val_batches=1, val_fraction=0.1,
+                         faces_per_draw=64)
+    train(data, tmp_path / "run", config, model=bundled_model)
+    result = evaluate(data, load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt"), bundled_model,
+                      split="val")
+    mean_face, coarse = (result["parameter_error"][k]["blocks"] for k in ("mean_face", "coarse"))
+    depth = {k: v["mean"] for k, v in result["depth_error_percent"].items()}
+    # Measured here: rotation 0.71x and depth 0.83x the mean face's; a net that learns nothing stays at ~1x.
+    assert coarse["rotation_deg"] < 0.8 * mean_face["rotation_deg"], (coarse, mean_face)
+    assert depth["coarse"] < 0.9 * depth["mean_face"], depth
