@@ -113,6 +113,6 @@ def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_siz
     if "real_images" in summary:
         photos = summary["real_images"]
         skipped = f", {photos['skipped']} without a detectable face left out" if photos["skipped"] else ""
-        parts.append(f"{photos['photos']} photos{skipped}")
+        parts.append(f"{photos['photos']} photo{'s' if photos['photos'] != 1 else ''}{skipped}")
     click.echo(f"trained {'; '.join(parts)}{resumed} in {summary['seconds']:.1f} s "
                f"on {summary['world_size']} process(es); checkpoint {where}")
