@@ -12,17 +12,14 @@ written last. ``resume=True`` keeps complete shards and redoes the others.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import multiprocessing
 import os
 import queue
 import signal
-import socket
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +38,7 @@ from .sampling import ParameterSampler
 from .shards import (
     CODECS,
     DEFAULT_CODEC,
+    LOCK,
     MANIFEST,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
@@ -50,10 +48,10 @@ from .shards import (
     atomic_write_text,
     file_sha256,
     read_attrs,
+    run_lock,
 )
 
 PLAN = ".synthface-run.json"
-LOCK = ".synthface.lock"
 CRASH_ENV = "SYNTHFACE_CRASH_AT"
 """Fault injection for the crash-safety tests: ``batch:N`` (after the N-th batch is written into a
 shard), ``commit:N`` (after the N-th shard is renamed into place), ``manifest`` (manifest written to
@@ -254,46 +252,13 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; check the path and permissions") \
             from exc
     try:
-        with run_lock(out):
+        with run_lock(out, "generate"):
             return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
                                     progress, stats)
     except SynthfaceError:
         if created and not any(out.iterdir()):
             out.rmdir()  # leave nothing behind for a run that never started
         raise
-
-
-@contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold ``out/.synthface.lock`` exclusively for the run.
-
-    ``flock`` locks belong to the process: the kernel drops them when it dies (also by kill -9), so
-    a lock file left behind by a killed run is stale by construction and the next run simply takes it.
-    """
-    path = out / LOCK
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise SynthfaceError(f"{out} is in use by another synthface generate ({holder}); wait for it to "
-                                 "finish, or choose another --out") from None
-        try:
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break  # still the file at that path (not one a finishing run just removed)
-        except FileNotFoundError:
-            pass
-        os.close(fd)
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        yield
-    finally:
-        # The file means something only while locked; openers racing with this unlink re-check the inode.
-        path.unlink(missing_ok=True)
-        os.close(fd)
 
 
 def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers: int, device: str,

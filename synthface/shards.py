@@ -7,9 +7,12 @@ one sample per chunk, so a DataLoader's random read decompresses one sample.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Callable, Mapping
+import socket
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,3 +228,40 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ShardError(f"{path}: not a synthface dataset manifest")
     return manifest
+
+
+LOCK = ".synthface.lock"
+"""Lock file of a run directory (generate's --out, train's --out): see :func:`run_lock`."""
+
+
+@contextmanager
+def run_lock(out: Path, command: str) -> Iterator[None]:
+    """Hold ``out/.synthface.lock`` exclusively while ``synthface <command>`` writes into ``out``.
+
+    ``flock`` locks belong to the process: the kernel drops them when it dies (also by kill -9), so
+    a lock file left behind by a killed run is stale by construction and the next run simply takes it.
+    """
+    path = out / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise SynthfaceError(f"{out} is in use by another synthface run ({holder}); wait for it to "
+                                 "finish, or choose another --out") from None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break  # still the file at that path (not one a finishing run just removed)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{command}, pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        # The file means something only while locked; openers racing with this unlink re-check the inode.
+        path.unlink(missing_ok=True)
+        os.close(fd)

@@ -40,6 +40,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ from .predict import default_context
 from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
 from .shading import srgb_to_linear
-from .shards import MANIFEST, ShardError, atomic_write_text, read_attrs, read_manifest
+from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, read_attrs, read_manifest, run_lock
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "synthface-run"
@@ -721,11 +722,11 @@ class _Trainer:
             raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
         run_file = out / RUN_FILE
         if not resume:
-            if out.exists() and any(out.iterdir()):
+            if out.exists() and _holds_files(out):
                 hint = "pass --resume to continue that run" if run_file.is_file() else "choose a new or empty directory"
                 raise ConfigError(f"--out {out} is not empty; {hint}")
             return None
-        if not out.exists() or not any(out.iterdir()):
+        if not out.exists() or not _holds_files(out):
             return None  # --resume on a fresh directory starts the run (handy for requeued jobs)
         if not run_file.is_file():
             raise ConfigError(f"--resume: {out} holds no synthface training run ({RUN_FILE} missing); "
@@ -972,7 +973,42 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.P
     if not paths:
         raise ConfigError("no --data given; pass at least one dataset directory")
     model = model or load_model()
-    trainer = _Trainer(paths, Path(out), config, model, progress)
+    with _locked_out(Path(out)):
+        return _train_locked(paths, Path(out), config, model, resume, coarse_checkpoint, progress, start)
+
+
+def _holds_files(out: Path) -> bool:
+    return any(p.name != LOCK for p in out.iterdir())
+
+
+@contextmanager
+def _locked_out(out: Path) -> Iterator[None]:
+    """The process of rank 0 (the one that writes) holds ``out``'s run lock for the whole run, so a
+    second ``train`` (or ``generate``) on the same directory stops with one error line; a directory
+    created here and left empty (a run refused before it wrote) is removed again."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {out}: cannot create it ({exc.strerror or exc}); check the path and "
+                          "permissions") from exc
+    try:
+        with run_lock(out, "train"):
+            yield
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _train_locked(paths: list[Path], out: Path, config: TrainConfig, model: MorphableModel, resume: bool,
+                  coarse_checkpoint: str | os.PathLike | None, progress: ProgressFn | None,
+                  start: float) -> dict[str, Any]:
+    trainer = _Trainer(paths, out, config, model, progress)
     try:
         state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
         resumed = state.step or None

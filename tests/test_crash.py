@@ -57,10 +57,10 @@ def test_kill_9_then_resume_gives_the_uninterrupted_dataset(crash, tmp_path, mod
 def test_a_second_run_on_the_same_dir_is_refused(tmp_path, model_file):
     out = tmp_path / "d"
     out.mkdir()
-    with run_lock(out):  # as if another generate were running there
-        assert (out / LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+    with run_lock(out, "generate"):  # as if another generate were running there
+        assert (out / LOCK).read_text().startswith(f"generate, pid {os.getpid()} on ")
         result = cli("generate", "--out", str(out), "--model", model_file, *ARGS)
-        assert_user_error(result, "is in use by another synthface generate (pid")
+        assert_user_error(result, "is in use by another synthface run (generate, pid")
     assert not (out / LOCK).exists()
     assert cli("generate", "--out", str(out), "--model", model_file, *ARGS).exit_code == 0
 

@@ -521,3 +521,23 @@ def test_coarse_net_learns_the_pose_from_images(tmp_path, bundled_model):
     # Measured here: rotation 0.71x and depth 0.83x the mean face's; a net that learns nothing stays at ~1x.
     assert coarse["rotation_deg"] < 0.8 * mean_face["rotation_deg"], (coarse, mean_face)
     assert depth["coarse"] < 0.9 * depth["mean_face"], depth
+
+
+def test_a_second_run_on_the_same_out_is_refused(tmp_path, dataset, model_file):
+    from synthface.shards import LOCK, run_lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    base = ["train", "--data", str(dataset), "--model", model_file, "--out", str(out), "--batch-size", "4",
+            "--stage", "coarse", "--steps", "1", "--coarse-iterations", "1", "--num-workers", "0", "--val-every", "0"]
+    with run_lock(out, "train"):  # as if another train were writing there
+        assert_user_error(cli(*base), f"{out} is in use by another synthface run (train, pid {os.getpid()} on ")
+    assert sorted(p.name for p in out.iterdir()) == []
+    (out / LOCK).write_text("stale: its process died\n")  # a killed run's lock file does not block
+    result = cli(*base)
+    assert result.exit_code == 0, result.output
+    assert not (out / LOCK).exists() and (out / "run.json").is_file()
+    missing = tmp_path / "never"
+    assert_user_error(cli("train", "--data", str(dataset), "--model", model_file, "--out", str(missing),
+                          "--batch-size", "999"), "fewer than --batch-size 999")
+    assert not missing.exists()  # refused before writing: the directory it created is gone again
