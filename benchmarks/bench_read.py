@@ -39,16 +39,6 @@ def rchar() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("rchar"))
 
 
-def make_data(out: Path, n: int, size: int, shard_size: int) -> None:
-    from synthface import load_config
-    from synthface.generate import GenerateJob, generate
-
-    job = GenerateJob(n=n, seed=0, shard_size=shard_size, config=load_config(overrides={"image_size": size}))
-    t0 = time.perf_counter()
-    generate(out, job, workers=max(1, min(8, os.cpu_count() or 1)))
-    print(f"# generated {n} samples at {size}x{size} in {time.perf_counter() - t0:.1f} s -> {out}")
-
-
 def chunk_bytes(f: h5py.File, row: int) -> int:
     """Stored (compressed) bytes of sample ``row``'s chunks in the per-sample datasets."""
     return sum(f[name].id.get_chunk_info_by_coord((row,) + (0,) * (f[name].ndim - 1)).size for name in PER_SAMPLE)
@@ -152,7 +142,7 @@ def main() -> None:
         data = args.data
         if data is None:
             data = Path(tmp) / "shards"
-            make_data(data, args.n, args.size, args.shard_size)
+            common.make_data(data, args.n, args.size, args.shard_size)
         raw_reads(data, args.reads, np.random.default_rng(0))
         loader_reads(data, [int(w) for w in args.workers.split(",")], args.batches, args.repeat)
     print(f"\n# peak RSS {common.peak_rss_mib():.0f} MiB (this process or its largest finished child)")

@@ -26,17 +26,9 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, os.path.dirname(__file__))
 import common
 
-from synthface import load_config, load_model
+from synthface import load_model
 from synthface.data import ShardDataset
-from synthface.generate import GenerateJob, generate
 from synthface.train import COARSE_FIELDS, FINE_FIELDS, StepBatches, TrainConfig, train
-
-
-def make_data(out: Path, n: int, size: int) -> None:
-    t0 = time.perf_counter()
-    generate(out, GenerateJob(n=n, seed=0, shard_size=1000, config=load_config(overrides={"image_size": size})),
-             workers=max(1, min(8, os.cpu_count() or 1)))
-    print(f"# generated {n} samples at {size}x{size} in {time.perf_counter() - t0:.1f} s -> {out}")
 
 
 def loader_rate(data: Path, config: TrainConfig, stage: str, steps: int, warmup: int) -> float:
@@ -73,7 +65,7 @@ def main() -> None:
         data = args.data
         if data is None:
             data = Path(tmp) / "data"
-            make_data(data, args.n, args.size)
+            common.make_data(data, args.n, args.size)
         model = load_model()
         config = TrainConfig(stage="all", steps=args.steps, batch_size=args.batch_size, lr=1e-3,
                              coarse_iterations=args.coarse_iterations, num_workers=args.num_workers,

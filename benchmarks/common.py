@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: what machine a figure was measured on, and peak memory."""
+"""Shared by the benchmarks: what machine a figure was measured on, peak memory, and test data."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import resource
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 
 def cpu_model() -> str:
@@ -77,3 +79,14 @@ def peak_rss_mib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return max(own, children) / 1024
+
+
+def make_data(out: Path, n: int, size: int, shard_size: int = 1000) -> None:
+    """Generate ``n`` samples of the bundled model at ``size`` × ``size`` into ``out`` (seed 0), on up to 8 workers."""
+    from synthface import load_config
+    from synthface.generate import GenerateJob, generate
+
+    job = GenerateJob(n=n, seed=0, shard_size=shard_size, config=load_config(overrides={"image_size": size}))
+    t0 = time.perf_counter()
+    generate(out, job, workers=max(1, min(8, os.cpu_count() or 1)))
+    print(f"# generated {n} samples at {size}x{size} in {time.perf_counter() - t0:.1f} s -> {out}")

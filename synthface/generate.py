@@ -47,8 +47,8 @@ from .shards import (
     ShardWriter,
     atomic_write_text,
     file_sha256,
+    locked_run_dir,
     read_attrs,
-    run_lock,
 )
 
 PLAN = ".synthface-run.json"
@@ -245,20 +245,9 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
     if shard_range is not None:  # jobs of one run by shard range may run at once: no run lock
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
                                 progress, stats)
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; check the path and permissions") \
-            from exc
-    try:
-        with run_lock(out, "generate"):
-            return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                    progress, stats)
-    except SynthfaceError:
-        if created and not any(out.iterdir()):
-            out.rmdir()  # leave nothing behind for a run that never started
-        raise
+    with locked_run_dir(out, "generate"):
+        return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
+                                progress, stats)
 
 
 def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers: int, device: str,

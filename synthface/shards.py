@@ -265,3 +265,21 @@ def run_lock(out: Path, command: str) -> Iterator[None]:
         # The file means something only while locked; openers racing with this unlink re-check the inode.
         path.unlink(missing_ok=True)
         os.close(fd)
+
+
+@contextmanager
+def locked_run_dir(out: Path, command: str) -> Iterator[None]:
+    """Create ``out`` if needed and hold its :func:`run_lock` while the block runs; a directory
+    created here and still empty afterwards (a run refused before it wrote) is removed again."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SynthfaceError(f"cannot create --out {out}: {exc.strerror or exc}; check the path and permissions") \
+            from exc
+    try:
+        with run_lock(out, command):
+            yield
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()

@@ -40,7 +40,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -70,7 +69,7 @@ from .predict import default_context
 from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
 from .shading import srgb_to_linear
-from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, read_attrs, read_manifest, run_lock
+from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, locked_run_dir, read_attrs, read_manifest
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "synthface-run"
@@ -717,9 +716,7 @@ class _Trainer:
 
     def _check_out(self, resume: bool) -> _State | None:
         """Refuse a non-empty --out that is not this run; with ``resume``, the state to continue from."""
-        out = self.out
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
+        out = self.out  # train() has refused a file
         run_file = out / RUN_FILE
         if not resume:
             if out.exists() and _holds_files(out):
@@ -853,8 +850,8 @@ class _Trainer:
                 est = _run_coarse(net, self.scene, image, _context(batch), self.coarse_iterations)
                 k = batch["intrinsics"].to(self.device)
                 _, mse, vertex_mm = coarse_loss(self.model, self.normalizer, est, target, k, 0.0)
-                for k, v in (("param_mse", mse.item()), ("vertex_mm", vertex_mm.item())):
-                    sums[k] = sums.get(k, 0.0) + v
+                for name, v in (("param_mse", mse.item()), ("vertex_mm", vertex_mm.item())):
+                    sums[name] = sums.get(name, 0.0) + v
                 n += 1
         net.train()
         return {k: v / n for k, v in sums.items()} if n else {}
@@ -973,52 +970,28 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.P
     if not paths:
         raise ConfigError("no --data given; pass at least one dataset directory")
     model = model or load_model()
-    with _locked_out(Path(out)):
-        return _train_locked(paths, Path(out), config, model, resume, coarse_checkpoint, progress, start)
+    out = Path(out)
+    # Rank 0 (the one that writes) holds the run lock on --out for the whole run: a second train or
+    # generate there stops with one error line.
+    lock = locked_run_dir(out, "train") if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
+    with lock:
+        trainer = _Trainer(paths, out, config, model, progress)
+        try:
+            state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
+            resumed = state.step or None
+            trainer.step = state.step
+            if "coarse" in trainer.stages and state.stage == "coarse":
+                trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
+            if "fine" in trainer.stages:
+                trainer.summary["stages"]["fine"] = trainer.run_fine(state)
+        finally:
+            trainer.close()
+    return {**trainer.summary, "out": str(out), "step": trainer.step, "resumed_from": resumed,
+            "seconds": time.perf_counter() - start, "rank": trainer.proc.rank, "world_size": trainer.proc.world,
+            "threads": trainer.threads}
 
 
 def _holds_files(out: Path) -> bool:
     return any(p.name != LOCK for p in out.iterdir())
-
-
-@contextmanager
-def _locked_out(out: Path) -> Iterator[None]:
-    """The process of rank 0 (the one that writes) holds ``out``'s run lock for the whole run, so a
-    second ``train`` (or ``generate``) on the same directory stops with one error line; a directory
-    created here and left empty (a run refused before it wrote) is removed again."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        yield
-        return
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out {out}: cannot create it ({exc.strerror or exc}); check the path and "
-                          "permissions") from exc
-    try:
-        with run_lock(out, "train"):
-            yield
-    finally:
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-
-
-def _train_locked(paths: list[Path], out: Path, config: TrainConfig, model: MorphableModel, resume: bool,
-                  coarse_checkpoint: str | os.PathLike | None, progress: ProgressFn | None,
-                  start: float) -> dict[str, Any]:
-    trainer = _Trainer(paths, out, config, model, progress)
-    try:
-        state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
-        resumed = state.step or None
-        trainer.step = state.step
-        if "coarse" in trainer.stages and state.stage == "coarse":
-            trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
-        if "fine" in trainer.stages:
-            trainer.summary["stages"]["fine"] = trainer.run_fine(state)
-    finally:
-        trainer.close()
-    return {**trainer.summary, "out": str(out), "step": trainer.step, "resumed_from": resumed,
-            "seconds": time.perf_counter() - start, "rank": trainer.proc.rank, "world_size": trainer.proc.world,
-            "threads": trainer.threads}

@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from synthface.generate import CRASH_ENV, LOCK, run_lock
+from synthface.generate import CRASH_ENV
+from synthface.shards import LOCK, run_lock
 
 from .test_cli import assert_user_error
 from .test_generate import SIZE, cli, gen, load_arrays
