@@ -1,0 +1,135 @@
+"""Where does FineNet's shape-from-shading loss point? Per-image depth optimisation on shard faces.
+
+Not a network: per face, a per-pixel depth offset is optimised directly (Adam) under
+``synthface.models.sfs_loss`` exactly as training calls it (mean albedo, lighting solved from the
+current depth, the trainer's weights unless ``--weights``), i.e. what a FineNet that fitted the loss perfectly
+would output. The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's
+depth range) is measured at the start and after ``--steps`` steps, from three starts:
+
+* **truth** — the ground-truth depth: how far the loss's optimum lies from the truth;
+* **mean face, true pose** — the mean shape at the sample's pose: only the shape is wrong;
+* **CoarseNet** (``--checkpoint``) — the start FineNet is actually given.
+
+Each start is run twice: the loss over the start's own mask (as in training), and over its
+intersection with the ground-truth mask (an oracle that drops the pixels the start covers but the
+image shows as background; pixels it drops keep the start's depth). ``Δ²`` is the mean squared
+Laplacian of the change (mm²/pixel⁴): large values mean a pixel-by-pixel oscillation, which
+central-difference normals do not see.
+
+    python benchmarks/sfs_probe.py recipe/data --checkpoint recipe/coarse/checkpoints/latest.pt
+
+The data must be of the bundled model (as the recipe's is).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import print_machine
+
+import synthface
+from synthface.data import ShardDataset
+from synthface.evaluate import depth_error_percent
+from synthface.models import sfs_loss
+from synthface.models.fine import normalise_depth
+from synthface.models.rendering_layer import laplacian, laplacian_mask, masked_mean
+from synthface.predict import Predictor, default_context, load_checkpoint, mean_face_prediction
+from synthface.render import FaceRenderer, RenderSettings
+from synthface.shading import srgb_to_linear
+from synthface.train import TrainConfig
+
+FIELDS = ("image", "depth", "mask", "identity", "expression", "pose", "intrinsics")
+
+
+def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
+    ds = ShardDataset([data], split=split, fields=FIELDS, normalize=None)
+    rows = [ds[i] for i in range(min(n, len(ds)))]
+    return {k: torch.stack([torch.as_tensor(r[k]) for r in rows]) for k in FIELDS}
+
+
+def mean_albedo(renderer: FaceRenderer, params: dict[str, np.ndarray], k: np.ndarray) -> torch.Tensor:
+    """Linear mean albedo (B, 3, H, W) where the face of ``params`` is, as the trainer's ``coarse_maps``."""
+    out = renderer.render({**default_context(renderer.model, k), **params})
+    rgb = torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return srgb_to_linear(rgb) * torch.from_numpy(out.mask[:, None]).float()
+
+
+def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: torch.Tensor, rho: torch.Tensor,
+             weights: tuple[float, float, float], steps: int, lr: float) -> torch.Tensor:
+    """Depth after ``steps`` Adam steps on the SfS loss over ``mask`` (pixels off it keep the start's
+    depth); the offset is in pixel footprints, as FineNet's residual."""
+    _, _, footprint = normalise_depth(start, k, mask)
+    offset = torch.zeros_like(start, requires_grad=True)
+    opt = torch.optim.Adam([offset], lr=lr)
+    for _ in range(steps):
+        loss, _ = sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return (start + mask * footprint * offset).detach()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--checkpoint", type=Path, help="a coarse (or fine) checkpoint: adds the CoarseNet start")
+    ap.add_argument("--n", type=int, default=32, help="faces (the first of the split)")
+    ap.add_argument("--split", default="val", choices=("train", "val", "all"))
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--weights", type=float, nargs=3, metavar=("SH", "F", "SM"), default=TrainConfig().sfs_weights,
+                    help="(λ_sh, λ_f, λ_sm) of sfs_loss; default: the trainer's")
+    args = ap.parse_args()
+    torch.set_num_threads(1)  # per-image work is small; more threads only contend with other jobs
+    print_machine()
+    b = load(args.data, args.n, args.split)
+    model = synthface.load_model()
+    size = b["image"].shape[-1]
+    renderer = FaceRenderer(model, RenderSettings(image_size=size))
+    k_np = b["intrinsics"].numpy()
+    k = b["intrinsics"].float()
+    gt, gt_mask = b["depth"][:, 0].numpy(), b["mask"][:, 0].numpy()
+    image = srgb_to_linear(b["image"].float())
+    zeros = {"identity": np.zeros((len(k), model.n_identity), np.float32),
+             "expression": np.zeros((len(k), model.n_expression), np.float32)}
+
+    starts: dict[str, tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]] = {}
+    truth = {n: b[n].numpy() for n in ("identity", "expression", "pose")}
+    starts["truth"] = (b["depth"].float(), b["mask"].float(), truth)
+    mean = mean_face_prediction(renderer, truth["pose"], k_np)
+    starts["mean face, true pose"] = (torch.from_numpy(mean.coarse_depth)[:, None],
+                                      torch.from_numpy(mean.mask)[:, None].float(), {**zeros, "pose": truth["pose"]})
+    if args.checkpoint is not None:
+        with Predictor(load_checkpoint(args.checkpoint), model) as predictor:
+            pred = predictor.predict(b["image"].float(), k_np)
+        starts["CoarseNet"] = (torch.from_numpy(pred.coarse_depth)[:, None],
+                               torch.from_numpy(pred.mask)[:, None].float(), pred.params)
+
+    def error(depth: torch.Tensor) -> float:
+        return float(np.nanmean(depth_error_percent(depth[:, 0].numpy(), gt, gt_mask).percent))
+
+    print(f"\n{len(k)} faces of {args.data} ({args.split}), {size} px; {args.steps} Adam steps, lr {args.lr}, "
+          f"weights {tuple(args.weights)}")
+    print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
+    for name, (depth, mask, params) in starts.items():
+        rho = mean_albedo(renderer, params, k_np)
+        variants = [("its mask", mask)]
+        if name != "truth":  # the truth's mask is the truth mask
+            variants.append(("∩ truth mask (oracle)", mask * b["mask"].float()))
+        for label, loss_mask in variants:
+            t = time.perf_counter()
+            after = optimise(depth, loss_mask, image, k, rho, tuple(args.weights), args.steps, args.lr)
+            change = after - depth
+            rms = masked_mean(change**2, mask).sqrt().item()
+            wiggle = masked_mean(laplacian(change, mask) ** 2, laplacian_mask(mask)).item()
+            print(f"{name:<22} {label:<22} {error(depth):>11.2f}% {error(after):>6.2f}% {rms:>8.2f} mm "
+                  f"{wiggle:>8.2f}   ({time.perf_counter() - t:.0f} s)", flush=True)
+    renderer.release()
+
+
+if __name__ == "__main__":
+    main()
