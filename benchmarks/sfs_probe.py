@@ -1,10 +1,11 @@
 """Where does FineNet's shape-from-shading loss point? Per-image depth optimisation on shard faces.
 
 Not a network: per face, a per-pixel depth offset is optimised directly (Adam) under
-``synthface.models.sfs_loss`` exactly as training calls it (mean albedo, lighting solved from the
-current depth, the trainer's weights unless ``--weights``), i.e. what a FineNet that fitted the loss perfectly
-would output. The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's
-depth range) is measured at the start and after ``--steps`` steps, from three starts:
+``synthface.models.sfs_loss`` exactly as training calls it (mean albedo from
+``synthface.predict.render_mean_albedo``, lighting solved from the current depth, the trainer's
+weights unless ``--weights``), i.e. what a FineNet that fitted the loss perfectly would output.
+The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's depth
+range) is measured at the start and after ``--steps`` steps, from three starts:
 
 * **truth** — the ground-truth depth: how far the loss's optimum lies from the truth;
 * **mean face, true pose** — the mean shape at the sample's pose: only the shape is wrong;
@@ -37,7 +38,7 @@ from synthface.evaluate import depth_error_percent
 from synthface.models import sfs_loss
 from synthface.models.fine import normalise_depth
 from synthface.models.rendering_layer import laplacian, laplacian_mask, masked_mean
-from synthface.predict import Predictor, default_context, load_checkpoint, mean_face_prediction
+from synthface.predict import Predictor, load_checkpoint, mean_face_prediction, render_mean_albedo
 from synthface.render import FaceRenderer, RenderSettings
 from synthface.shading import srgb_to_linear
 from synthface.train import TrainConfig
@@ -49,13 +50,6 @@ def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
     ds = ShardDataset([data], split=split, fields=FIELDS, normalize=None)
     rows = [ds[i] for i in range(min(n, len(ds)))]
     return {k: torch.stack([torch.as_tensor(r[k]) for r in rows]) for k in FIELDS}
-
-
-def mean_albedo(renderer: FaceRenderer, params: dict[str, np.ndarray], k: np.ndarray) -> torch.Tensor:
-    """Linear mean albedo (B, 3, H, W) where the face of ``params`` is, as the trainer's ``coarse_maps``."""
-    out = renderer.render({**default_context(renderer.model, k), **params})
-    rgb = torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    return srgb_to_linear(rgb) * torch.from_numpy(out.mask[:, None]).float()
 
 
 def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: torch.Tensor, rho: torch.Tensor,
@@ -94,15 +88,13 @@ def main() -> None:
     k = b["intrinsics"].float()
     gt, gt_mask = b["depth"][:, 0].numpy(), b["mask"][:, 0].numpy()
     image = srgb_to_linear(b["image"].float())
-    zeros = {"identity": np.zeros((len(k), model.n_identity), np.float32),
-             "expression": np.zeros((len(k), model.n_expression), np.float32)}
 
     starts: dict[str, tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]] = {}
     truth = {n: b[n].numpy() for n in ("identity", "expression", "pose")}
     starts["truth"] = (b["depth"].float(), b["mask"].float(), truth)
     mean = mean_face_prediction(renderer, truth["pose"], k_np)
     starts["mean face, true pose"] = (torch.from_numpy(mean.coarse_depth)[:, None],
-                                      torch.from_numpy(mean.mask)[:, None].float(), {**zeros, "pose": truth["pose"]})
+                                      torch.from_numpy(mean.mask)[:, None].float(), mean.params)
     if args.checkpoint is not None:
         with Predictor(load_checkpoint(args.checkpoint), model) as predictor:
             pred = predictor.predict(b["image"].float(), k_np)
@@ -116,7 +108,7 @@ def main() -> None:
           f"weights {tuple(args.weights)}")
     print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
     for name, (depth, mask, params) in starts.items():
-        rho = mean_albedo(renderer, params, k_np)
+        _, rho = render_mean_albedo(renderer, params, k_np)
         variants = [("its mask", mask)]
         if name != "truth":  # the truth's mask is the truth mask
             variants.append(("∩ truth mask (oracle)", mask * b["mask"].float()))

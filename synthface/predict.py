@@ -28,7 +28,8 @@ from .geometry import camera_vertices
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, iterate_coarse, render_feedback
 from .params import N_SH
-from .render import FaceRenderer, RenderSettings
+from .render import FaceRenderer, RenderOutput, RenderSettings
+from .shading import srgb_to_linear
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +134,18 @@ def default_context(model: MorphableModel, intrinsics: np.ndarray,
     out.update({key: np.asarray(v) for key, v in (context or {}).items()})
     out["intrinsics"] = k
     return out
+
+
+def render_mean_albedo(renderer: FaceRenderer, params: Mapping[str, np.ndarray],
+                       intrinsics: np.ndarray) -> tuple[RenderOutput, torch.Tensor]:
+    """Render ``params`` (identity, expression, pose) with :func:`default_context`'s look; returns the
+    output and the linear mean albedo ρ (B, 3, H, W) float32, 0 off the face: FineNet's SfS albedo.
+
+    Under unit ambient light the shading is 1, so the sRGB image is the model's mean albedo.
+    """
+    out = renderer.render({**default_context(renderer.model, intrinsics), **params})
+    rgb = torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
+    return out, srgb_to_linear(rgb) * torch.from_numpy(out.mask[:, None].astype(np.float32))
 
 
 def render_prediction(renderer: FaceRenderer, params: Mapping[str, np.ndarray], intrinsics: np.ndarray,

@@ -65,7 +65,7 @@ from .model import MorphableModel
 from .models import CoarseNet, FineNet, coarse_step, render_feedback, sfs_loss
 from .models.rendering_layer import DEFAULT_SFS_WEIGHTS
 from .photos import PhotoDataset
-from .predict import default_context
+from .predict import default_context, render_mean_albedo
 from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
 from .shading import srgb_to_linear
@@ -479,17 +479,13 @@ class _Scene:
 
     def coarse_maps(self, estimate: torch.Tensor,
                     context: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Depth (B,1,H,W) mm, mask (B,1,H,W) and linear mean albedo ρ (B,3,H,W) of an estimate.
-
-        ρ is rendered with albedo coefficients 0 and light ``[1, 0, …]`` per channel (the shading
-        of a unit ambient term is 1), black background: the model's mean albedo where the face is.
-        """
-        mean_look = default_context(self.renderer.model, context["intrinsics"])  # mean albedo, unit light
-        out = self.renderer.render({**mean_look, **self.normalizer.to_params(estimate, context["intrinsics"])})
+        """Depth (B,1,H,W) mm, mask (B,1,H,W) and linear mean albedo ρ (B,3,H,W) of an estimate
+        (ρ: :func:`~synthface.predict.render_mean_albedo`)."""
+        k = context["intrinsics"]
+        out, rho = render_mean_albedo(self.renderer, self.normalizer.to_params(estimate, k), k)
         depth = torch.from_numpy(out.depth[:, None]).to(self.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
-        rho = srgb_to_linear(torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0))
-        return depth, mask, rho.to(self.device) * mask
+        return depth, mask, rho.to(self.device)
 
 
 def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
