@@ -1,9 +1,11 @@
 """Where does FineNet's shape-from-shading loss point? Per-image depth optimisation on shard faces.
 
-Not a network: per face, a per-pixel depth offset is optimised directly (Adam) under
-``synthface.models.sfs_loss`` exactly as training calls it (mean albedo from
-``synthface.predict.render_mean_albedo``, lighting solved from the current depth, the trainer's
+Not a network: per face, a per-pixel depth offset is optimised directly (Adam, or L-BFGS with
+``--optimizer lbfgs``) under ``synthface.models.sfs_loss`` exactly as training calls it (mean albedo
+from ``synthface.predict.render_mean_albedo``, lighting solved from the current depth, the trainer's
 weights unless ``--weights``), i.e. what a FineNet that fitted the loss perfectly would output.
+Oracles: ``--albedo true`` uses the sample's own albedo, ``--light true`` its own lighting — what
+the loss would do if those were known.
 The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's depth
 range) is measured at the start and after ``--steps`` steps, from three starts:
 
@@ -43,7 +45,7 @@ from synthface.render import FaceRenderer, RenderSettings
 from synthface.shading import srgb_to_linear
 from synthface.train import TrainConfig
 
-FIELDS = ("image", "depth", "mask", "identity", "expression", "pose", "intrinsics")
+FIELDS = ("image", "depth", "mask", "identity", "expression", "albedo", "pose", "light", "intrinsics")
 
 
 def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
@@ -53,17 +55,38 @@ def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
 
 
 def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: torch.Tensor, rho: torch.Tensor,
-             weights: tuple[float, float, float], steps: int, lr: float) -> torch.Tensor:
-    """Depth after ``steps`` Adam steps on the SfS loss over ``mask`` (pixels off it keep the start's
-    depth); the offset is in pixel footprints, as FineNet's residual."""
+             weights: tuple[float, float, float], steps: int, lr: float, light: torch.Tensor | None = None,
+             method: str = "adam") -> torch.Tensor:
+    """Depth after ``steps`` steps on the SfS loss over ``mask`` (pixels off it keep the start's
+    depth); the offset is in pixel footprints, as FineNet's residual.
+
+    ``adam``: what training does to a network's weights, here applied per pixel — Adam moves every
+    pixel by about ``lr`` per step whatever its gradient's size, so directions the loss barely sees
+    move as fast as the rest. ``lbfgs``: L-BFGS with a strong-Wolfe line search and ``steps``
+    iterations, i.e. (close to) the loss's own minimum near the start.
+    """
     _, _, footprint = normalise_depth(start, k, mask)
     offset = torch.zeros_like(start, requires_grad=True)
-    opt = torch.optim.Adam([offset], lr=lr)
-    for _ in range(steps):
-        loss, _ = sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+
+    def loss() -> torch.Tensor:
+        return sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, weights, light=light)[0]
+
+    if method == "lbfgs":
+        opt = torch.optim.LBFGS([offset], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad(set_to_none=True)
+            value = 1e4 * loss()  # the loss is ~1e-4: scaled so L-BFGS's default tolerances do not stop it at once
+            value.backward()
+            return value
+
+        opt.step(closure)
+    else:
+        opt = torch.optim.Adam([offset], lr=lr)
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            loss().backward()
+            opt.step()
     return (start + mask * footprint * offset).detach()
 
 
@@ -74,9 +97,15 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32, help="faces (the first of the split)")
     ap.add_argument("--split", default="val", choices=("train", "val", "all"))
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=0.05)
+    ap.add_argument("--lr", type=float, default=0.05, help="Adam's step (pixel footprints)")
+    ap.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
+                    help="adam: per-pixel Adam steps; lbfgs: the loss's minimum near the start (see optimise)")
     ap.add_argument("--weights", type=float, nargs=3, metavar=("SH", "F", "SM"), default=TrainConfig().sfs_weights,
                     help="(λ_sh, λ_f, λ_sm) of sfs_loss; default: the trainer's")
+    ap.add_argument("--albedo", choices=("mean", "true"), default="mean",
+                    help="ρ: the model's mean albedo (as training) or the sample's own (an oracle)")
+    ap.add_argument("--light", choices=("solved", "true"), default="solved",
+                    help="lighting: solved from the current depth (as training) or the sample's own (an oracle)")
     args = ap.parse_args()
     torch.set_num_threads(1)  # per-image work is small; more threads only contend with other jobs
     print_machine()
@@ -104,17 +133,20 @@ def main() -> None:
     def error(depth: torch.Tensor) -> float:
         return float(np.nanmean(depth_error_percent(depth[:, 0].numpy(), gt, gt_mask).percent))
 
-    print(f"\n{len(k)} faces of {args.data} ({args.split}), {size} px; {args.steps} Adam steps, lr {args.lr}, "
-          f"weights {tuple(args.weights)}")
+    print(f"\n{len(k)} faces of {args.data} ({args.split}), {size} px; {args.steps} {args.optimizer} steps, "
+          f"lr {args.lr}, weights {tuple(args.weights)}; albedo {args.albedo}, light {args.light}")
     print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
     for name, (depth, mask, params) in starts.items():
-        _, rho = render_mean_albedo(renderer, params, k_np)
+        look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}
+        _, rho = render_mean_albedo(renderer, {**params, **look}, k_np)
+        light = b["light"].float() if args.light == "true" else None
         variants = [("its mask", mask)]
         if name != "truth":  # the truth's mask is the truth mask
             variants.append(("∩ truth mask (oracle)", mask * b["mask"].float()))
         for label, loss_mask in variants:
             t = time.perf_counter()
-            after = optimise(depth, loss_mask, image, k, rho, tuple(args.weights), args.steps, args.lr)
+            after = optimise(depth, loss_mask, image, k, rho, tuple(args.weights), args.steps, args.lr, light,
+                             args.optimizer)
             change = after - depth
             rms = masked_mean(change**2, mask).sqrt().item()
             wiggle = masked_mean(laplacian(change, mask) ** 2, laplacian_mask(mask)).item()

@@ -19,6 +19,7 @@ from synthface.models.rendering_layer import (
     sfs_loss,
     shade_depth,
     solve_lighting,
+    unsaturated,
 )
 from synthface.shading import linear_to_srgb, shade, srgb_to_linear
 
@@ -239,6 +240,26 @@ def test_sfs_optimisation_recovers_detail(solved):
     assert set(terms) == {"shading", "fidelity", "smoothness"}
     assert losses[-1] < 0.3 * losses[0]
     assert rms(coarse + delta.detach() * mask) < 0.6 * rms(coarse)
+
+
+def test_sfs_loss_ignores_clipped_pixels():
+    """Pixels the camera clipped at white say only "at least this bright": they must neither pull the
+    depth nor bias the solved lighting, so the truth stays a zero-loss, zero-gradient point."""
+    size = 32
+    k = intrinsics(size)
+    truth, mask, _ = sphere(size, k)
+    albedo = torch.full((1, 3, 1, 1), 0.6, dtype=F64)
+    plain = shade_depth(truth, k, albedo, light(), mask).amax(1)[normal_mask(mask)[:, 0] > 0]
+    bright = light() / plain.quantile(0.7)  # the brightest 30 % of the face exceed white
+    image = shade_depth(truth, k, albedo, bright, mask).clamp(max=1.0)
+    clipped = (1 - unsaturated(image)) * normal_mask(mask)
+    assert 0.05 < clipped.sum() / normal_mask(mask).sum() < 0.8
+    for known in (bright, None):  # lighting given, and solved as in training
+        z = truth.clone().requires_grad_(True)
+        loss, terms = sfs_loss(z, truth, image, k, mask, albedo, (1.0, 1e-5, 0.0), light=known)
+        loss.backward()  # no smoothness term: the sphere's own curvature would pull it
+        assert terms["shading"].item() < 1e-9  # (the lighting solve has a tiny ridge)
+        assert z.grad.abs().max().item() < 1e-8
 
 
 def test_normalise_depth():

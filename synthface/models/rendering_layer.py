@@ -31,6 +31,7 @@ __all__ = [
     "sfs_loss",
     "shade_depth",
     "solve_lighting",
+    "unsaturated",
 ]
 
 DEFAULT_SFS_WEIGHTS: tuple[float, float, float] = (1.0, 1e-5, 1e-6)
@@ -176,6 +177,16 @@ def shade_depth(depth: Tensor, intrinsics: Tensor, albedo: Tensor, light: Tensor
     return colour.permute(0, 3, 1, 2) * normal_mask(m)
 
 
+SATURATION: float = 0.99
+"""Linear intensity at or above which a pixel counts as clipped by the camera (sRGB 254/255 is
+0.991): its true shading is only known to be at least this bright, so the SfS loss leaves it out."""
+
+
+def unsaturated(image_linear: Tensor) -> Tensor:
+    """(B, 1, H, W) float: 1 where no channel of the linear image (B, 3, H, W) reaches :data:`SATURATION`."""
+    return (image_linear.amax(1, keepdim=True) < SATURATION).to(image_linear.dtype)
+
+
 _LAPLACE = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
@@ -202,7 +213,8 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
 
     ``λ_sh·mean‖ρ⟨l, H(n(ẑ))⟩ − I‖² + λ_f·mean(ẑ − z_coarse)² + λ_sm·mean|Δẑ|``, each a masked mean
     over the batch (shading: over :func:`normal_mask` pixels and RGB; Laplacian: over pixels whose
-    four neighbours are on the mask). Depths (B, 1, H, W) mm, image (B, 3, H, W) linear RGB,
+    four neighbours are on the mask; pixels the camera clipped, see :func:`unsaturated`, take part in
+    neither the shading term nor the lighting solve). Depths (B, 1, H, W) mm, image (B, 3, H, W) linear RGB,
     albedo ρ (B, 3, H, W) or (B, 3, 1, 1) (e.g. the model's mean albedo), mask (B, 1, H, W).
 
     Lighting: ``light`` (B, 9, 3) if given (e.g. the shard's ``params/light``), else solved by
@@ -216,7 +228,7 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
     """
     lam_sh, lam_f, lam_sm = weights
     m = _mask4(mask, depth_hat)
-    valid = normal_mask(m)
+    valid = normal_mask(m) * unsaturated(image_linear)
     normals = depth_to_normals(depth_hat, intrinsics, m)
     if light is None:
         with torch.no_grad():
