@@ -137,7 +137,7 @@ def main() -> None:
           f"lr {args.lr}, weights {tuple(args.weights)}; albedo {args.albedo}, light {args.light}")
     print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
     for name, (depth, mask, params) in starts.items():
-        look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}
+        look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}  # replaces the mean albedo
         _, rho = render_mean_albedo(renderer, {**params, **look}, k_np)
         light = b["light"].float() if args.light == "true" else None
         variants = [("its mask", mask)]
