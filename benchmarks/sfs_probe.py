@@ -136,10 +136,10 @@ def main() -> None:
     print(f"\n{len(k)} faces of {args.data} ({args.split}), {size} px; {args.steps} {args.optimizer} steps, "
           f"lr {args.lr}, weights {tuple(args.weights)}; albedo {args.albedo}, light {args.light}")
     print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
+    look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}  # replaces the mean albedo
+    light = b["light"].float() if args.light == "true" else None
     for name, (depth, mask, params) in starts.items():
-        look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}  # replaces the mean albedo
         _, rho = render_mean_albedo(renderer, {**params, **look}, k_np)
-        light = b["light"].float() if args.light == "true" else None
         variants = [("its mask", mask)]
         if name != "truth":  # the truth's mask is the truth mask
             variants.append(("∩ truth mask (oracle)", mask * b["mask"].float()))
