@@ -1,11 +1,13 @@
 """Where does FineNet's shape-from-shading loss point? Per-image depth optimisation on shard faces.
 
 Not a network: per face, a per-pixel depth offset is optimised directly (Adam, or L-BFGS with
-``--optimizer lbfgs``) under ``synthface.models.sfs_loss`` exactly as training calls it (mean albedo
-from ``synthface.predict.render_mean_albedo``, lighting solved from the current depth, the trainer's
-weights unless ``--weights``), i.e. what a FineNet that fitted the loss perfectly would output.
-Oracles: ``--albedo true`` uses the sample's own albedo, ``--light true`` its own lighting — what
-the loss would do if those were known.
+``--optimizer lbfgs``) under ``synthface.models.sfs_loss`` as training calls it (the trainer's
+weights and masks unless ``--weights`` / ``--margin`` / ``--albedo-tolerance``), i.e. what a FineNet
+that fitted the loss perfectly would output. Albedo and lighting: ``--albedo true --light true`` —
+the sample's own, drawn at the start's geometry (``sfs_appearance="shard"``, the trainer's default
+on shards); ``--albedo mean --light solved`` — the model's mean albedo
+(``synthface.predict.render_mean_albedo``) and lighting solved from the current depth, what photos
+(and ``sfs_appearance="estimated"``) get. The defaults follow the trainer's ``sfs_appearance``.
 The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's depth
 range) is measured at the start and after ``--steps`` steps, from three starts:
 
@@ -55,10 +57,11 @@ def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
 
 
 def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: torch.Tensor, rho: torch.Tensor,
-             weights: tuple[float, float, float], steps: int, lr: float, light: torch.Tensor | None = None,
+             options: dict, steps: int, lr: float, light: torch.Tensor | None = None,
              method: str = "adam") -> torch.Tensor:
-    """Depth after ``steps`` steps on the SfS loss over ``mask`` (pixels off it keep the start's
-    depth); the offset is in pixel footprints, as FineNet's residual.
+    """Depth after ``steps`` steps on the SfS loss (``options``: its keyword arguments, as
+    ``TrainConfig.sfs_options``) over ``mask`` (pixels off it keep the start's depth); the offset
+    is in pixel footprints, as FineNet's residual.
 
     ``adam``: what training does to a network's weights, here applied per pixel — Adam moves every
     pixel by about ``lr`` per step whatever its gradient's size, so directions the loss barely sees
@@ -69,7 +72,7 @@ def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: to
     offset = torch.zeros_like(start, requires_grad=True)
 
     def loss() -> torch.Tensor:
-        return sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, weights, light=light)[0]
+        return sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, **options, light=light)[0]
 
     if method == "lbfgs":
         opt = torch.optim.LBFGS([offset], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
@@ -100,12 +103,18 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.05, help="Adam's step (pixel footprints)")
     ap.add_argument("--optimizer", choices=("adam", "lbfgs"), default="adam",
                     help="adam: per-pixel Adam steps; lbfgs: the loss's minimum near the start (see optimise)")
-    ap.add_argument("--weights", type=float, nargs=3, metavar=("SH", "F", "SM"), default=TrainConfig().sfs_weights,
+    trainer = TrainConfig()
+    ap.add_argument("--weights", type=float, nargs=3, metavar=("SH", "F", "SM"), default=trainer.sfs_weights,
                     help="(λ_sh, λ_f, λ_sm) of sfs_loss; default: the trainer's")
-    ap.add_argument("--albedo", choices=("mean", "true"), default="mean",
-                    help="ρ: the model's mean albedo (as training) or the sample's own (an oracle)")
-    ap.add_argument("--light", choices=("solved", "true"), default="solved",
-                    help="lighting: solved from the current depth (as training) or the sample's own (an oracle)")
+    ap.add_argument("--margin", type=int, default=trainer.sfs_margin,
+                    help="silhouette pixels left out of the shading term; default: the trainer's")
+    ap.add_argument("--albedo-tolerance", type=float, default=trainer.sfs_albedo_tolerance,
+                    help="albedo-edge pixels left out of the shading term (0: keep); default: the trainer's")
+    own = trainer.sfs_appearance == "shard"
+    ap.add_argument("--albedo", choices=("mean", "true"), default="true" if own else "mean",
+                    help="ρ: the model's mean albedo or the sample's own; default: as the trainer on shards")
+    ap.add_argument("--light", choices=("solved", "true"), default="true" if own else "solved",
+                    help="lighting: solved from the current depth or the sample's own; default: as the trainer")
     args = ap.parse_args()
     torch.set_num_threads(1)  # per-image work is small; more threads only contend with other jobs
     print_machine()
@@ -133,8 +142,11 @@ def main() -> None:
     def error(depth: torch.Tensor) -> float:
         return float(np.nanmean(depth_error_percent(depth[:, 0].numpy(), gt, gt_mask).percent))
 
+    options = TrainConfig(sfs_weights=tuple(args.weights), sfs_margin=args.margin,
+                          sfs_albedo_tolerance=args.albedo_tolerance).sfs_options
     print(f"\n{len(k)} faces of {args.data} ({args.split}), {size} px; {args.steps} {args.optimizer} steps, "
-          f"lr {args.lr}, weights {tuple(args.weights)}; albedo {args.albedo}, light {args.light}")
+          f"lr {args.lr}, weights {tuple(args.weights)}, margin {args.margin}, albedo tolerance "
+          f"{args.albedo_tolerance}; albedo {args.albedo}, light {args.light}")
     print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
     look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}  # replaces the mean albedo
     light = b["light"].float() if args.light == "true" else None
@@ -145,8 +157,7 @@ def main() -> None:
             variants.append(("∩ truth mask (oracle)", mask * b["mask"].float()))
         for label, loss_mask in variants:
             t = time.perf_counter()
-            after = optimise(depth, loss_mask, image, k, rho, tuple(args.weights), args.steps, args.lr, light,
-                             args.optimizer)
+            after = optimise(depth, loss_mask, image, k, rho, options, args.steps, args.lr, light, args.optimizer)
             change = after - depth
             rms = masked_mean(change**2, mask).sqrt().item()
             wiggle = masked_mean(laplacian(change, mask) ** 2, laplacian_mask(mask)).item()

@@ -139,9 +139,10 @@ def default_context(model: MorphableModel, intrinsics: np.ndarray,
 def render_mean_albedo(renderer: FaceRenderer, params: Mapping[str, np.ndarray],
                        intrinsics: np.ndarray) -> tuple[RenderOutput, torch.Tensor]:
     """Render ``params`` (identity, expression, pose) with :func:`default_context`'s look; returns the
-    output and the linear mean albedo ρ (B, 3, H, W) float32, 0 off the face: FineNet's SfS albedo.
+    output and the linear albedo ρ (B, 3, H, W) float32, 0 off the face: FineNet's SfS albedo — the
+    model's mean albedo, or that of ``params["albedo"]`` (coefficients) when given.
 
-    Under unit ambient light the shading is 1, so the sRGB image is the model's mean albedo.
+    Under unit ambient light the shading is 1, so the sRGB image is the albedo itself.
     """
     out = renderer.render({**default_context(renderer.model, intrinsics), **params})
     rgb = torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)

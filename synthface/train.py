@@ -81,6 +81,7 @@ FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
 _STAGE_SALT = {"coarse": 0, "fine": 1, "real": 2}  # data order of a stage: default_rng([seed, salt, epoch])
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
+SFS_APPEARANCES = ("shard", "estimated")
 SHAPE_WEIGHT = 0.2
 """Default weight of identity/expression columns in the coarse parameter loss. Why below 1: at low
 resolution the many hardly visible shape columns drown the 6 pose columns, and pose is what most of
@@ -119,6 +120,18 @@ class TrainConfig:
     """Weight of identity and expression columns in the parameter loss (pose columns: 1)."""
     sfs_weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS
     """(λ_sh, λ_f, λ_sm) of FineNet's shape-from-shading loss (see ``sfs_loss``)."""
+    sfs_appearance: str = "shard"
+    """Albedo and lighting of the SfS loss on shard samples: ``shard`` — the sample's own albedo
+    (drawn at the coarse estimate) and lighting, which the generator knows (scene parameters, not
+    the depth; FineNet never sees them, it learns to refine without them); ``estimated`` — the
+    model's mean albedo and lighting solved by least squares, as photos always get. Why ``shard``:
+    with the lighting solved from the coarse normals the loss cannot tell a tilted or flattened
+    face from a differently lit one (the bas-relief ambiguity), so it cannot correct the coarse shape."""
+    sfs_margin: int = 2
+    """Pixels along the coarse silhouette left out of the SfS shading term (``sfs_loss``'s ``margin``)."""
+    sfs_albedo_tolerance: float = 0.1
+    """Pixels near an edge of the coarse albedo map (relative change above this within 2 pixels) are
+    left out of the SfS shading term (``sfs_loss``'s ``albedo_tolerance``); 0: keep them."""
     coarse_widths: tuple[int, ...] = (32, 64, 128, 256)
     """CoarseNet residual-stage widths (channels)."""
     coarse_blocks: int = 2
@@ -159,6 +172,12 @@ class TrainConfig:
     faces_per_draw: int = 64
     """Renderer tiles per GL draw (feedback / coarse depth)."""
 
+    @property
+    def sfs_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``sfs_loss`` besides the tensors: weights and which pixels shade."""
+        return {"weights": self.sfs_weights, "margin": self.sfs_margin,
+                "albedo_tolerance": self.sfs_albedo_tolerance or None}
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "sfs_weights", tuple(float(w) for w in self.sfs_weights))
         object.__setattr__(self, "coarse_widths", tuple(int(w) for w in self.coarse_widths))
@@ -179,6 +198,10 @@ class TrainConfig:
              f"--real-fraction {self.real_fraction} of --batch-size {self.batch_size} is no photo per batch; raise it"),
             (len(self.sfs_weights) == 3 and min(self.sfs_weights) >= 0,
              f"sfs_weights must be three weights >= 0, got {self.sfs_weights}"),
+            (self.sfs_appearance in SFS_APPEARANCES,
+             f"sfs_appearance must be one of {', '.join(SFS_APPEARANCES)}, got {self.sfs_appearance!r}"),
+            (self.sfs_margin >= 0 and self.sfs_albedo_tolerance >= 0,
+             f"sfs_margin and sfs_albedo_tolerance must be >= 0, got {self.sfs_margin}, {self.sfs_albedo_tolerance}"),
             (bool(self.coarse_widths) and min(self.coarse_widths) >= 1, "coarse_widths must be positive"),
             (self.coarse_blocks >= 1 and self.coarse_hidden >= 1, "coarse_blocks and coarse_hidden must be >= 1"),
             (self.coarse_norm in ("group", "batch"), f"coarse_norm must be group or batch, got {self.coarse_norm!r}"),
@@ -477,12 +500,16 @@ class _Scene:
     def feedback(self, estimate: torch.Tensor, context: dict[str, np.ndarray]) -> torch.Tensor:
         return render_feedback(self.renderer, self.normalizer, estimate, context)
 
-    def coarse_maps(self, estimate: torch.Tensor,
-                    context: dict[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Depth (B,1,H,W) mm, mask (B,1,H,W) and linear mean albedo ρ (B,3,H,W) of an estimate
-        (ρ: :func:`~synthface.predict.render_mean_albedo`)."""
+    def coarse_maps(self, estimate: torch.Tensor, context: dict[str, np.ndarray], *,
+                    own_albedo: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Depth (B,1,H,W) mm, mask (B,1,H,W) and linear albedo ρ (B,3,H,W) of an estimate
+        (ρ: :func:`~synthface.predict.render_mean_albedo`): the model's mean albedo, or with
+        ``own_albedo`` the context's albedo coefficients, drawn where the estimate puts the face."""
         k = context["intrinsics"]
-        out, rho = render_mean_albedo(self.renderer, self.normalizer.to_params(estimate, k), k)
+        params = self.normalizer.to_params(estimate, k)
+        if own_albedo:
+            params["albedo"] = context["albedo"]
+        out, rho = render_mean_albedo(self.renderer, params, k)
         depth = torch.from_numpy(out.depth[:, None]).to(self.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
         return depth, mask, rho.to(self.device)
@@ -917,12 +944,26 @@ class _Trainer:
         context = {key: np.concatenate([p[1][key] for p in parts]) for key in CONTEXT}
         k = torch.from_numpy(context["intrinsics"]).to(self.device)
         est = _run_coarse(coarse, self.scene, image, context, self.coarse_iterations)
-        depth_c, mask, rho = self.scene.coarse_maps(est, context)
+        known = self.config.sfs_appearance == "shard" and batch is not None
+        depth_c, mask, rho = self.scene.coarse_maps(est, context, own_albedo=known)
         depth_hat = fine(image, depth_c, k, mask)
-        loss, terms = sfs_loss(depth_hat, depth_c, srgb_to_linear(image), k, mask, rho, self.config.sfs_weights)
-        metrics = {"loss": loss.item(), **{n: v.item() for n, v in terms.items()}}
+        linear = srgb_to_linear(image)
+        n = len(batch["image"]) if batch is not None else 0
+        # Shard samples (the first n rows) with their own lighting, photos with the solved one; in a
+        # mixed batch the two parts weigh by their share of it.
+        light = torch.from_numpy(context["light"][:n]).to(self.device) if known else None
+        pieces = [(slice(0, len(image)), light)] if light is None or n == len(image) else \
+            [(slice(0, n), light), (slice(n, len(image)), None)]
+        loss, terms = torch.zeros((), device=self.device), {}
+        for rows, part_light in pieces:
+            share = (rows.stop - rows.start) / len(image)
+            part, part_terms = sfs_loss(depth_hat[rows], depth_c[rows], linear[rows], k[rows], mask[rows],
+                                        rho[rows], **self.config.sfs_options, light=part_light)
+            loss = loss + share * part
+            terms = {name: terms.get(name, 0.0) + share * v for name, v in part_terms.items()}
+        metrics = {"loss": loss.item(), **{name: v.item() for name, v in terms.items()}}
         if batch is not None:
-            n, truth = len(batch["image"]), batch["depth"].to(self.device)
+            truth = batch["depth"].to(self.device)
             with torch.no_grad():
                 metrics["depth_mm"] = masked_depth_error(depth_hat[:n], truth, mask[:n]).item()
                 metrics["coarse_depth_mm"] = masked_depth_error(depth_c[:n], truth, mask[:n]).item()

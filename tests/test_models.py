@@ -12,8 +12,10 @@ from synthface.data import ParameterNormalizer
 from synthface.geometry import project
 from synthface.models import CoarseNet, FineNet, coarse_step, iterate_coarse, normalise_depth
 from synthface.models.rendering_layer import (
+    albedo_flat,
     depth_to_normals,
     depth_to_points,
+    erode,
     laplacian_mask,
     normal_mask,
     sfs_loss,
@@ -260,6 +262,50 @@ def test_sfs_loss_ignores_clipped_pixels():
         loss.backward()  # no smoothness term: the sphere's own curvature would pull it
         assert terms["shading"].item() < 1e-9  # (the lighting solve has a tiny ridge)
         assert z.grad.abs().max().item() < 1e-8
+
+
+def test_erode_and_albedo_flat():
+    mask = torch.zeros(1, 1, 12, 12, dtype=F64)
+    mask[..., 2:10, 0:8] = 1  # touches the image's left border
+    eroded = erode(mask, 2)
+    assert eroded[0, 0, 4:8, 0:6].all() and eroded.sum() == 4 * 6  # the image border is no silhouette
+    torch.testing.assert_close(erode(mask.bool(), 0), mask.float())
+    assert (albedo_flat(torch.full((1, 3, 1, 1), 0.5), mask, 2, 0.1) == mask).all()
+    albedo = torch.full((1, 3, 12, 12), 0.6, dtype=F64) * mask  # zero off the mask: no edge there
+    albedo[..., :, 4:] *= 0.5  # a dark region from column 4 on
+    flat = albedo_flat(albedo, mask, 2, 0.1)[0, 0]
+    assert flat[:, 2:6].sum() == 0  # within 2 pixels of the edge
+    torch.testing.assert_close(flat[:, [0, 1, 6, 7]], mask[0, 0][:, [0, 1, 6, 7]])
+    assert albedo_flat(albedo, mask, 2, 2.0).sum() == mask.sum()  # a loose tolerance keeps everything
+
+
+def test_sfs_loss_leaves_out_silhouette_and_albedo_edges():
+    """The coarse estimate puts the albedo's dark band and the silhouette a few pixels off the image's:
+    with ``margin`` and ``albedo_tolerance`` those pixels leave the shading term and the lighting solve,
+    so the true surface stays a zero-loss, zero-gradient point; without them it does not."""
+    size = 40
+    k = intrinsics(size)
+    truth, mask, _ = sphere(size, k, centre=(0.0, 0.0, 330.0))  # inside the image
+    u = torch.arange(size, dtype=F64).expand(size, size)  # column index
+    band = ((u - 20).abs() <= 2).to(F64)  # a dark band (lips, brows) in the image
+    albedo_image = 0.6 * (1 - 0.5 * band)[None, None].expand(1, 3, size, size)
+    image = shade_depth(truth, k, albedo_image, light(), mask)
+    image = image + 0.3 * (1 - normal_mask(mask))  # background, grey, where the image shows no face
+    coarse_mask = torch.nn.functional.max_pool2d(mask, 3, 1, 1)  # the estimate covers 1 px more
+    coarse = torch.where(coarse_mask > mask, truth.amax(), truth)  # (its depth there: the rim's)
+    albedo_coarse = 0.6 * (1 - 0.5 * band.roll(2, -1))[None, None].expand(1, 3, size, size)  # band 2 px off
+    for known in (light(), None):
+        for options, clean in (({}, False), ({"margin": 2}, False), ({"albedo_tolerance": 0.1}, False),
+                               ({"margin": 2, "albedo_tolerance": 0.1}, True)):
+            z = coarse.clone().requires_grad_(True)
+            loss, terms = sfs_loss(z, coarse, image, k, coarse_mask, albedo_coarse, (1.0, 0.0, 0.0),
+                                   light=known, **options)
+            loss.backward()
+            grad = z.grad.abs().max().item()
+            if clean:
+                assert terms["shading"].item() < 1e-9 and grad < 1e-8
+            else:
+                assert terms["shading"].item() > 1e-5 and grad > 1e-6
 
 
 def test_normalise_depth():

@@ -194,6 +194,26 @@ def test_fine_stage_from_a_coarse_checkpoint(tmp_path, coarse_run, dataset, mode
     assert torch.equal(ckpt["normalizer"]["mean"], coarse["normalizer"]["mean"])
 
 
+def test_fine_loss_uses_the_shards_lighting(tmp_path, coarse_run, dataset, model):
+    """``sfs_appearance="shard"``: the SfS loss shades with each sample's stored lighting, so the same
+    images with other stored lighting give another shading term; ``"estimated"`` solves the lighting
+    from the image and does not look at the stored one."""
+    given = coarse_run[0] / "checkpoints" / "step-0000002.pt"
+    relit = tmp_path / "relit"
+    shutil.copytree(dataset, relit)
+    for shard in sorted(relit.glob("*.h5")):
+        with h5py.File(shard, "r+") as f:
+            f["params/light"][...] = 1.5 * f["params/light"][()]
+
+    def shading(data: Path, appearance: str) -> float:
+        config = TrainConfig(stage="fine", steps=1, val_every=0, sfs_appearance=appearance, **TINY)
+        out = tmp_path / f"{data.name}-{appearance}"
+        return train(data, out, config, model=model, coarse_checkpoint=given)["stages"]["fine"]["train"]["shading"]
+
+    assert shading(relit, "shard") > 1.2 * shading(dataset, "shard")
+    assert shading(relit, "estimated") == shading(dataset, "estimated")
+
+
 def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, dataset, model, monkeypatch):
     import synthface.train as train_module
 
@@ -458,6 +478,9 @@ def test_set_overrides_any_training_setting(tmp_path, dataset, model_file):
     assert_user_error(cli(*base, "--set", "steps=many"), "--set steps='many': expected a int like 10000")
     assert_user_error(cli(*base, "--set", "shape_weight=-1"), "shape_weight must be >= 0")
     assert_user_error(cli(*base, "--set", "coarse_norm=layer"), "coarse_norm must be group or batch")
+    assert_user_error(cli(*base, "--set", "sfs_margin=-1"), "sfs_margin and sfs_albedo_tolerance must be >= 0")
+    options = TrainConfig().with_overrides({"sfs_margin": 3, "sfs_albedo_tolerance": 0}).sfs_options
+    assert (options["margin"], options["albedo_tolerance"]) == (3, None)  # 0: albedo edges kept
     result = cli(*base, "--stage", "coarse", "--steps", "1", "--batch-size", "4", "--num-workers", "0",
                  "--coarse-iterations", "1", "--set", "coarse_norm=batch", "--set", "shape_weight=0.5")
     assert result.exit_code == 0, result.output

@@ -22,8 +22,10 @@ from ..shading import sh_basis, shade
 
 __all__ = [
     "DEFAULT_SFS_WEIGHTS",
+    "albedo_flat",
     "depth_to_normals",
     "depth_to_points",
+    "erode",
     "laplacian",
     "laplacian_mask",
     "masked_mean",
@@ -187,6 +189,35 @@ def unsaturated(image_linear: Tensor) -> Tensor:
     return (image_linear.amax(1, keepdim=True) < SATURATION).to(image_linear.dtype)
 
 
+def erode(mask: Tensor, pixels: int) -> Tensor:
+    """(B, 1, H, W) float: pixels of ``mask`` at least ``pixels`` (Chebyshev distance) from any pixel
+    off it; pixels beyond the image border count as on the mask. ``pixels`` 0 returns the mask."""
+    m = _float_mask(mask)
+    if pixels <= 0:
+        return m
+    return -F.max_pool2d(-m, 2 * pixels + 1, 1, pixels)
+
+
+def albedo_flat(albedo: Tensor, mask: Tensor, radius: int, tolerance: float) -> Tensor:
+    """(B, 1, H, W) float: mask pixels whose albedo is nearly constant within ``radius`` pixels.
+
+    Why: the SfS loss's albedo (e.g. the mean albedo rendered at the coarse estimate) is drawn where
+    the *coarse* face puts lips, brows and eyes, a few pixels off where the image has them; at such
+    an edge the residual is an albedo error the loss would explain by bending the surface. A pixel
+    counts as flat when the mean-over-RGB albedo on the mask within a (2·radius + 1)² window varies
+    by at most ``tolerance`` times its own value. A constant albedo (B, 3, 1, 1) is flat everywhere.
+    """
+    m = _float_mask(mask)
+    if albedo.shape[-2:] != m.shape[-2:]:
+        return m
+    lum = albedo.mean(1, keepdim=True).to(m.dtype)
+    size = 2 * radius + 1
+    big = lum.abs().amax() + 1.0  # off the mask: neutral in both the max and the min
+    hi = F.max_pool2d(torch.where(m > 0, lum, -big), size, 1, radius)
+    lo = -F.max_pool2d(torch.where(m > 0, -lum, -big), size, 1, radius)
+    return m * ((hi - lo) <= tolerance * lum.clamp_min(1e-6)).to(m.dtype)
+
+
 _LAPLACE = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
@@ -208,7 +239,8 @@ def laplacian(depth: Tensor, mask: Tensor | None = None) -> Tensor:
 
 def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intrinsics: Tensor,
              mask: Tensor, albedo: Tensor, weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS,
-             *, light: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+             *, light: Tensor | None = None, margin: int = 0,
+             albedo_tolerance: float | None = None, albedo_radius: int = 2) -> tuple[Tensor, dict[str, Tensor]]:
     """FineNet's unsupervised shape-from-shading loss (CVPR 2017, eq. 5); scalar total and its terms.
 
     ``λ_sh·mean‖ρ⟨l, H(n(ẑ))⟩ − I‖² + λ_f·mean(ẑ − z_coarse)² + λ_sm·mean|Δẑ|``, each a masked mean
@@ -224,11 +256,20 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
     detaching costs nothing in correctness and avoids back-propagating through the batched solve,
     whose gradient is noisy when the mask is small and normals poorly spread.
 
+    Where the image is not trusted to show shading of this albedo, the shading term and the
+    lighting solve leave pixels out (fidelity and smoothness still hold the depth there):
+    ``margin`` > 0 drops pixels closer than that to the mask's border (:func:`erode`: near the
+    coarse silhouette the image may show background or the face's far side), and
+    ``albedo_tolerance`` drops pixels near an albedo edge (:func:`albedo_flat` with
+    ``albedo_radius``: the albedo map is placed by the coarse estimate, so its lips and brows are off).
+
     Returns ``(total, {"shading", "fidelity", "smoothness"})`` with the unweighted terms.
     """
     lam_sh, lam_f, lam_sm = weights
     m = _mask4(mask, depth_hat)
-    valid = normal_mask(m) * unsaturated(image_linear)
+    valid = normal_mask(m) * unsaturated(image_linear) * erode(m, margin)
+    if albedo_tolerance is not None:
+        valid = valid * albedo_flat(albedo, m, albedo_radius, albedo_tolerance)
     normals = depth_to_normals(depth_hat, intrinsics, m)
     if light is None:
         with torch.no_grad():
