@@ -10,10 +10,11 @@ Stages (each ``TrainConfig.steps`` optimizer steps):
   sample). Every iteration is supervised: squared error in normalised parameter space (identity
   and expression columns weighted by ``shape_weight``) plus ``geometric_weight`` × the mean
   camera-space vertex distance (mm) after aligning the mean depth (:func:`vertex_distance`).
-* **fine** — CoarseNet frozen; the final coarse estimate is rendered to a depth map, mask and a
-  mean-albedo image ρ; FineNet refines the depth under the unsupervised shape-from-shading loss
-  (:func:`~synthface.models.sfs_loss`) against the shard image. The shard's depth is used only
-  for a metric (mean absolute depth error in mm), never in the loss.
+* **fine** — CoarseNet frozen; the final coarse estimate is rendered to a depth map, mask and an
+  albedo image ρ (the sample's own albedo, or the mean one: ``sfs_appearance``); FineNet refines
+  the depth under the unsupervised shape-from-shading loss (:func:`~synthface.models.sfs_loss`)
+  against the shard image, shaded with the sample's lighting or the least-squares one. The shard's
+  depth is used only for a metric (mean absolute depth error in mm), never in the loss.
 
 Determinism and resume: the global batch of stage step ``s`` is a slice of the permutation
 ``numpy.random.default_rng([seed, stage, epoch])`` of the training split (:func:`batch_positions`)
