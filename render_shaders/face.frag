@@ -1,11 +1,15 @@
 #version 430
-// Lambertian SH shading; the basis and its constants must match synthface/shading.py (tested).
+// SH diffuse shading × ambient occlusion + a Blinn-Phong lobe; the basis, its constants and the specular
+// term must match synthface/shading.py (tested).
 
 layout(std430, binding = 4) readonly buffer Lights { float lights[]; };  // (B*9*3): [b][k][channel]
+layout(std430, binding = 7) readonly buffer Materials { float materials[]; };  // (B*3): specular, shininess, occlusion
 
 in vec3 v_normal;
 in vec3 v_albedo;
 in vec3 v_pncc;
+in vec3 v_position;
+in float v_occlusion;
 in float v_depth;
 flat in int v_instance;
 
@@ -32,7 +36,20 @@ void main() {
     for (int k = 0; k < 9; ++k) {
         irradiance += basis[k] * vec3(lights[base + 3 * k], lights[base + 3 * k + 1], lights[base + 3 * k + 2]);
     }
-    out_colour = vec4(linear_to_srgb(v_albedo * max(irradiance, 0.0)), 1.0);
+    // The directional light is SH band 1 (coefficients 1-3 hold y, z, x): its direction and per-channel strength.
+    vec3 band1[3];
+    for (int c = 0; c < 3; ++c) {
+        band1[c] = C1 * vec3(lights[base + 9 + c], lights[base + 3 + c], lights[base + 6 + c]);
+    }
+    vec3 sum = band1[0] + band1[1] + band1[2];
+    vec3 l = sum / max(length(sum), 1e-12);
+    vec3 strength = vec3(length(band1[0]), length(band1[1]), length(band1[2]));
+    vec3 h = normalize(l + normalize(-v_position));  // the camera sits at the origin
+    float ks = materials[3 * v_instance], shininess = materials[3 * v_instance + 1];
+    float lobe = dot(n, l) > 0.0 ? pow(max(dot(n, h), 0.0), shininess) : 0.0;
+    float occlusion = mix(1.0, v_occlusion, materials[3 * v_instance + 2]);
+    vec3 linear = v_albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
+    out_colour = vec4(linear_to_srgb(linear), 1.0);
     out_depth = v_depth;
     out_normal = vec4(n, 1.0);
     out_pncc = vec4(v_pncc, 1.0);

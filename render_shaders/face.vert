@@ -16,10 +16,13 @@ uniform vec2 tile_size;      // W, H in pixels
 uniform vec2 depth_range;    // near, far in mm
 
 in vec3 in_pncc;             // per-vertex normalized coordinate code, shared by all instances
+in float in_occlusion;       // per-vertex ambient occlusion of the mean shape (1 = open), shared
 
 out vec3 v_normal;
 out vec3 v_albedo;
 out vec3 v_pncc;
+out vec3 v_position;
+out float v_occlusion;
 out float v_depth;
 flat out int v_instance;
 
@@ -45,6 +48,8 @@ void main() {
     v_normal = vec3(normals[i], normals[i + 1], normals[i + 2]);
     v_albedo = vec3(albedo[i], albedo[i + 1], albedo[i + 2]);
     v_pncc = in_pncc;
+    v_position = p;
+    v_occlusion = in_occlusion;
     v_depth = p.z;
     v_instance = gl_InstanceID;
 }

@@ -68,19 +68,34 @@ class LightConfig:
     """SH lighting in camera space: ambient + one directional lobe + second-order noise, tinted."""
 
     ambient: Range = _f((0.6, 1.1), 0.0, 10.0, "DC coefficient (1 = albedo shown as is)")
-    directional: Range = _f((0.0, 0.6), 0.0, 2.0, "first-order strength relative to ambient")
+    directional: Range = _f((0.2, 1.0), 0.0, 2.0, "first-order strength relative to ambient (1: the far side is unlit)")
     second_order: float = _f(0.1, 0.0, 2.0, "std of second-order coefficients relative to ambient")
     tint: float = _f(0.08, 0.0, 1.0, "std of the per-channel colour tint")
 
 
 @dataclass(frozen=True)
 class BackgroundConfig:
-    """Background behind the face: one colour per sample."""
+    """What lies behind the head: a procedural scene by default (see synthface.params.BACKGROUND_FIELDS)."""
 
-    mode: str = _f("random", 0, 0, "'random' (uniform per channel within brightness) or 'solid'",
-                   choices=("random", "solid"))
+    mode: str = _f("procedural", 0, 0, "'procedural' (gradient, fractal noise and clutter shapes), 'images' "
+                   "(crops of the files in directory), 'random' (one random colour) or 'solid' (colour)",
+                   choices=("procedural", "images", "random", "solid"))
     colour: tuple[float, float, float] = _f((0.0, 0.0, 0.0), 0.0, 1.0, "solid colour, linear RGB")
-    brightness: Range = _f((0.0, 1.0), 0.0, 1.0, "random mode: per-channel uniform range")
+    brightness: Range = _f((0.0, 0.8), 0.0, 1.0, "random/procedural: per-channel colour range, linear RGB")
+    shapes: int = _f(8, 0, 12, "procedural: at most this many clutter shapes (rectangles, ellipses)")
+    blur: Range = _f((0.0, 3.0), 0.0, 16.0, "procedural/images: defocus of the background, pixels")
+    directory: str = _f("", 0, 0, "images: folder of background images (every file must be an image)")
+    crop: Range = _f((0.3, 1.0), 0.01, 1.0, "images: crop side as a fraction of the image's shorter side")
+    jitter: float = _f(0.2, 0.0, 1.0, "images: brightness/contrast/saturation factors drawn in 1 ± jitter")
+
+
+@dataclass(frozen=True)
+class MaterialConfig:
+    """Skin reflectance beyond the Lambertian SH term: a specular lobe and ambient occlusion."""
+
+    specular: Range = _f((0.0, 0.3), 0.0, 2.0, "Blinn-Phong specular strength (relative to the directional light)")
+    shininess: Range = _f((8.0, 48.0), 1.0, 1000.0, "Blinn-Phong exponent (higher = smaller, sharper highlight)")
+    occlusion: Range = _f((0.6, 1.0), 0.0, 1.0, "ambient-occlusion strength (0 = none, 1 = full)")
 
 
 @dataclass(frozen=True)
@@ -88,12 +103,15 @@ class SamplingConfig:
     """Everything that decides a sample's parameters (seeded per sample elsewhere)."""
 
     image_size: int = _f(200, 16, 4096, "output image width = height, pixels")
+    antialias: int = _f(4, 1, 16, "MSAA samples per pixel for the image's colour (1 = off); depth, mask and "
+                        "landmarks are always exact at pixel centres")
     identity: CoefficientConfig = field(default_factory=CoefficientConfig)
     expression: ExpressionConfig = field(default_factory=ExpressionConfig)
     albedo: CoefficientConfig = field(default_factory=CoefficientConfig)
     pose: PoseConfig = field(default_factory=PoseConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     light: LightConfig = field(default_factory=LightConfig)
+    material: MaterialConfig = field(default_factory=MaterialConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +160,9 @@ def _check_number(name: str, value: Any, kind: type, bounds: tuple[float, float]
 def _check_value(name: str, f: dataclasses.Field, hint: Any, value: Any) -> Any:
     bounds = f.metadata["bounds"]
     if hint is str:
-        if value not in f.metadata["choices"]:
+        if not isinstance(value, str):
+            raise ConfigError(f"config {name}: expected a string, got {value!r}; write it in quotes")
+        if f.metadata["choices"] and value not in f.metadata["choices"]:
             raise ConfigError(f"config {name}: {value!r} is not one of {', '.join(f.metadata['choices'])}; "
                               "pick one of those")
         return value

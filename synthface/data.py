@@ -86,7 +86,9 @@ FIELDS: dict[str, FieldSpec] = {
     "albedo": FieldSpec("params/albedo", _plain, "(K_alb,) float32, std units"),
     "pose": FieldSpec("params/pose", _plain, "(6,) float32 yaw, pitch, roll (rad), tx, ty, tz (mm)"),
     "light": FieldSpec("params/light", _plain, "(9,3) float32 SH lighting"),
-    "background": FieldSpec("params/background", _plain, "(3,) float32 linear RGB"),
+    "background": FieldSpec("params/background", _plain, "(K_bg,) float32: format 2 BACKGROUND_FIELDS, "
+                            "format 1 a linear RGB colour (3,)"),
+    "material": FieldSpec("params/material", _plain, "(3,) float32 specular, shininess, occlusion (format 2)"),
     "intrinsics": FieldSpec("camera/intrinsics", _plain, "(3,3) float32 pinhole K, pixels"),
     "landmarks": FieldSpec("landmarks/xy", _plain, "(68,2) float32 pixels"),
     "landmarks_visible": FieldSpec("landmarks/visible", _plain, "(68,) bool"),

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .backgrounds import BackgroundImages
 from .config import SamplingConfig, config_from_dict
 from .errors import ConfigError, SynthfaceError
 from .geometry import resolve_device
@@ -114,13 +115,15 @@ class GenerateJob:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model: MorphableModel, job: GenerateJob, device: str, progress: Any) -> None:
+def _init_worker(model: MorphableModel, job: GenerateJob, device: str, progress: Any,
+                 backgrounds: BackgroundImages | None = None) -> None:
     """Per-process state: its own GL context and renderer (never inherited from a parent)."""
     settings = RenderSettings(image_size=job.config.image_size, faces_per_draw=job.faces_per_draw,
-                              normals="normals" in job.extras, pncc="pncc" in job.extras)
-    _WORKER.update(model=model, job=job, progress=progress,
-                   sampler=ParameterSampler(model, job.config, job.seed),
-                   renderer=FaceRenderer(model, settings, device=device))
+                              normals="normals" in job.extras, pncc="pncc" in job.extras,
+                              antialias=job.config.antialias)
+    sampler = ParameterSampler(model, job.config, job.seed, backgrounds)
+    _WORKER.update(model=model, job=job, progress=progress, sampler=sampler,
+                   renderer=FaceRenderer(model, settings, device=device, backgrounds=sampler.backgrounds))
 
 
 def _release_worker() -> None:
@@ -242,17 +245,21 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
     if backend == "local":  # fail on a missing EGL before anything is written (Ray nodes check their own)
         create_context().release()
+    # A bad background folder is one error before anything is written; workers reuse the scan.
+    backgrounds = BackgroundImages.scan(job.config.background.directory) \
+        if job.config.background.mode == "images" else None
     if shard_range is not None:  # jobs of one run by shard range may run at once: no run lock
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                progress, stats)
+                                progress, stats, backgrounds)
     with locked_run_dir(out, "generate"):
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                progress, stats)
+                                progress, stats, backgrounds)
 
 
 def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers: int, device: str,
                      resume: bool, shard_range: tuple[int, int] | None, backend: str, ray_address: str | None,
-                     progress: Callable[[int], None] | None, stats: dict[str, float] | None) -> dict[str, Any] | None:
+                     progress: Callable[[int], None] | None, stats: dict[str, float] | None,
+                     backgrounds: BackgroundImages | None) -> dict[str, Any] | None:
     job = _prepare(out, job, model, resume=resume, join=shard_range is not None)
     shards = job.shards()
     lo, hi = shard_range if shard_range is not None else (0, len(shards))
@@ -267,7 +274,11 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
                 progress(count)
         else:
             todo.append((str(out), name, first, count))
-    results = BACKENDS[backend](todo, model, job, device, workers, progress, ray_address) if todo else {}
+    folder = job.config.background.directory  # the stored job's (on --resume), not necessarily the flags'
+    if job.config.background.mode == "images" and (backgrounds is None or backgrounds.root != Path(folder)):
+        backgrounds = BackgroundImages.scan(folder)
+    results = BACKENDS[backend](todo, model, job, device, workers, progress, ray_address, backgrounds) \
+        if todo else {}
     for name, (sha, times) in results.items():
         done[name] = sha
         if stats is not None:
@@ -312,10 +323,11 @@ Results = dict[str, tuple[str, dict[str, float]]]  # shard file name → (sha256
 
 
 def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,
-               progress: Callable[[int], None] | None, _address: str | None) -> Results:
+               progress: Callable[[int], None] | None, _address: str | None,
+               backgrounds: BackgroundImages | None) -> Results:
     """In this process (one worker), or a pool of spawned processes each with its own GL context."""
     if workers == 1 or len(todo) == 1:
-        _init_worker(model, job, device, progress)
+        _init_worker(model, job, device, progress, backgrounds)
         try:
             return {name: (sha, times) for name, sha, times in (_write_shard(*task) for task in todo)}
         finally:
@@ -324,7 +336,7 @@ def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device
     counts = ctx.Queue()
     results: Results = {}
     with ctx.Pool(min(workers, len(todo)), initializer=_init_pool_worker,
-                  initargs=(model, job, device, counts)) as pool:
+                  initargs=(model, job, device, counts, backgrounds)) as pool:
         pending = [pool.apply_async(_write_shard, task) for task in todo]
         while pending:
             try:
@@ -345,9 +357,10 @@ def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device
     return results
 
 
-def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, counts: Any) -> None:
+def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, counts: Any,
+                      backgrounds: BackgroundImages | None) -> None:
     os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per worker process
-    _init_worker(model, job, device, counts.put)
+    _init_worker(model, job, device, counts.put, backgrounds)
 
 
 def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any) -> tuple[str, str, dict]:
@@ -361,8 +374,10 @@ def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any)
 
 
 def _run_ray(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,
-             progress: Callable[[int], None] | None, address: str | None) -> Results:
-    """The same per-shard tasks on a Ray cluster (``address``; None starts a local one)."""
+             progress: Callable[[int], None] | None, address: str | None,
+             _backgrounds: BackgroundImages | None) -> Results:
+    """The same per-shard tasks on a Ray cluster (``address``; None starts a local one); each node scans
+    the background folder (``background.directory``, which it must see at the same path) itself."""
     try:
         import ray
     except ImportError as exc:

@@ -179,7 +179,8 @@ def resolve_device(name: str) -> str:
 
 
 def to_torch(params: dict[str, np.ndarray], device: str = "cpu") -> dict[str, Any]:
-    """A numpy parameter batch as torch tensors on ``device`` (for the CUDA geometry path)."""
+    """A numpy parameter batch as torch tensors on ``device`` (for the CUDA geometry path); byte strings
+    (``background_sha256``) have no tensor form and stay out."""
     import torch
 
-    return {k: torch.as_tensor(v, device=device) for k, v in params.items()}
+    return {k: torch.as_tensor(v, device=device) for k, v in params.items() if np.asarray(v).dtype.kind != "S"}

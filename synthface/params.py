@@ -22,6 +22,39 @@ TRANSLATION = slice(POSE["tx"], POSE["tz"] + 1)
 N_SH = 9
 """Second-order spherical harmonics: 9 coefficients per colour channel (see :mod:`synthface.shading`)."""
 
+BACKGROUND_SOURCES: tuple[str, ...] = ("solid", "procedural", "image")
+"""Values of the ``source`` column of ``params/background`` (its index)."""
+BACKGROUND_FIELDS: tuple[str, ...] = (
+    "source",
+    "r0", "g0", "b0", "r1", "g1", "b1", "r2", "g2", "b2",
+    "gradient_angle", "gradient_strength",
+    "noise_scale", "noise_angle", "noise_dx", "noise_dy", "noise_threshold", "noise_softness", "detail", "blur",
+    "image", "crop_x", "crop_y", "crop_size", "flip", "brightness", "contrast", "saturation",
+)
+"""``params/background`` columns (format 2). ``source`` indexes :data:`BACKGROUND_SOURCES`; colours are
+linear RGB in [0, 1]: ``r0..b0`` the base colour (the whole background when solid), ``r1..b1`` the
+far end of a linear gradient (angle in radians, strength in [0, 1]), ``r2..b2`` the colour of a fractal
+noise pattern (scale in image widths⁻¹, angle, offset, threshold and edge softness in noise units),
+``detail`` the contrast of fine texture and ``blur`` a defocus in pixels. Image sources: ``image`` is
+the file's position in the folder's sorted list (its sha256 is ``params/background_sha256``); the
+crop (origin and side as fractions of the image's shorter side), ``flip`` (0/1) and the colour jitter
+(``brightness``, ``contrast``, ``saturation`` factors, 1 = unchanged) say how it was placed."""
+BACKGROUND = {name: i for i, name in enumerate(BACKGROUND_FIELDS)}
+
+MAX_SHAPES = 12
+"""Clutter shapes per background (``params/background_shapes`` rows; unused rows have kind 0)."""
+SHAPE_KINDS: tuple[str, ...] = ("none", "rectangle", "ellipse")
+SHAPE_FIELDS: tuple[str, ...] = ("kind", "x", "y", "width", "height", "angle", "r", "g", "b", "softness")
+"""``params/background_shapes`` columns: ``kind`` indexes :data:`SHAPE_KINDS`; centre, width and height
+as fractions of the image size; angle in radians; linear RGB; edge softness as a fraction of the size.
+Shapes are painted in row order over the gradient and noise."""
+SHAPE = {name: i for i, name in enumerate(SHAPE_FIELDS)}
+
+MATERIAL_FIELDS: tuple[str, ...] = ("specular", "shininess", "occlusion")
+"""``params/material`` columns: Blinn-Phong specular strength (0 = matte) and exponent, and the
+strength of the per-vertex ambient occlusion (0 = none, 1 = full; see :mod:`synthface.occlusion`)."""
+MATERIAL = {name: i for i, name in enumerate(MATERIAL_FIELDS)}
+
 
 @dataclass(frozen=True)
 class ParamField:
@@ -45,7 +78,14 @@ def param_layout(model: MorphableModel) -> dict[str, ParamField]:
         ParamField("pose", (len(POSE_FIELDS),), f32, "params/pose",
                    "yaw, pitch, roll (rad), tx, ty, tz (mm): model → camera"),
         ParamField("light", (N_SH, 3), f32, "params/light", "SH lighting, 9 coefficients × RGB"),
-        ParamField("background", (3,), f32, "params/background", "background colour, linear RGB in [0,1]"),
+        ParamField("material", (len(MATERIAL_FIELDS),), f32, "params/material",
+                   "specular strength, shininess, ambient-occlusion strength"),
+        ParamField("background", (len(BACKGROUND_FIELDS),), f32, "params/background",
+                   "background source, colours, pattern and image crop (BACKGROUND_FIELDS)"),
+        ParamField("background_shapes", (MAX_SHAPES, len(SHAPE_FIELDS)), f32, "params/background_shapes",
+                   "clutter shapes painted over the background (SHAPE_FIELDS)"),
+        ParamField("background_sha256", (), np.dtype("S64"), "params/background_sha256",
+                   "sha256 (hex) of the background image file; empty unless the source is an image"),
         ParamField("intrinsics", (3, 3), f32, "camera/intrinsics",
                    "pinhole K in pixels, origin at the top-left pixel's corner"),
         ParamField("index", (), np.dtype(np.int64), "index", "global sample index"),

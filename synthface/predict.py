@@ -122,15 +122,14 @@ class Prediction:
 
 def default_context(model: MorphableModel, intrinsics: np.ndarray,
                     context: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """What the renderer needs besides identity/expression/pose: K, plus mean albedo, unit ambient light
-    and a black background unless ``context`` gives them. Depth, mask, PNCC and normals do not depend on
-    albedo, light or background, so a photo needs nothing but its K."""
+    """What the renderer needs besides identity/expression/pose: K, plus mean albedo and unit ambient light
+    unless ``context`` gives them (the scene — background, material — is the renderer's plain default
+    unless given). Depth, mask, PNCC and normals depend on none of them, so a photo needs nothing but its K."""
     k = np.ascontiguousarray(intrinsics, dtype=np.float32)
     b = len(k)
     light = np.zeros((b, N_SH, 3), np.float32)
     light[:, 0] = 1.0
-    out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light,
-           "background": np.zeros((b, 3), np.float32)}
+    out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light}
     out.update({key: np.asarray(v) for key, v in (context or {}).items()})
     out["intrinsics"] = k
     return out

@@ -4,6 +4,13 @@ The GPU only rasterizes and shades: geometry (vertices, normals, albedo) comes
 from the batched geometry step and is uploaded per batch; one instanced draw
 renders up to ``faces_per_draw`` faces into an atlas of tiles (shaders in
 ``render_shaders/face.*``), which is read back once and cut into samples.
+
+Two passes share the atlas layout: the *geometry* pass (one sample per pixel,
+at its centre) gives depth, normals and PNCC — and so mask and landmark
+visibility — exactly at pixel centres; the *colour* pass draws each tile's
+background (``render_shaders/background.*``) and then the faces with
+``antialias`` samples per pixel (MSAA), resolved into the image. With
+``antialias = 1`` one pass does both.
 """
 
 from __future__ import annotations
@@ -18,11 +25,12 @@ from typing import Any
 import moderngl
 import numpy as np
 
+from .backgrounds import BackgroundImages, fractal_noise
 from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
 from .gl import GL_CLIP_DISTANCE0, RenderError, create_context, load_program
 from .model import MorphableModel
-from .shading import linear_to_srgb
+from .params import BACKGROUND, BACKGROUND_FIELDS, BACKGROUND_SOURCES, MATERIAL_FIELDS, MAX_SHAPES, SHAPE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,8 @@ class RenderSettings:
     profile: bool = False
     """Wait for the GPU after each draw so ``FaceRenderer.timings`` separates drawing from readback
     (costs the overlap of CPU and GPU work; for benchmarks)."""
+    antialias: int = 4
+    """MSAA samples per pixel for the image's colour (1 = off: one pass, stair-stepped edges)."""
     landmark_tolerance_mm: float = 4.0
     """A landmark is hidden if the surface at its pixel is nearer by more than this or by two pixel
     footprints (z / f), whichever is larger: steep surfaces change depth fast across a pixel."""
@@ -51,6 +61,8 @@ class RenderSettings:
             raise ConfigError(f"image size {self.image_size} is outside [16, 4096]; choose a size in that range")
         if self.faces_per_draw < 1:
             raise ConfigError(f"faces_per_draw must be at least 1, got {self.faces_per_draw}")
+        if not 1 <= self.antialias <= 16:
+            raise ConfigError(f"antialias must be 1 (off) to 16 samples per pixel, got {self.antialias}")
 
 
 @dataclass(frozen=True)
@@ -58,7 +70,7 @@ class RenderOutput:
     """One rendered batch; B samples of H × W pixels (H = W = image size)."""
 
     image: np.ndarray
-    """(B, H, W, 3) uint8 sRGB, background composited."""
+    """(B, H, W, 3) uint8 sRGB over the background, anti-aliased with ``antialias`` samples per pixel."""
     depth: np.ndarray
     """(B, H, W) float32 camera-space z in mm at pixel centres; 0 on background."""
     mask: np.ndarray
@@ -99,17 +111,34 @@ def landmark_visibility(xy: np.ndarray, z: np.ndarray, depth: np.ndarray, tolera
     return inside & (z <= farthest + tolerance)
 
 
+def scene_defaults(b: int) -> dict[str, np.ndarray]:
+    """Scene parameters for a batch that brings none: a black solid background, matte skin, no occlusion.
+
+    What trainers and predictors render (their depth, mask, PNCC and normals do not depend on them)."""
+    return {"material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32),
+            "background": np.zeros((b, len(BACKGROUND_FIELDS)), np.float32),
+            "background_shapes": np.zeros((b, MAX_SHAPES, len(SHAPE_FIELDS)), np.float32),
+            "background_sha256": np.full(b, b"", "S64")}
+
+
 class FaceRenderer:
-    """Renders a model's faces with OpenGL; owns its GL objects (call :meth:`release`, or use ``with``)."""
+    """Renders a model's faces with OpenGL; owns its GL objects (call :meth:`release`, or use ``with``).
+
+    ``backgrounds`` supplies the pixels of image backgrounds (``source`` = image rows of
+    ``params["background"]``); batches without scene parameters get :func:`scene_defaults`.
+    """
 
     def __init__(self, model: MorphableModel, settings: RenderSettings | None = None, *,
-                 ctx: moderngl.Context | None = None, device: str = "cpu") -> None:
+                 ctx: moderngl.Context | None = None, device: str = "cpu",
+                 backgrounds: BackgroundImages | None = None) -> None:
         if not model.has_landmarks:
             raise ConfigError(f"model {model.name!r} has no ibug-68 landmarks, which every shard stores; "
                               "pass --landmarks FILE with 68 vertex indices")
         self.model = model
         self.settings = settings or RenderSettings()
         self.device = device
+        self.backgrounds = backgrounds
+        self._occlusion_ready = False
         self._own_ctx = ctx is None
         self.ctx = ctx or create_context()
         with self.ctx:
@@ -133,7 +162,21 @@ class FaceRenderer:
         self._program["depth_range"] = self.settings.depth_range
         self._ibo = self.ctx.buffer(np.ascontiguousarray(model.triangles, dtype=np.uint32))
         self._pncc = self.ctx.buffer(pncc_code(model))
-        self._vao = self.ctx.vertex_array(self._program, [(self._pncc, "3f", "in_pncc")], index_buffer=self._ibo)
+        self._occlusion = self.ctx.buffer(np.ones(model.n_vertices, np.float32))  # filled on first use
+        self._vao = self.ctx.vertex_array(self._program, [(self._pncc, "3f", "in_pncc"),
+                                                          (self._occlusion, "f", "in_occlusion")],
+                                          index_buffer=self._ibo)
+        self._bg_program = load_program(self.ctx, "background")
+        for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
+                            ("n_fields", len(BACKGROUND_FIELDS)), ("max_shapes", MAX_SHAPES),
+                            ("tile_pixels", float(size)), ("noise", 0), ("images", 1)):
+            self._bg_program[name] = value
+        self._bg_vao = self.ctx.vertex_array(self._bg_program, [])
+        self._noise = self.ctx.texture((256, 256), 4, fractal_noise(256, 4).tobytes())
+        self._noise.repeat_x = self._noise.repeat_y = True
+        self._noise.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
+        self._noise.build_mipmaps()
+        self._images: moderngl.TextureArray | None = None  # image backgrounds, one layer per instance
         atlas = (per_row * size, rows * size)
         # Colour and depth always; normals / PNCC only when asked (fragment outputs without a target
         # are discarded, which saves their bandwidth and readback).
@@ -142,6 +185,17 @@ class FaceRenderer:
         self._targets = [self.ctx.texture(atlas, c, dtype=d) for c, d in wanted]
         self._depth = self.ctx.depth_renderbuffer(atlas)
         self._fbo = self.ctx.framebuffer(color_attachments=self._targets, depth_attachment=self._depth)
+        samples = self.settings.antialias
+        self._msaa: list[Any] = []
+        if samples > 1:
+            if samples > self.ctx.max_samples:
+                raise ConfigError(f"antialias {samples} is more than this OpenGL ({self.ctx.info['GL_RENDERER']}) "
+                                  f"supports ({self.ctx.max_samples}); set antialias to {self.ctx.max_samples} or less")
+            colour = self.ctx.renderbuffer(atlas, 4, samples=samples)
+            depth = self.ctx.depth_renderbuffer(atlas, samples=samples)
+            resolved = self.ctx.texture(atlas, 4)
+            self._msaa = [self.ctx.framebuffer([colour], depth), self.ctx.framebuffer([resolved]),
+                          colour, depth, resolved]
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -160,8 +214,9 @@ class FaceRenderer:
     def release(self) -> None:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
-            for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc,
-                        *self._buffers.values()):
+            for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
+                        self._bg_vao, self._bg_program, self._program, self._noise, *self._msaa,
+                        *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
         self._buffers.clear()
         if self._own_ctx:
@@ -176,6 +231,37 @@ class FaceRenderer:
             buf = self._buffers[binding] = self.ctx.buffer(reserve=max(raw.nbytes, 16))
         buf.write(raw)
         buf.bind_to_storage_buffer(binding)
+
+    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool) -> None:
+        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), then the faces."""
+        fbo.use()
+        fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
+        if background:
+            self.ctx.disable(moderngl.DEPTH_TEST)
+            self._noise.use(location=0)
+            if self._images is not None:
+                self._images.use(location=1)
+            self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
+        self.ctx.enable(moderngl.DEPTH_TEST)
+        self._vao.render(moderngl.TRIANGLES, instances=b)
+
+    def _upload_images(self, params: dict[str, np.ndarray]) -> None:
+        """Image backgrounds of the batch as one texture layer per instance (only if it has any)."""
+        rows = params["background"][:, BACKGROUND["source"]] == BACKGROUND_SOURCES.index("image")
+        if not rows.any():
+            return
+        if self.backgrounds is None:
+            raise ConfigError("these parameters show background images, but the renderer has no folder; "
+                              "pass backgrounds=BackgroundImages.scan(DIR) (--backgrounds DIR)")
+        size, b = self.settings.image_size, len(rows)
+        layers = np.zeros((b, size, size, 4), np.uint8)
+        layers[rows, ..., :3] = self.backgrounds.crops(params["background"][rows],
+                                                       params["background_sha256"][rows], size)
+        if self._images is None or self._images.size[2] < b:
+            if self._images is not None:
+                self._images.release()
+            self._images = self.ctx.texture_array((size, size, self.faces_per_draw), 4)
+        self._images.write(layers.tobytes(), viewport=(0, 0, 0, size, size, b))
 
     def geometry(self, params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Camera-space vertices, unit normals and linear albedo, each (B, V, 3) float32 numpy.
@@ -202,8 +288,19 @@ class FaceRenderer:
         geometry is computed in a ``faces_per_draw``-row batch and faces drawn in those tiles, so a
         sample's result depends only on its slot, never on which other samples share the batch.
         """
+        params = {**scene_defaults(len(params["pose"])), **params}
+        if not self._occlusion_ready and (params["material"][:, 2] > 0).any():
+            self._compute_occlusion()
         with self.ctx:  # make our context current: another one may have been created since (generate's check)
             return self._render(params, slot)
+
+    def _compute_occlusion(self) -> None:
+        from .occlusion import vertex_occlusion  # renders with a FaceRenderer of its own
+
+        occlusion = vertex_occlusion(self.model, self.ctx)  # enters and leaves the context itself
+        with self.ctx:
+            self._occlusion.write(occlusion)
+        self._occlusion_ready = True
 
     def _render(self, params: dict[str, np.ndarray], slot: int | None) -> RenderOutput:
         n, f = len(params["pose"]), self.faces_per_draw
@@ -228,27 +325,32 @@ class FaceRenderer:
         k = params["intrinsics"]
         with self._timed("upload"):
             cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
-            for binding, data in enumerate((verts, normals, albedo, cams, params["light"])):
+            for binding, data in enumerate((verts, normals, albedo, cams, params["light"], params["background"],
+                                            params["background_shapes"], params["material"])):
                 self._upload(binding, data)
+            self._upload_images(params)
+            self._program["first_tile"] = first_tile
+            self._bg_program["first_tile"] = first_tile
         # Restored below: a released renderer's framebuffer must not stay bound on a shared context.
         previous = self.ctx.fbo or self.ctx.detect_framebuffer(0)
         with self._timed("draw"):
-            self._fbo.use()
-            self._fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-            self.ctx.enable(moderngl.DEPTH_TEST)
-            self.ctx.disable(moderngl.CULL_FACE)
             for plane in range(4):
                 self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
-            self._program["first_tile"] = first_tile
-            self._vao.render(moderngl.TRIANGLES, instances=b)
+            self.ctx.disable(moderngl.CULL_FACE)
+            if self._msaa:
+                self._draw(self._fbo, b, background=False)
+                self._draw(self._msaa[0], b, background=True)
+                self.ctx.copy_framebuffer(self._msaa[1], self._msaa[0])
+            else:
+                self._draw(self._fbo, b, background=True)
             if self.settings.profile:
                 self.ctx.finish()
         error = self.ctx.error  # reading it clears it
         if error != "GL_NO_ERROR":
             raise RenderError(f"OpenGL error while rendering: {error}")
 
-        def read(attachment: int, components: int, dtype: str) -> np.ndarray:
-            raw = self._fbo.read(components=components, attachment=attachment, dtype=dtype)
+        def read(attachment: int, components: int, dtype: str, fbo: moderngl.Framebuffer = self._fbo) -> np.ndarray:
+            raw = fbo.read(components=components, attachment=attachment, dtype=dtype)
             atlas = np.frombuffer(raw, dtype=np.uint8 if dtype == "f1" else np.float32)
             cols, rows = self.grid
             tiles = atlas.reshape(rows, size, cols, size, components).swapaxes(1, 2)
@@ -256,14 +358,12 @@ class FaceRenderer:
 
         with self._timed("readback"):
             depth = read(1, 1, "f4")[..., 0].copy()
-            colour = read(0, 4, "f1")[..., :3]
+            image = read(0, 4, "f1", self._msaa[1] if self._msaa else self._fbo)[..., :3].copy()
             normals = read(2, 4, "f4")[..., :3].copy() if self.settings.normals else None
             pncc = read(len(self._targets) - 1, 4, "f4")[..., :3].copy() if self.settings.pncc else None
             previous.use()
         with self._timed("compose"):
             mask = depth > 0
-            background = np.round(linear_to_srgb(params["background"].astype(np.float32)) * 255).astype(np.uint8)
-            image = np.where(mask[..., None], colour, background[:, None, None, :])
             lm = self.model.landmark_indices
             xy = project(verts[:, lm], k)
             z = verts[:, lm, 2]

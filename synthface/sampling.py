@@ -13,11 +13,24 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from .backgrounds import BackgroundImages
 from .config import SamplingConfig
 from .errors import ConfigError
 from .geometry import pose_to_camera
 from .model import MorphableModel
-from .params import ANGLES, POSE, TRANSLATION, param_layout
+from .params import (
+    ANGLES,
+    BACKGROUND,
+    BACKGROUND_FIELDS,
+    BACKGROUND_SOURCES,
+    MATERIAL_FIELDS,
+    MAX_SHAPES,
+    POSE,
+    SHAPE,
+    SHAPE_FIELDS,
+    TRANSLATION,
+    param_layout,
+)
 from .shading import C1
 
 
@@ -31,14 +44,22 @@ def _plan(blocks: list[tuple[str, int]]) -> tuple[dict[str, slice], int]:
 
 
 class ParameterSampler:
-    """Samples parameter batches (shard ``params/`` layout) for one model, config and seed."""
+    """Samples parameter batches (shard ``params/`` layout) for one model, config and seed.
 
-    def __init__(self, model: MorphableModel, config: SamplingConfig | None = None, seed: int = 0) -> None:
+    ``backgrounds``: the image folder of ``background.mode = "images"`` (scanned from
+    ``background.directory`` when not given); its sorted file list decides which file a sample shows.
+    """
+
+    def __init__(self, model: MorphableModel, config: SamplingConfig | None = None, seed: int = 0,
+                 backgrounds: BackgroundImages | None = None) -> None:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2^63), got {seed!r}")
         self.model = model
         self.config = config or SamplingConfig()
         self.seed = int(seed)
+        if self.config.background.mode == "images" and backgrounds is None:
+            backgrounds = BackgroundImages.scan(self.config.background.directory)
+        self.backgrounds = backgrounds
         lo, hi = model.mean_shape.min(axis=0), model.mean_shape.max(axis=0)
         self.face_centre = ((lo + hi) / 2).astype(np.float64)
         """Model-space centre of the mean shape's bounding box (mm): what the camera aims at."""
@@ -54,7 +75,8 @@ class ParameterSampler:
         self._uniform, self._n_uniform = _plan([
             ("expression_active", k_exp if blend else 0), ("expression_weight", k_exp if blend else 0),
             ("neutral", 1), ("angles", 3), ("distance", 1), ("face_fraction", 1), ("jitter", 2),
-            ("ambient", 1), ("directional", 1), ("background", 3),
+            ("ambient", 1), ("directional", 1), ("background", len(BACKGROUND_FIELDS)),
+            ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -103,8 +125,8 @@ class ParameterSampler:
                                  z[:, self._normal["light_second_order"]], z[:, self._normal["light_tint"]],
                                  uniform("ambient", light.ambient)[:, 0],
                                  uniform("directional", light.directional)[:, 0]),
-            "background": (np.broadcast_to(cfg.background.colour, (b, 3)) if cfg.background.mode == "solid"
-                           else uniform("background", cfg.background.brightness)),
+            "material": self._material(u[:, self._uniform["material"]]),
+            **self._background(u[:, self._uniform["background"]], u[:, self._uniform["shapes"]]),
             "intrinsics": intrinsics,
             "index": idx,
         }
@@ -137,6 +159,88 @@ class ParameterSampler:
         pose[:, POSE["tz"]] += distance
         return pose
 
+    def _material(self, u: np.ndarray) -> np.ndarray:
+        """(B, 3) specular strength, shininess (log-uniform), occlusion strength."""
+        m = self.config.material
+        lo, hi = np.log(m.shininess[0]), np.log(m.shininess[1])
+        return np.stack([m.specular[0] + (m.specular[1] - m.specular[0]) * u[:, 0],
+                         np.exp(lo + (hi - lo) * u[:, 1]),
+                         m.occlusion[0] + (m.occlusion[1] - m.occlusion[0]) * u[:, 2]], axis=1)
+
+    def _colours(self, u: np.ndarray) -> np.ndarray:
+        """(B, ..., 4) uniforms → (B, ..., 3) linear RGB in the brightness range, desaturated (rooms, walls
+        and clutter are seldom strongly coloured: the chroma keeps 0–70 %, most often little of it)."""
+        lo, hi = self.config.background.brightness
+        rgb = lo + (hi - lo) * u[..., :3]
+        grey = rgb.mean(axis=-1, keepdims=True)
+        return grey + (rgb - grey) * (0.7 * u[..., 3:4] ** 2)
+
+    def _background(self, u: np.ndarray, u_shapes: np.ndarray) -> dict[str, np.ndarray]:
+        """``background`` (B, K_bg), ``background_shapes`` (B, S, 10) and ``background_sha256`` (B,)."""
+        cfg, b = self.config.background, u.shape[0]
+        col = {name: u[:, BACKGROUND[name]] for name in BACKGROUND_FIELDS}
+        out = np.zeros((b, len(BACKGROUND_FIELDS)))
+        shapes = np.zeros((b, MAX_SHAPES, len(SHAPE_FIELDS)))
+        sha = np.full(b, b"", dtype="S64")
+        source = {"solid": "solid", "random": "solid", "images": "image"}.get(cfg.mode, cfg.mode)
+        out[:, BACKGROUND["source"]] = BACKGROUND_SOURCES.index(source)
+        rgb = slice(BACKGROUND["r0"], BACKGROUND["b2"] + 1)
+        if cfg.mode == "solid":
+            out[:, BACKGROUND["r0"]:BACKGROUND["b0"] + 1] = cfg.colour
+            return {"background": out, "background_shapes": shapes, "background_sha256": sha}
+        lo, hi = cfg.brightness
+        if cfg.mode == "random":  # format 1's background: each channel uniform in the brightness range
+            out[:, BACKGROUND["r0"]:BACKGROUND["b0"] + 1] = lo + (hi - lo) * u[:, rgb][:, :3]
+            return {"background": out, "background_shapes": shapes, "background_sha256": sha}
+        blur = cfg.blur[0] + (cfg.blur[1] - cfg.blur[0]) * col["blur"]
+        out[:, BACKGROUND["blur"]] = blur
+        if cfg.mode == "images":
+            files = self.backgrounds
+            pick = np.minimum((col["image"] * len(files)).astype(np.int64), len(files) - 1)
+            out[:, BACKGROUND["image"]] = pick
+            out[:, BACKGROUND["crop_size"]] = cfg.crop[0] + (cfg.crop[1] - cfg.crop[0]) * col["crop_size"]
+            out[:, BACKGROUND["crop_x"]] = col["crop_x"]
+            out[:, BACKGROUND["crop_y"]] = col["crop_y"]
+            out[:, BACKGROUND["flip"]] = col["flip"] < 0.5
+            for name in ("brightness", "contrast", "saturation"):
+                out[:, BACKGROUND[name]] = 1.0 + cfg.jitter * (2.0 * col[name] - 1.0)
+            sha = np.array([files.sha256[k] for k in pick.tolist()], dtype="S64")
+            return {"background": out, "background_shapes": shapes, "background_sha256": sha}
+        # procedural: three colours; their saturations reuse the uniforms of the (unused) image jitter columns
+        saturation = np.stack([col["brightness"], col["contrast"], col["saturation"]], axis=1)[..., None]
+        out[:, rgb] = self._colours(np.concatenate([u[:, rgb].reshape(b, 3, 3), saturation], axis=2)).reshape(b, 9)
+        out[:, BACKGROUND["gradient_angle"]] = 2 * np.pi * col["gradient_angle"]
+        out[:, BACKGROUND["gradient_strength"]] = col["gradient_strength"]
+        out[:, BACKGROUND["noise_scale"]] = np.exp(np.log(0.25) + np.log(12.0) * col["noise_scale"])  # 0.25..3
+        out[:, BACKGROUND["noise_angle"]] = 2 * np.pi * col["noise_angle"]
+        out[:, BACKGROUND["noise_dx"]] = col["noise_dx"]
+        out[:, BACKGROUND["noise_dy"]] = col["noise_dy"]
+        out[:, BACKGROUND["noise_threshold"]] = 0.35 + 0.3 * col["noise_threshold"]
+        out[:, BACKGROUND["noise_softness"]] = 0.02 + 0.3 * col["noise_softness"]
+        out[:, BACKGROUND["detail"]] = 0.2 * col["detail"]
+        shapes = self._shapes(u_shapes.reshape(b, MAX_SHAPES, len(SHAPE_FIELDS) + 1), blur)
+        return {"background": out, "background_shapes": shapes, "background_sha256": sha}
+
+    def _shapes(self, u: np.ndarray, blur: np.ndarray) -> np.ndarray:
+        """(B, S, 11) uniforms → (B, S, 10) clutter shapes; the first ``count`` rows are used."""
+        b = u.shape[0]
+        count = np.floor(u[:, 0, -1] * (self.config.background.shapes + 1))  # 0..shapes, uniform
+        shapes = np.zeros((b, MAX_SHAPES, len(SHAPE_FIELDS)))
+        used = np.arange(MAX_SHAPES)[None, :] < count[:, None]
+        col = {name: u[..., SHAPE[name]] for name in SHAPE_FIELDS}
+        shapes[..., SHAPE["kind"]] = np.where(used, np.where(col["kind"] < 0.6, 1, 2), 0)
+        shapes[..., SHAPE["x"]] = -0.1 + 1.2 * col["x"]
+        shapes[..., SHAPE["y"]] = -0.1 + 1.2 * col["y"]
+        shapes[..., SHAPE["width"]] = np.exp(np.log(0.04) + np.log(25.0) * col["width"])  # 0.04..1 of the image
+        shapes[..., SHAPE["height"]] = np.exp(np.log(0.04) + np.log(25.0) * col["height"])
+        # Half of them upright (walls, frames, shelves are), the rest at any angle.
+        shapes[..., SHAPE["angle"]] = np.where(col["angle"] < 0.5, 0.0, (col["angle"] - 0.5) * 2 * np.pi)
+        rgb = self._colours(np.stack([col["r"], col["g"], col["b"], col["softness"]], axis=-1))
+        shapes[..., SHAPE["r"]:SHAPE["b"] + 1] = rgb
+        size = self.config.image_size
+        shapes[..., SHAPE["softness"]] = (0.5 + blur[:, None]) / size + 0.01 * col["softness"] ** 2
+        return np.where(used[..., None], shapes, 0.0)
+
     def _light(self, direction: np.ndarray, second_order: np.ndarray, tint: np.ndarray,
                ambient: np.ndarray, strength: np.ndarray) -> np.ndarray:
         """(B, 9, 3) SH coefficients: ambient · (1 + strength·(d·n) + second-order noise), tinted."""
@@ -154,7 +258,8 @@ def sample_params(model: MorphableModel, seed: int = 0, indices: Iterable[int] |
                   config: SamplingConfig | None = None) -> dict[str, np.ndarray]:
     """Parameters for ``indices`` under ``seed``: a dict of arrays in the shard ``params/`` layout.
 
-    Keys: identity, expression, albedo, pose, light, background, ``intrinsics`` (B, 3, 3) — the
+    Keys: identity, expression, albedo, pose, light, material, background, background_shapes,
+    background_sha256, ``intrinsics`` (B, 3, 3) — the
     camera K stored at ``camera/intrinsics`` in shards — and index.
     """
     return ParameterSampler(model, config, seed).sample(indices)

@@ -22,6 +22,11 @@ k     real SH     H_k(n), n = (x, y, z) unit
 with ``H_k = (Â_l/π) · Y_k / Y_00`` (Ramamoorthi & Hanrahan 2001: Â_0 = π,
 Â_1 = 2π/3, Â_2 = π/4), i.e. c1 = 2/√3, c2 = √15/4, c3 = √5/8.
 Shading is ``albedo · Σ_k light[k] · H_k(n)``, clipped below at 0.
+
+The renderer adds two terms on top (format 2): the albedo is darkened by a per-vertex ambient
+occlusion (:mod:`synthface.occlusion`), and a Blinn-Phong lobe (:func:`specular`) reflects the
+directional part of the lighting — its first-order band, whose direction and per-channel strength
+:func:`directional_light` reads back from the coefficients.
 """
 
 from __future__ import annotations
@@ -60,6 +65,45 @@ def irradiance(normals, light):
 def shade(albedo, normals, light):
     """Linear-RGB colour (B, ..., 3) = albedo · irradiance(normals, light)."""
     return albedo * irradiance(normals, light)
+
+
+def _norm(x, axis: int):
+    return np.linalg.norm(x, axis=axis) if isinstance(x, np.ndarray) else x.norm(dim=axis)
+
+
+def _unit(x):
+    """x / |x| along the last axis; zero vectors stay zero."""
+    n = _norm(x, -1)[..., None]
+    return x / (n.clip(1e-12) if isinstance(n, np.ndarray) else n.clamp_min(1e-12))
+
+
+def directional_light(light):
+    """(B, 9, 3) lighting → unit direction towards the light (B, 3), camera space, and strength (B, 3).
+
+    The first-order band ``light[1:4]`` (y, z, x) of channel c is ``strength_c · d / c1`` for a light
+    from direction d; the direction is that of the channels' sum.
+    """
+    band1 = C1 * light[:, [3, 1, 2], :]  # (B, xyz, channel)
+    return _unit(band1.sum(-1)), _norm(band1, 1)
+
+
+def specular(normals, points, light, material):
+    """Blinn-Phong lobe, linear RGB (B, ..., 3), at unit normals (B, ..., 3) of camera-space points (B, ..., 3).
+
+    ``material`` (B, 3) holds specular strength, shininess and occlusion (:data:`synthface.params.MATERIAL_FIELDS`);
+    the lobe is ``strength_k · (n·h)^shininess · light strength`` where n·l > 0, with h halfway between the
+    light's direction and the direction to the camera (at the origin). No light band 1, no highlight.
+    """
+    xp = np if isinstance(normals, np.ndarray) else __import__("torch")
+    direction, strength = directional_light(light)
+    extra = (1,) * (normals.dim() - 2 if xp is not np else normals.ndim - 2)
+    d = direction.reshape(direction.shape[0], *extra, 3)
+    half = _unit(d + _unit(-points))
+    n_dot_h = (normals * half).sum(-1)
+    n_dot_h = n_dot_h.clip(0.0) if xp is np else n_dot_h.clamp_min(0.0)
+    shininess = material[:, 1].reshape(-1, *extra)
+    lobe = xp.where((normals * d).sum(-1) > 0, n_dot_h ** shininess, 0.0 * n_dot_h)
+    return (material[:, 0].reshape(-1, *extra) * lobe)[..., None] * strength.reshape(-1, *extra, 3)
 
 
 def srgb_to_linear(srgb):

@@ -1,4 +1,4 @@
-"""HDF5 shards (format version 1) and the dataset manifest.
+"""HDF5 shards (format version 2; version 1 still read) and the dataset manifest.
 
 A shard is written under a temporary name, fsynced, then renamed: a file that
 exists under its final name is complete. Images, depth and masks are chunked
@@ -28,7 +28,12 @@ from .render import RenderOutput
 from .resources import file_sha256
 
 SHARD_FORMAT = "synthface-shard"
-SHARD_VERSION = 1
+SHARD_VERSION = 2
+READABLE_SHARD_VERSIONS = (1, 2)
+"""Format 1: face-only scene, ``params/background`` a colour (N, 3). Format 2 adds ``params/material``,
+``params/background_shapes``, ``params/background_sha256`` and gives ``params/background`` the
+columns of :data:`synthface.params.BACKGROUND_FIELDS`; ``image`` is anti-aliased over a textured
+background, while depth, mask and landmarks keep their meaning."""
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "synthface-dataset"
 MANIFEST_VERSION = 1
@@ -143,7 +148,9 @@ class ShardWriter:
             self.file = h5py.File(self.tmp, "w", libver="latest")
             for f in self.layout.values():
                 chunks = (1, *f.shape) if f.per_sample else None
-                opts = CODECS[codec]() if f.per_sample else {}
+                # Fletcher-32 per chunk: a chunk the codec could not shrink is stored raw, and damage to it
+                # would otherwise read back as plausible pixels.
+                opts = {**CODECS[codec](), "fletcher32": True} if f.per_sample else {}
                 self.file.create_dataset(f.path, shape=(count, *f.shape), dtype=f.dtype, chunks=chunks, **opts)
             self.file.attrs.update({"format": SHARD_FORMAT, "format_version": SHARD_VERSION,
                                     "first_index": first_index, "count": count, **attrs})
@@ -211,9 +218,9 @@ def read_attrs(path: Path) -> dict[str, Any]:
         raise ShardError(f"{path}: not a readable HDF5 shard ({exc}); regenerate it") from exc
     if attrs.get("format") != SHARD_FORMAT:
         raise ShardError(f"{path}: not a synthface shard (format={attrs.get('format')!r})")
-    if int(attrs.get("format_version", -1)) != SHARD_VERSION:
-        raise ShardError(f"{path}: shard format version {attrs.get('format_version')} is not "
-                         f"{SHARD_VERSION}; regenerate it with this synthface")
+    if int(attrs.get("format_version", -1)) not in READABLE_SHARD_VERSIONS:
+        raise ShardError(f"{path}: shard format version {attrs.get('format_version')} is not one of "
+                         f"{', '.join(map(str, READABLE_SHARD_VERSIONS))}; regenerate it with this synthface")
     return attrs
 
 

@@ -75,7 +75,7 @@ from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, locked_run_di
 RUN_FILE = "run.json"
 RUN_FORMAT = "synthface-run"
 STAGES = ("coarse", "fine", "all")
-CONTEXT = ("albedo", "light", "background", "intrinsics")
+CONTEXT = ("albedo", "light", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
 COARSE_FIELDS = ("image", "params", *CONTEXT)
 FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)

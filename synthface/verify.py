@@ -11,7 +11,7 @@ import hdf5plugin  # noqa: F401  (Blosc filters for h5py)
 import numpy as np
 
 from .resources import file_sha256
-from .shards import SHARD_FORMAT, SHARD_VERSION, read_manifest
+from .shards import READABLE_SHARD_VERSIONS, SHARD_FORMAT, read_manifest
 
 _FIXED = {  # dataset → (per-sample shape given image size s, dtype kind)
     "image": (lambda s: (s, s, 3), "u"), "depth": (lambda s: (s, s), "f"), "mask": (lambda s: (s, s), "u"),
@@ -67,9 +67,9 @@ def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, int]) -> 
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-            if attrs.get("format") != SHARD_FORMAT or attrs.get("format_version") != SHARD_VERSION:
-                return [f"not a synthface shard v{SHARD_VERSION} (format={attrs.get('format')!r}, "
-                        f"version={attrs.get('format_version')!r})"]
+            if attrs.get("format") != SHARD_FORMAT or attrs.get("format_version") not in READABLE_SHARD_VERSIONS:
+                return [f"not a synthface shard of version {'/'.join(map(str, READABLE_SHARD_VERSIONS))} "
+                        f"(format={attrs.get('format')!r}, version={attrs.get('format_version')!r})"]
             for key in ("first_index", "count"):
                 if int(attrs.get(key, -1)) != entry[key]:
                     out.append(f"attribute {key}={attrs.get(key)} but the manifest says {entry[key]}")

@@ -42,7 +42,8 @@ def test_file_then_overrides(tmp_path):
     ({"pose": {"yaw_deg": [-200, 0]}}, "outside [-180, 180]"),
     ({"pose": 3}, "pose: expected a table"),
     ({"identity": {"std": float("nan")}}, "outside"),
-    ({"background": {"mode": "plaid"}}, "not one of random, solid"),
+    ({"background": {"mode": "plaid"}}, "not one of procedural, images, random, solid"),
+        ({"background": {"directory": 3}}, "expected a string"),
     ({"background": {"colour": [0, 0, 2]}}, "outside [0, 1]"),
 ])
 def test_bad_values_are_rejected_with_the_key_named(data, fragment):

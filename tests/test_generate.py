@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from synthface import load_config, load_model, sample_params
 from synthface.cli import main
 from synthface.generate import PLAN, GenerateJob, generate
+from synthface.params import BACKGROUND_FIELDS, MAX_SHAPES, SHAPE_FIELDS
 from synthface.resources import file_sha256
 
 from .test_cli import assert_user_error
@@ -58,6 +59,9 @@ def test_shards_follow_the_design_table(tmp_path, model_file):
         "params/pose": ((6,), np.float32), "params/light": ((9, 3), np.float32),
         "camera/intrinsics": ((3, 3), np.float32), "landmarks/xy": ((68, 2), np.float32),
         "landmarks/visible": ((68,), np.bool_), "index": ((), np.int64), "normals": ((SIZE, SIZE, 3), np.float32),
+        "params/material": ((3,), np.float32), "params/background": ((len(BACKGROUND_FIELDS),), np.float32),
+        "params/background_shapes": ((MAX_SHAPES, len(SHAPE_FIELDS)), np.float32),
+        "params/background_sha256": ((), np.dtype("S64")),
     }
     for shard in manifest["shards"]:
         path = out / shard["file"]
@@ -71,7 +75,7 @@ def test_shards_follow_the_design_table(tmp_path, model_file):
                 assert f[name].chunks == (1, *f[name].shape[1:]), name  # one sample per chunk
                 assert f[name].compression is not None or f[name]._filters, name  # compressed
             a = dict(f.attrs)
-            assert a["format"] == "synthface-shard" and a["format_version"] == 1
+            assert a["format"] == "synthface-shard" and a["format_version"] == 2
             assert a["first_index"] == shard["first_index"] and a["count"] == n and a["seed"] == 3
             assert a["model"] == model.name and a["model_sha256"] == model.sha256
             assert json.loads(a["config"])["image_size"] == SIZE and a["synthface_version"]

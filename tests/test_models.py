@@ -143,11 +143,13 @@ def rendered(bundled_model, gl_ctx):
     from synthface.render import FaceRenderer, RenderSettings
 
     cfg = load_config(overrides={"image_size": 96, "pose.yaw_deg": [-20, 20], "pose.pitch_deg": [-10, 10],
-                                 "camera.distance_mm": [400, 600]})
+                                 "camera.distance_mm": [400, 600],
+                                 "light.directional": [0.0, 0.6]})  # no shadowed side: the SH model is linear there
     params = sample_params(bundled_model, seed=3, indices=range(2), config=cfg)
+    params["material"] = np.zeros_like(params["material"])  # Lambertian: what solve_lighting models
     ambient = np.zeros_like(params["light"])
     ambient[:, 0] = 1.0
-    with FaceRenderer(bundled_model, RenderSettings(96, normals=True), ctx=gl_ctx) as r:
+    with FaceRenderer(bundled_model, RenderSettings(96, normals=True, antialias=1), ctx=gl_ctx) as r:
         return params, r.render(params), r.render(dict(params, light=ambient))
 
 

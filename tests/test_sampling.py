@@ -8,6 +8,7 @@ import pytest
 from synthface import camera_vertices, param_layout, project, sample_params
 from synthface.config import load_config
 from synthface.errors import ConfigError
+from synthface.params import BACKGROUND, BACKGROUND_SOURCES, MATERIAL, SHAPE
 from synthface.sampling import ParameterSampler
 
 
@@ -97,12 +98,40 @@ def test_light_is_ambient_when_strengths_are_zero(sphere_model):
 
 
 def test_background_modes(sphere_model):
+    colour = slice(BACKGROUND["r0"], BACKGROUND["b0"] + 1)
     solid = load_config(overrides={"background.mode": "solid", "background.colour": [0.1, 0.2, 0.3]})
-    bg = sample_params(sphere_model, seed=0, indices=range(3), config=solid)["background"]
-    np.testing.assert_allclose(bg, [[0.1, 0.2, 0.3]] * 3, atol=1e-7)
-    rnd = load_config(overrides={"background.brightness": [0.4, 0.6]})
-    bg = sample_params(sphere_model, seed=0, indices=range(200), config=rnd)["background"]
+    p = sample_params(sphere_model, seed=0, indices=range(3), config=solid)
+    np.testing.assert_allclose(p["background"][:, colour], [[0.1, 0.2, 0.3]] * 3, atol=1e-7)
+    assert (p["background"][:, BACKGROUND["source"]] == BACKGROUND_SOURCES.index("solid")).all()
+    assert (p["background_shapes"] == 0).all() and (p["background_sha256"] == b"").all()
+    rnd = load_config(overrides={"background.mode": "random", "background.brightness": [0.4, 0.6]})
+    bg = sample_params(sphere_model, seed=0, indices=range(200), config=rnd)["background"][:, colour]
     assert bg.min() >= 0.4 and bg.max() <= 0.6 and bg.std() > 0.03
+    proc = load_config(overrides={"background.shapes": 5, "background.blur": [1.0, 2.0]})
+    p = sample_params(sphere_model, seed=0, indices=range(200), config=proc)
+    bg, shapes = p["background"], p["background_shapes"]
+    assert (bg[:, BACKGROUND["source"]] == BACKGROUND_SOURCES.index("procedural")).all()
+    colours = bg[:, BACKGROUND["r0"]:BACKGROUND["b2"] + 1]
+    assert colours.min() >= 0.0 and colours.max() <= 0.8  # the default brightness range
+    assert 1.0 <= bg[:, BACKGROUND["blur"]].min() and bg[:, BACKGROUND["blur"]].max() <= 2.0
+    used = (shapes[..., SHAPE["kind"]] > 0).sum(axis=1)
+    assert used.max() == 5 and used.min() == 0 and (shapes[:, 5:] == 0).all()
+    # Every draw is recorded: the same (seed, index) gives the same scene, another index another one.
+    again = sample_params(sphere_model, seed=0, indices=[7, 3], config=proc)
+    np.testing.assert_array_equal(again["background"], bg[[7, 3]])
+    np.testing.assert_array_equal(again["background_shapes"], shapes[[7, 3]])
+    assert not np.array_equal(bg[3], bg[7])
+
+
+def test_material_ranges(sphere_model):
+    cfg = load_config(overrides={"material.specular": [0.1, 0.2], "material.shininess": [10, 40],
+                                 "material.occlusion": [0.5, 0.5]})
+    m = sample_params(sphere_model, seed=1, indices=range(300), config=cfg)["material"]
+    specular, shininess, occlusion = (m[:, MATERIAL[k]] for k in ("specular", "shininess", "occlusion"))
+    assert 0.1 <= specular.min() and specular.max() <= 0.2 and specular.std() > 0.02
+    assert 10 <= shininess.min() and shininess.max() <= 40 + 1e-4
+    assert np.median(shininess) < 25  # log-uniform: the geometric mean 20, not the midpoint 25
+    np.testing.assert_allclose(occlusion, 0.5)
 
 
 @pytest.mark.parametrize("bad", [-1, 2**63, 1.5, True, "3"])

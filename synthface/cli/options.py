@@ -80,6 +80,7 @@ _FLAG_KEYS = {
     "roll": "pose.roll_deg",
     "distance": "camera.distance_mm",
     "background": "background.mode",
+    "backgrounds": "background.directory",
 }
 
 
@@ -97,8 +98,10 @@ def sampling_options(f: Callable) -> Callable:
     @click.option("--pitch", type=RANGE, default=None, help="Pitch range in degrees.")
     @click.option("--roll", type=RANGE, default=None, help="Roll range in degrees.")
     @click.option("--distance", type=RANGE, default=None, help="Camera distance range in mm.")
-    @click.option("--background", type=click.Choice(["random", "solid"]), default=None,
-                  help="Background mode.")
+    @click.option("--background", type=click.Choice(["procedural", "images", "random", "solid"]), default=None,
+                  help="Background mode (default procedural).")
+    @click.option("--backgrounds", type=str, default=None, metavar="DIR",
+                  help="Folder of background images (random crop, flip, colour jitter); implies --background images.")
     @functools.wraps(f)
     def wrapper(*args: Any, config_path: str | None, assignments: tuple[str, ...], **kwargs: Any) -> Any:
         overrides = dict(parse_assignment(a) for a in assignments)
@@ -106,6 +109,8 @@ def sampling_options(f: Callable) -> Callable:
             value = kwargs.pop(flag)
             if value is not None:
                 overrides[key] = value
+        if "background.directory" in overrides:
+            overrides.setdefault("background.mode", "images")
         config = load_config(config_path, overrides)
         return f(*args, config=config, **kwargs)
 

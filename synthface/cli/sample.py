@@ -13,14 +13,21 @@ import numpy as np
 from ..config import SamplingConfig
 from ..errors import SynthfaceError
 from ..model import MorphableModel
-from ..params import POSE_FIELDS
+from ..params import BACKGROUND_FIELDS, MATERIAL_FIELDS, POSE_FIELDS, SHAPE, SHAPE_FIELDS
 from ..sampling import sample_params
 from .options import model_options, sampling_options
 
+_NAMED = {"pose": POSE_FIELDS, "material": MATERIAL_FIELDS, "background": BACKGROUND_FIELDS}
+
 
 def _record(params: dict[str, np.ndarray], row: int) -> dict:
-    rec = {k: v[row].tolist() for k, v in params.items() if k != "pose"}
-    rec["pose"] = dict(zip(POSE_FIELDS, params["pose"][row].tolist(), strict=True))
+    """One sample as JSON: named columns as objects, only the shapes in use, the sha256 as text."""
+    rec = {k: v[row].tolist() for k, v in params.items()}
+    for key, names in _NAMED.items():
+        rec[key] = dict(zip(names, params[key][row].tolist(), strict=True))
+    rec["background_shapes"] = [dict(zip(SHAPE_FIELDS, s.tolist(), strict=True))
+                                for s in params["background_shapes"][row] if s[SHAPE["kind"]] > 0]
+    rec["background_sha256"] = params["background_sha256"][row].decode()
     return rec
 
 

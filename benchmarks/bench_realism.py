@@ -1,0 +1,98 @@
+"""Would a face detector trained on real photos take the renders for photos of faces?
+
+OpenCV's Haar frontal-face cascade (trained on real photos; the detector of ``synthface reconstruct``)
+runs on N renders of the bundled model at 256 px with |yaw| ≤ 25°, |pitch| ≤ 15° — poses at which it
+finds nearly every face in real photos. A render counts as found when a detected box overlaps the
+face's landmark box (IoU ≥ 0.3); boxes elsewhere (on background clutter) are counted apart.
+
+Rows: format 1's look (flat random-colour background, no anti-aliasing, Lambertian only, the old
+lighting range), today's defaults, and the defaults with one feature off at a time. Every row renders
+the same samples (seed, indices): only the named setting differs.
+
+    python benchmarks/bench_realism.py [--n 300] [--size 256] [--save-grid DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+from common import print_machine
+from PIL import Image
+
+import synthface
+from synthface.reconstruct import ReconstructError, detect_face
+from synthface.render import FaceRenderer, RenderSettings
+
+POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}
+OLD_LOOK = {"background.mode": "random", "background.brightness": [0.0, 1.0], "material.specular": [0.0, 0.0],
+            "material.occlusion": [0.0, 0.0], "light.directional": [0.0, 0.6]}
+VARIANTS: dict[str, tuple[dict, int | None]] = {  # name → (config overrides, antialias or None = config's)
+    "format 1 look (flat background, aliased, Lambertian)": (OLD_LOOK, 1),
+    "defaults": ({}, None),
+    "  without procedural background (flat colour)": ({"background.mode": "random"}, None),
+    "  without clutter shapes": ({"background.shapes": 0}, None),
+    "  without anti-aliasing": ({}, 1),
+    "  without specular": ({"material.specular": [0.0, 0.0]}, None),
+    "  without ambient occlusion": ({"material.occlusion": [0.0, 0.0]}, None),
+    "  with format 1's lighting range": ({"light.directional": [0.0, 0.6]}, None),
+}
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    w = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    h = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    return w * h / (aw * ah + bw * bh - w * h)
+
+
+def detection_rate(model, overrides: dict, antialias: int | None, n: int, size: int,
+                   grid: Path | None, name: str) -> tuple[float, float, float]:
+    """(fraction found on the face, fraction with a box elsewhere only, seconds per render)."""
+    cfg = synthface.load_config(overrides={"image_size": size, **POSE, **overrides})
+    params = synthface.sample_params(model, seed=0, indices=range(n), config=cfg)
+    settings = RenderSettings(size, faces_per_draw=16, antialias=antialias or cfg.antialias)
+    with FaceRenderer(model, settings) as renderer:
+        t0 = time.perf_counter()
+        out = renderer.render(params)
+        seconds = (time.perf_counter() - t0) / n
+    found = elsewhere = 0
+    for image, xy in zip(out.image, out.landmarks_xy, strict=True):
+        face = (xy[:, 0].min(), xy[:, 1].min(), np.ptp(xy[:, 0]), np.ptp(xy[:, 1]))
+        try:
+            box = detect_face(image)
+        except ReconstructError:
+            continue
+        if iou(box, face) >= 0.3:
+            found += 1
+        else:
+            elsewhere += 1
+    if grid is not None:
+        tiles = out.image[:16].reshape(4, 4, size, size, 3).swapaxes(1, 2).reshape(4 * size, 4 * size, 3)
+        Image.fromarray(tiles).save(grid / (name.strip().split(" (")[0].replace(" ", "_") + ".png"))
+    return found / n, elsewhere / n, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--save-grid", type=Path, default=None, help="write a 4×4 contact sheet per row here")
+    args = parser.parse_args()
+    if args.save_grid is not None:
+        args.save_grid.mkdir(parents=True, exist_ok=True)
+    print_machine()
+    model = synthface.load_model()
+    print(f"# {args.n} renders of the bundled model at {args.size} px, |yaw| <= 25°, |pitch| <= 15°, seed 0")
+    print(f"{'variant':<56} {'found':>7} {'elsewhere':>10} {'ms/render':>10}")
+    for name, (overrides, antialias) in VARIANTS.items():
+        found, elsewhere, seconds = detection_rate(model, overrides, antialias, args.n, args.size,
+                                                   args.save_grid, name)
+        print(f"{name:<56} {100 * found:6.1f}% {100 * elsewhere:9.1f}% {1000 * seconds:10.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
