@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .augment import Degradations, degrade
 from .errors import ConfigError
 from .params import POSE_FIELDS
 from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, ShardError, read_attrs, read_manifest
@@ -329,11 +330,15 @@ class ShardDataset(Dataset):
     ``"fit"`` fits a :class:`ParameterNormalizer` on the *training* split of ``paths`` (so a val
     dataset built the same way gets the same one), an instance uses it (e.g. from a checkpoint),
     ``None`` returns raw parameters. ``max_open_files`` bounds open HDF5 files per process (LRU).
+    ``augment``: camera degradations applied to ``image`` as it is read (:mod:`synthface.augment`),
+    drawn from ``(augment_seed, the dataset's seed, sample index, epoch)`` — set the epoch with
+    :meth:`set_epoch` so each pass sees new degradations; None (default) returns the clean render.
     """
 
     def __init__(self, paths: str | os.PathLike | Sequence[str | os.PathLike], split: Split = "train",
                  val_fraction: float = 0.05, fields: Sequence[str] = DEFAULT_FIELDS,
-                 normalize: ParameterNormalizer | Literal["fit"] | None = "fit", max_open_files: int = 64) -> None:
+                 normalize: ParameterNormalizer | Literal["fit"] | None = "fit", max_open_files: int = 64,
+                 augment: Degradations | None = None, augment_seed: int = 0) -> None:
         if split not in ("train", "val", "all"):
             raise ConfigError(f"split must be 'train', 'val' or 'all', got {split!r}")
         if not 0.0 <= val_fraction <= 1.0:
@@ -343,7 +348,10 @@ class ShardDataset(Dataset):
             raise ConfigError(f"unknown fields {unknown}; choose from params, {', '.join(FIELDS)}")
         if max_open_files < 1:
             raise ConfigError(f"max_open_files must be at least 1, got {max_open_files}")
+        if augment is not None and not isinstance(augment, Degradations):
+            raise ConfigError(f"augment must be a synthface.augment.Degradations or None, got {augment!r}")
         self.split, self.val_fraction, self.max_open_files = split, float(val_fraction), max_open_files
+        self.augment, self.augment_seed, self.epoch = augment, int(augment_seed), 0
         self.fields = tuple(dict.fromkeys([*fields, "index"]))  # ordered, no duplicates
         self._reads = tuple(dict.fromkeys(
             [FIELDS[n].dataset for n in (*PARAM_VECTOR, "intrinsics") if "params" in self.fields]
@@ -465,6 +473,10 @@ class ShardDataset(Dataset):
                              f"{shard.first_index + row}; the shard does not match its manifest")
         return raw
 
+    def set_epoch(self, epoch: int) -> None:
+        """Which pass over the data this is: the degradations (``augment``) are drawn per epoch."""
+        self.epoch = int(epoch)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         raw = self.read_raw(i)
         item = {}
@@ -479,6 +491,11 @@ class ShardDataset(Dataset):
                 item["params"] = torch.from_numpy(vec)
             else:
                 item[name] = FIELDS[name].convert(raw[FIELDS[name].dataset])
+        if self.augment is not None and "image" in item:
+            k, _ = self._locate(i)
+            seed = self._sources[self._shards[k].source].seed
+            rng = np.random.default_rng([self.augment_seed, seed, int(raw["index"]), self.epoch])
+            item["image"] = degrade(item["image"], rng, self.augment)
         return item
 
     def _fit_normalizer(self, train: np.ndarray) -> ParameterNormalizer:
