@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from .augment import Degradations, degrade
 from .errors import ConfigError
-from .params import POSE_FIELDS
+from .params import MATERIAL_FIELDS, POSE_FIELDS
 from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, ShardError, read_attrs, read_manifest
 
 PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
@@ -74,6 +74,8 @@ class FieldSpec:
     dataset: str
     convert: Callable[[np.ndarray], torch.Tensor]
     doc: str
+    format1: np.ndarray | None = None
+    """What a format-1 shard, which lacks the dataset, held implicitly (None: the field needs format 2)."""
 
 
 FIELDS: dict[str, FieldSpec] = {
@@ -89,7 +91,8 @@ FIELDS: dict[str, FieldSpec] = {
     "light": FieldSpec("params/light", _plain, "(9,3) float32 SH lighting"),
     "background": FieldSpec("params/background", _plain, "(K_bg,) float32: format 2 BACKGROUND_FIELDS, "
                             "format 1 a linear RGB colour (3,)"),
-    "material": FieldSpec("params/material", _plain, "(3,) float32 specular, shininess, occlusion (format 2)"),
+    "material": FieldSpec("params/material", _plain, "(3,) float32 specular, shininess, occlusion; format 1: "
+                          "zeros (its images had neither)", np.zeros(len(MATERIAL_FIELDS), np.float32)),
     "intrinsics": FieldSpec("camera/intrinsics", _plain, "(3,3) float32 pinhole K, pixels"),
     "landmarks": FieldSpec("landmarks/xy", _plain, "(68,2) float32 pixels"),
     "landmarks_visible": FieldSpec("landmarks/visible", _plain, "(68,) bool"),
@@ -102,6 +105,7 @@ never depends on torch's intra-op thread pool (contended on a small machine).
 """
 
 DEFAULT_FIELDS = ("image", "depth", "mask", "params", "landmarks")
+_FORMAT1 = {spec.dataset: spec.format1 for spec in FIELDS.values() if spec.format1 is not None}
 _MODEL_DEPENDENT = {"params", "identity", "expression", "albedo"}  # meaningless across different models
 
 
@@ -444,7 +448,7 @@ class ShardDataset(Dataset):
             raise ShardError(f"{path}: cannot open shard ({exc}); run 'synthface verify' on its dataset") from exc
         try:
             # Looked up once: f[name] costs ~100 µs (more than reading a 200x200 image chunk).
-            datasets = {name: handle[name] for name in self._reads}
+            datasets = {name: handle[name] for name in self._reads if name in handle or name not in _FORMAT1}
         except (KeyError, OSError) as exc:
             handle.close()
             raise ShardError(f"{path}: cannot open its datasets {list(self._reads)} ({exc}); "
@@ -461,7 +465,7 @@ class ShardDataset(Dataset):
         datasets = self._datasets(k)
         name = ""
         try:
-            raw = {}
+            raw = {name: _FORMAT1[name] for name in self._reads if name not in datasets}
             for name, dset in datasets.items():
                 raw[name] = dset[row]
         except (OSError, ValueError, RuntimeError) as exc:
@@ -597,8 +601,8 @@ def _check_sources(sources: list[_Source], reads: Sequence[str], fields: Sequenc
         path = src.shards[0].path
         try:
             with h5py.File(path, "r") as f:
-                missing = [r for r in reads if r not in f]
-                got = {r: f[r].shape[1:] for r in reads if r in f}
+                missing = [r for r in reads if r not in f and r not in _FORMAT1]
+                got = {r: f[r].shape[1:] if r in f else _FORMAT1[r].shape for r in reads if r in f or r in _FORMAT1}
         except OSError as exc:
             raise ShardError(f"{path}: not a readable HDF5 shard ({exc}); regenerate it") from exc
         if missing:

@@ -27,7 +27,7 @@ from .data import PARAM_VECTOR, ParameterNormalizer
 from .geometry import camera_vertices
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, iterate_coarse, render_feedback
-from .params import N_SH
+from .params import MATERIAL_FIELDS, N_SH
 from .render import FaceRenderer, RenderOutput, RenderSettings
 from .shading import srgb_to_linear
 
@@ -122,14 +122,16 @@ class Prediction:
 
 def default_context(model: MorphableModel, intrinsics: np.ndarray,
                     context: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """What the renderer needs besides identity/expression/pose: K, plus mean albedo and unit ambient light
-    unless ``context`` gives them (the scene — background, material — is the renderer's plain default
-    unless given). Depth, mask, PNCC and normals depend on none of them, so a photo needs nothing but its K."""
+    """What the renderer needs besides identity/expression/pose: K, plus mean albedo, unit ambient light
+    and a matte material (no highlight, no occlusion) unless ``context`` gives them (the background is
+    the renderer's plain default unless given). Depth, mask, PNCC and normals depend on none of them,
+    so a photo needs nothing but its K."""
     k = np.ascontiguousarray(intrinsics, dtype=np.float32)
     b = len(k)
     light = np.zeros((b, N_SH, 3), np.float32)
     light[:, 0] = 1.0
-    out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light}
+    out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light,
+           "material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32)}
     out.update({key: np.asarray(v) for key, v in (context or {}).items()})
     out["intrinsics"] = k
     return out

@@ -75,7 +75,7 @@ from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, locked_run_di
 RUN_FILE = "run.json"
 RUN_FORMAT = "synthface-run"
 STAGES = ("coarse", "fine", "all")
-CONTEXT = ("albedo", "light", "intrinsics")
+CONTEXT = ("albedo", "light", "material", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
 COARSE_FIELDS = ("image", "params", *CONTEXT)
 FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
@@ -508,8 +508,8 @@ class _Scene:
         ``own_albedo`` the context's albedo coefficients, drawn where the estimate puts the face."""
         k = context["intrinsics"]
         params = self.normalizer.to_params(estimate, k)
-        if own_albedo:
-            params["albedo"] = context["albedo"]
+        if own_albedo:  # the sample's albedo, darkened by its ambient occlusion as the renderer drew it
+            params["albedo"], params["material"] = context["albedo"], context["material"]
         out, rho = render_mean_albedo(self.renderer, params, k)
         depth = torch.from_numpy(out.depth[:, None]).to(self.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
@@ -953,13 +953,15 @@ class _Trainer:
         # Shard samples (the first n rows) with their own lighting, photos with the solved one; in a
         # mixed batch the two parts weigh by their share of it.
         light = torch.from_numpy(context["light"][:n]).to(self.device) if known else None
-        pieces = [(slice(0, len(image)), light)] if light is None or n == len(image) else \
-            [(slice(0, n), light), (slice(n, len(image)), None)]
+        material = torch.from_numpy(context["material"][:n]).to(self.device) if known else None
+        pieces = [(slice(0, len(image)), light, material)] if light is None or n == len(image) else \
+            [(slice(0, n), light, material), (slice(n, len(image)), None, None)]
         loss, terms = torch.zeros((), device=self.device), {}
-        for rows, part_light in pieces:
+        for rows, part_light, part_material in pieces:
             share = (rows.stop - rows.start) / len(image)
             part, part_terms = sfs_loss(depth_hat[rows], depth_c[rows], linear[rows], k[rows], mask[rows],
-                                        rho[rows], **self.config.sfs_options, light=part_light)
+                                        rho[rows], **self.config.sfs_options, light=part_light,
+                                        material=part_material)
             loss = loss + share * part
             terms = {name: terms.get(name, 0.0) + share * v for name, v in part_terms.items()}
         metrics = {"loss": loss.item(), **{name: v.item() for name, v in terms.items()}}

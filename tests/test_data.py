@@ -318,3 +318,18 @@ def test_to_params_decodes_a_normalised_estimate_for_the_renderer():
         for name, block in blocks.items():
             assert decoded[name].dtype == np.float32 and decoded[name].flags.c_contiguous
             np.testing.assert_allclose(decoded[name], block, rtol=1e-4, atol=1e-3)
+
+
+def test_format_1_shards_read_with_their_implicit_material(data, tmp_path):
+    """Format 1 had no params/material (its images had no highlight or occlusion): read as zeros."""
+    d = copy_of(data["b"], tmp_path)
+    for shard in d.glob("shard-*.h5"):
+        with h5py.File(shard, "r+") as f:
+            f.attrs["format_version"] = 1
+            for name in ("params/material", "params/background_shapes", "params/background_sha256"):
+                del f[name]
+    ds = ShardDataset(d, split="all", normalize=None, fields=("image", "material", "light"))
+    item = ds[3]
+    assert torch.equal(item["material"], torch.zeros(3)) and item["light"].shape == (9, 3)
+    assert not torch.equal(ShardDataset(data["b"], split="all", normalize=None, fields=("material",))[3]["material"],
+                           torch.zeros(3))  # format 2 stores it

@@ -422,3 +422,36 @@ def test_iterate_coarse_with_rendered_feedback(bundled_model, gl_ctx):
         steps = iterate_coarse(net, torch.rand(3, 3, 64, 64), torch.zeros(3, pv.dim),
                                lambda est: render_feedback(r, pv, est, context), steps=2)
     assert len(steps) == 2 and steps[-1].shape == (3, pv.dim)
+
+
+def test_sfs_loss_models_the_renderers_highlights_and_occlusion(bundled_model, gl_ctx):
+    """On a render with a strong specular lobe and full ambient occlusion, the SfS shading residual at the
+    true depth is small only when the loss is given the material and ρ is drawn with the occlusion."""
+    from synthface import load_config, sample_params
+    from synthface.render import FaceRenderer, RenderSettings
+
+    cfg = load_config(overrides={"image_size": 96, "pose.yaw_deg": [-20, 20], "pose.pitch_deg": [-10, 10],
+                                 "camera.distance_mm": [400, 600], "light.directional": [0.8, 1.0],
+                                 "light.second_order": 0.0, "material.specular": [0.6, 0.6],
+                                 "material.shininess": [12, 12], "material.occlusion": [1.0, 1.0]})
+    params = sample_params(bundled_model, seed=4, indices=range(3), config=cfg)
+    ambient = np.zeros_like(params["light"])
+    ambient[:, 0] = 1.0
+    with FaceRenderer(bundled_model, RenderSettings(96, antialias=1), ctx=gl_ctx) as r:
+        out = r.render(params)
+        with_ao = r.render(dict(params, light=ambient)).image
+        without_ao = r.render(dict(params, light=ambient, material=np.zeros_like(params["material"]))).image
+    depth = torch.as_tensor(out.depth, dtype=F64)[:, None]
+    mask = torch.as_tensor(out.mask, dtype=F64)[:, None]
+    k = torch.as_tensor(params["intrinsics"], dtype=F64)
+    light = torch.as_tensor(params["light"], dtype=F64)
+    image = as_linear(out.image)
+
+    def residual(albedo_image: np.ndarray, material) -> float:
+        _, terms = sfs_loss(depth, depth, image, k, mask, as_linear(albedo_image), light=light,
+                            material=material, margin=2)
+        return float(terms["shading"])
+
+    full = residual(with_ao, torch.as_tensor(params["material"], dtype=F64))
+    assert full < 0.5 * residual(with_ao, None)  # the highlights are the loss's own model
+    assert full < 0.8 * residual(without_ao, torch.as_tensor(params["material"], dtype=F64))  # and the occlusion

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..params import N_SH
-from ..shading import sh_basis, shade
+from ..shading import sh_basis, shade, specular
 
 __all__ = [
     "DEFAULT_SFS_WEIGHTS",
@@ -239,7 +239,7 @@ def laplacian(depth: Tensor, mask: Tensor | None = None) -> Tensor:
 
 def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intrinsics: Tensor,
              mask: Tensor, albedo: Tensor, weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS,
-             *, light: Tensor | None = None, margin: int = 0,
+             *, light: Tensor | None = None, material: Tensor | None = None, margin: int = 0,
              albedo_tolerance: float | None = None, albedo_radius: int = 2) -> tuple[Tensor, dict[str, Tensor]]:
     """FineNet's unsupervised shape-from-shading loss (CVPR 2017, eq. 5); scalar total and its terms.
 
@@ -255,6 +255,12 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
     E(ẑ, l*(ẑ)) equals that with l held fixed (envelope theorem; exact up to the shading clamp):
     detaching costs nothing in correctness and avoids back-propagating through the batched solve,
     whose gradient is noisy when the mask is small and normals poorly spread.
+
+    ``material`` (B, 3) (the shard's ``params/material``; needs ``light``) adds the renderer's
+    Blinn-Phong lobe (:func:`synthface.shading.specular`) at the points and normals of ẑ, so images
+    with highlights are explained by the same model that drew them; the ambient occlusion is a
+    factor of the albedo, so pass ρ drawn with it (:func:`synthface.predict.render_mean_albedo` with
+    the material in the parameters).
 
     Where the image is not trusted to show shading of this albedo, the shading term and the
     lighting solve leave pixels out (fidelity and smoothness still hold the depth there):
@@ -275,6 +281,10 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
         with torch.no_grad():
             light = solve_lighting(image_linear, normals, albedo, valid)
     colour = shade(albedo.permute(0, 2, 3, 1), normals.permute(0, 2, 3, 1), light.to(depth_hat.dtype))
+    if material is not None:
+        points = depth_to_points(depth_hat, intrinsics).permute(0, 2, 3, 1)
+        colour = colour + specular(normals.permute(0, 2, 3, 1), points, light.to(depth_hat.dtype),
+                                   material.to(depth_hat.dtype))
     shading = masked_mean((colour.permute(0, 3, 1, 2) - image_linear) ** 2, valid)
     fidelity = masked_mean((depth_hat - depth_coarse) ** 2, m)
     lap = laplacian(depth_hat, m)
