@@ -9,10 +9,10 @@ mkdir -p "$out"
 t0=$(date +%s)
 stamp() { echo "$1 $(( $(date +%s) - t0 )) s" | tee -a "$out/times.txt"; }
 
-# A Lambertian variant of format 2's scene (flat backgrounds, no anti-aliasing, no specular lobe or ambient
-# occlusion, format 1's lighting range): FineNet's shape-from-shading loss models the SH diffuse term only,
-# and the table in README was measured on this look. The realistic defaults come back when the rendering
-# layer models the new terms (issue 13, point 4).
+# Format 1's look (flat backgrounds, no anti-aliasing, no specular lobe or ambient occlusion, format 1's
+# lighting range): the table in README was measured on it, and these flags reproduce its faces. The
+# realistic defaults (which FineNet's loss models too: sfs_loss(material=...)) replace them once the
+# bundled model has its full head and the recipe is re-measured (issue 13).
 "$synthface" generate --n "${RECIPE_N:-20000}" --out "$out/data" --size 64 --shard-size 1000 --seed 1 --workers 2 \
     --background random --set antialias=1 --set "material.specular=[0.0, 0.0]" \
     --set "material.occlusion=[0.0, 0.0]" --set "light.directional=[0.0, 0.6]" --set "background.brightness=[0.0, 1.0]"
