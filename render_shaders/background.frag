@@ -17,8 +17,9 @@ in vec2 v_uv;
 
 layout(location = 0) out vec4 out_colour;  // sRGB
 layout(location = 1) out float out_depth;
-layout(location = 2) out vec4 out_normal;
-layout(location = 3) out vec4 out_pncc;
+layout(location = 2) out float out_class;
+layout(location = 3) out vec4 out_normal;
+layout(location = 4) out vec4 out_pncc;
 
 vec3 linear_to_srgb(vec3 c) {
     c = clamp(c, 0.0, 1.0);
@@ -74,6 +75,7 @@ void main() {
     }
     out_colour = vec4(srgb, 1.0);
     out_depth = 0.0;
+    out_class = 0.0;
     out_normal = vec4(0.0);
     out_pncc = vec4(0.0);
 }

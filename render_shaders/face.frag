@@ -10,13 +10,15 @@ in vec3 v_albedo;
 in vec3 v_pncc;
 in vec3 v_position;
 in float v_occlusion;
+flat in float v_region;
 in float v_depth;
 flat in int v_instance;
 
 layout(location = 0) out vec4 out_colour;  // sRGB
 layout(location = 1) out float out_depth;  // camera-space z, mm
-layout(location = 2) out vec4 out_normal;  // unit camera-space normal
-layout(location = 3) out vec4 out_pncc;
+layout(location = 2) out float out_class;  // segmentation class id / 255 (an 8-bit normalised target)
+layout(location = 3) out vec4 out_normal;  // unit camera-space normal
+layout(location = 4) out vec4 out_pncc;
 
 const float C1 = 1.1547005383792517;   // 2/sqrt(3)
 const float C2 = 0.9682458365518543;   // sqrt(15)/4
@@ -51,6 +53,7 @@ void main() {
     vec3 linear = v_albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
     out_colour = vec4(linear_to_srgb(linear), 1.0);
     out_depth = v_depth;
+    out_class = v_region / 255.0;
     out_normal = vec4(n, 1.0);
     out_pncc = vec4(v_pncc, 1.0);
 }

@@ -17,12 +17,14 @@ uniform vec2 depth_range;    // near, far in mm
 
 in vec3 in_pncc;             // per-vertex normalized coordinate code, shared by all instances
 in float in_occlusion;       // per-vertex ambient occlusion of the mean shape (1 = open), shared
+in float in_region;          // per-vertex segmentation class id, shared
 
 out vec3 v_normal;
 out vec3 v_albedo;
 out vec3 v_pncc;
 out vec3 v_position;
 out float v_occlusion;
+flat out float v_region;
 out float v_depth;
 flat out int v_instance;
 
@@ -50,6 +52,7 @@ void main() {
     v_pncc = in_pncc;
     v_position = p;
     v_occlusion = in_occlusion;
+    v_region = in_region;
     v_depth = p.z;
     v_instance = gl_InstanceID;
 }

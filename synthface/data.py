@@ -82,6 +82,8 @@ FIELDS: dict[str, FieldSpec] = {
     "image": FieldSpec("image", _unit_chw, "(3,H,W) float32 sRGB in [0,1]"),
     "depth": FieldSpec("depth", lambda a: _plain(a[None]), "(1,H,W) float32 camera z in mm, 0 = background"),
     "mask": FieldSpec("mask", lambda a: _plain(a[None].astype(np.float32)), "(1,H,W) float32, 1 = face"),
+    "segmentation": FieldSpec("segmentation", lambda a: _plain(a.astype(np.int64)),
+                              "(H,W) int64 class ids, synthface.model.SEGMENTATION_CLASSES (format 2)"),
     "normals": FieldSpec("normals", _chw, "(3,H,W) float32 (needs --extras normals)"),
     "pncc": FieldSpec("pncc", _chw, "(3,H,W) float32 (needs --extras pncc)"),
     "identity": FieldSpec("params/identity", _plain, "(K_id,) float32, std units, not normalized"),

@@ -18,6 +18,18 @@ import numpy as np
 
 from .errors import ModelFileError
 
+SEGMENTATION_CLASSES: tuple[str, ...] = (
+    "background", "face", "nose", "brows", "eyes", "lips", "mouth", "ears", "neck", "scalp", "hair", "occluder",
+)
+"""Class ids of the ``segmentation`` dataset (its index here; stored with the dataset as the attribute
+``classes``): ``face`` is the skin of the face, ``eyes`` the eyeballs and lashes, ``mouth`` the mouth's
+interior with teeth and tongue. A model's per-vertex ``regions`` use the same ids; models without them
+(the BFM files, format 1's bundled face) are ``face`` throughout."""
+FACE_CLASSES: tuple[str, ...] = ("face", "nose", "brows", "eyes", "lips", "mouth")
+"""The classes ``mask`` covers: the face region, as in format 1."""
+
+N_CLASSES = len(SEGMENTATION_CLASSES)
+
 N_LANDMARKS = 68
 """ibug-68 layout (0-16 jaw contour, 17-26 brows, 27-35 nose, 36-47 eyes, 48-67 mouth)."""
 
@@ -59,6 +71,8 @@ class MorphableModel:
     """sha256 of the file the model was read from (recorded in every shard)."""
     source: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    regions: np.ndarray | None = None
+    """(V,) uint8 class ids of :data:`SEGMENTATION_CLASSES` per vertex; None: all face."""
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -87,8 +101,11 @@ class MorphableModel:
             if lm.shape != (N_LANDMARKS,) or lm.min() < 0 or lm.max() >= v:
                 raise ModelFileError(f"model {self.name!r}: landmark indices must be {N_LANDMARKS} "
                                      f"vertex indices in [0, {v})")
+        if self.regions is not None and (self.regions.shape != (v,) or self.regions.dtype != np.uint8
+                                         or self.regions.max(initial=0) >= N_CLASSES):
+            raise ModelFileError(f"model {self.name!r}: regions must be ({v},) uint8 class ids below {N_CLASSES}")
         for arr in (self.mean_shape, self.identity_basis, self.identity_std, self.expression_basis,
-                    self.triangles, self.albedo_mean, self.albedo_basis, self.landmark_indices):
+                    self.triangles, self.albedo_mean, self.albedo_basis, self.landmark_indices, self.regions):
             if arr is not None:
                 arr.flags.writeable = False
 
@@ -163,6 +180,8 @@ def save_native(model: MorphableModel, path, *, basis_dtype=np.float16) -> None:
     }
     if model.landmark_indices is not None:
         arrays["landmark_indices"] = model.landmark_indices.astype(np.int32)
+    if model.regions is not None:
+        arrays["regions"] = model.regions.astype(np.uint8)
     with open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
 
@@ -188,7 +207,7 @@ def read_native(path, *, sha256: str, source: str) -> MorphableModel:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise ModelFileError(f"{path}: model file is unreadable, truncated or corrupt "
                              f"({type(exc).__name__}: {exc}); re-download or re-convert it") from exc
-    lm = data.get("landmark_indices")
+    lm, regions = data.get("landmark_indices"), data.get("regions")
     return MorphableModel(
         name=str(data["name"]),
         mean_shape=data["mean_shape"].astype(np.float32),
@@ -204,4 +223,5 @@ def read_native(path, *, sha256: str, source: str) -> MorphableModel:
         sha256=sha256,
         source=source,
         metadata=json.loads(str(data["metadata"])),
+        regions=None if regions is None else regions.astype(np.uint8),
     )

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import MorphableModel
+from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
+
+__all__ = ["FACE_CLASSES", "SEGMENTATION_CLASSES"]  # re-exported: defined with the model's regions
 
 POSE_FIELDS: tuple[str, ...] = ("yaw", "pitch", "roll", "tx", "ty", "tz")
 """``params/pose`` columns: angles in radians, translation in mm (model → camera)."""

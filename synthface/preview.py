@@ -1,4 +1,4 @@
-"""Contact sheets so a person can look at a dataset: image, depth, mask, landmarks per sample."""
+"""Contact sheets so a person can look at a dataset: image, depth, mask, segmentation, landmarks per sample."""
 
 from __future__ import annotations
 
@@ -27,20 +27,29 @@ def read_samples(out_dir: str | Path, count: int) -> dict[str, np.ndarray]:
     out = Path(out_dir)
     manifest = read_manifest(out)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "depth", "mask", "landmarks/xy",
-                                                            "landmarks/visible")}
+                                                            "landmarks/visible", "segmentation")}
     left = count
     for shard in manifest["shards"]:
         if left <= 0:
             break
         with h5py.File(out / shard["file"], "r") as f:
             for key in parts:
-                parts[key].append(f[key][:left])
+                if key in f:  # format 1 has no segmentation
+                    parts[key].append(f[key][:left])
         left -= shard["count"]
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
+
+
+CLASS_COLOURS = np.array([
+    (0, 0, 0), (224, 172, 140), (240, 120, 60), (110, 70, 40), (30, 200, 230), (200, 30, 60), (110, 20, 40),
+    (50, 160, 80), (150, 110, 200), (120, 140, 230), (250, 210, 80), (240, 240, 240),
+], np.uint8)
+"""Preview colour of each segmentation class (synthface.model.SEGMENTATION_CLASSES order)."""
 
 
 def contact_sheet(samples: dict[str, np.ndarray], columns: int = 4) -> Image.Image:
-    """One cell per sample: image | depth | mask | image with landmarks (green visible, red hidden)."""
+    """One cell per sample: image | depth | mask (| segmentation, format 2) stacked, then the image with
+    landmarks (green visible, red hidden)."""
     images = samples["image"]
     b, h, w, _ = images.shape
     grey = depth_to_grey(samples["depth"])
@@ -51,9 +60,11 @@ def contact_sheet(samples: dict[str, np.ndarray], columns: int = 4) -> Image.Ima
         draw = ImageDraw.Draw(overlay)
         for (x, y), vis in zip(samples["landmarks/xy"][i] * 2, samples["landmarks/visible"][i], strict=True):
             draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(40, 220, 60) if vis else (230, 40, 40))
-        small = np.concatenate([images[i], np.repeat(grey[i][..., None], 3, -1),
-                                np.repeat(mask[i][..., None], 3, -1)], axis=0)  # (3h, w, 3)
-        left = Image.fromarray(small).resize((2 * w // 3, 2 * h), Image.BILINEAR)  # 3 panels, 2/3 scale
+        panels = [images[i], np.repeat(grey[i][..., None], 3, -1), np.repeat(mask[i][..., None], 3, -1)]
+        if "segmentation" in samples:
+            panels.append(CLASS_COLOURS[np.minimum(samples["segmentation"][i], len(CLASS_COLOURS) - 1)])
+        small = np.concatenate(panels, axis=0)  # (k·h, w, 3)
+        left = Image.fromarray(small).resize((2 * w // len(panels), 2 * h), Image.BILINEAR)  # k panels, 2/k scale
         cell = Image.new("RGB", (left.width + overlay.width + 4, h * 2 + 4), (30, 30, 30))
         cell.paste(left, (0, 2))
         cell.paste(overlay, (left.width + 4, 2))

@@ -29,8 +29,10 @@ from .backgrounds import BackgroundImages, fractal_noise
 from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
 from .gl import GL_CLIP_DISTANCE0, RenderError, create_context, load_program
-from .model import MorphableModel
+from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
 from .params import BACKGROUND, BACKGROUND_FIELDS, BACKGROUND_SOURCES, MATERIAL_FIELDS, MAX_SHAPES, SHAPE_FIELDS
+
+FACE_IDS = np.array([SEGMENTATION_CLASSES.index(c) for c in FACE_CLASSES], np.uint8)
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,11 @@ class RenderOutput:
     image: np.ndarray
     """(B, H, W, 3) uint8 sRGB over the background, anti-aliased with ``antialias`` samples per pixel."""
     depth: np.ndarray
-    """(B, H, W) float32 camera-space z in mm at pixel centres; 0 on background."""
+    """(B, H, W) float32 camera-space z in mm at pixel centres of every rendered surface; 0 on background."""
     mask: np.ndarray
-    """(B, H, W) uint8, 1 where the face covers the pixel centre."""
+    """(B, H, W) uint8, 1 where the face region (:data:`~synthface.model.FACE_CLASSES`) covers the pixel centre."""
+    segmentation: np.ndarray
+    """(B, H, W) uint8 class ids (:data:`~synthface.model.SEGMENTATION_CLASSES`) at pixel centres; 0 = background."""
     landmarks_xy: np.ndarray
     """(B, 68, 2) float32 pixel coordinates ``K·X/z`` (origin: top-left pixel's corner)."""
     landmarks_visible: np.ndarray
@@ -163,8 +167,12 @@ class FaceRenderer:
         self._ibo = self.ctx.buffer(np.ascontiguousarray(model.triangles, dtype=np.uint32))
         self._pncc = self.ctx.buffer(pncc_code(model))
         self._occlusion = self.ctx.buffer(np.ones(model.n_vertices, np.float32))  # filled on first use
+        regions = model.regions if model.regions is not None else \
+            np.full(model.n_vertices, SEGMENTATION_CLASSES.index("face"), np.uint8)
+        self._regions = self.ctx.buffer(regions.astype(np.float32))
         self._vao = self.ctx.vertex_array(self._program, [(self._pncc, "3f", "in_pncc"),
-                                                          (self._occlusion, "f", "in_occlusion")],
+                                                          (self._occlusion, "f", "in_occlusion"),
+                                                          (self._regions, "f", "in_region")],
                                           index_buffer=self._ibo)
         self._bg_program = load_program(self.ctx, "background")
         for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
@@ -180,7 +188,7 @@ class FaceRenderer:
         atlas = (per_row * size, rows * size)
         # Colour and depth always; normals / PNCC only when asked (fragment outputs without a target
         # are discarded, which saves their bandwidth and readback).
-        wanted = [(4, "f1"), (1, "f4")] + [(4, "f4")] * (self.settings.normals or self.settings.pncc) \
+        wanted = [(4, "f1"), (1, "f4"), (1, "f1")] + [(4, "f4")] * (self.settings.normals or self.settings.pncc) \
             + [(4, "f4")] * self.settings.pncc
         self._targets = [self.ctx.texture(atlas, c, dtype=d) for c, d in wanted]
         self._depth = self.ctx.depth_renderbuffer(atlas)
@@ -215,7 +223,7 @@ class FaceRenderer:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
-                        self._bg_vao, self._bg_program, self._program, self._noise, *self._msaa,
+                        self._regions, self._bg_vao, self._bg_program, self._program, self._noise, *self._msaa,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
         self._buffers.clear()
@@ -359,18 +367,19 @@ class FaceRenderer:
         with self._timed("readback"):
             depth = read(1, 1, "f4")[..., 0].copy()
             image = read(0, 4, "f1", self._msaa[1] if self._msaa else self._fbo)[..., :3].copy()
-            normals = read(2, 4, "f4")[..., :3].copy() if self.settings.normals else None
+            segmentation = read(2, 1, "f1")[..., 0].copy()
+            normals = read(3, 4, "f4")[..., :3].copy() if self.settings.normals else None
             pncc = read(len(self._targets) - 1, 4, "f4")[..., :3].copy() if self.settings.pncc else None
             previous.use()
         with self._timed("compose"):
-            mask = depth > 0
+            mask = np.isin(segmentation, FACE_IDS)
             lm = self.model.landmark_indices
             xy = project(verts[:, lm], k)
             z = verts[:, lm, 2]
             tolerance = np.maximum(self.settings.landmark_tolerance_mm, 2.0 * z / k[:, 0, 0, None])
             visible = landmark_visibility(xy, z, depth, tolerance)
         return RenderOutput(
-            image=image, depth=depth, mask=mask.astype(np.uint8),
+            image=image, depth=depth, mask=mask.astype(np.uint8), segmentation=segmentation,
             landmarks_xy=xy.astype(np.float32), landmarks_visible=visible,
             normals=normals, pncc=pncc,
         )

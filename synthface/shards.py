@@ -22,7 +22,7 @@ import hdf5plugin
 import numpy as np
 
 from .errors import SynthfaceError
-from .model import N_LANDMARKS, MorphableModel
+from .model import N_LANDMARKS, SEGMENTATION_CLASSES, MorphableModel
 from .params import param_layout
 from .render import RenderOutput
 from .resources import file_sha256
@@ -30,10 +30,12 @@ from .resources import file_sha256
 SHARD_FORMAT = "synthface-shard"
 SHARD_VERSION = 2
 READABLE_SHARD_VERSIONS = (1, 2)
-"""Format 1: face-only scene, ``params/background`` a colour (N, 3). Format 2 adds ``params/material``,
-``params/background_shapes``, ``params/background_sha256`` and gives ``params/background`` the
-columns of :data:`synthface.params.BACKGROUND_FIELDS`; ``image`` is anti-aliased over a textured
-background, while depth, mask and landmarks keep their meaning."""
+"""Format 1: face-only scene, ``params/background`` a colour (N, 3). Format 2 adds ``segmentation``
+(class ids, table in its ``classes`` attribute), ``params/material``, ``params/background_shapes``,
+``params/background_sha256`` and gives ``params/background`` the columns of
+:data:`synthface.params.BACKGROUND_FIELDS`; ``image`` is anti-aliased over a textured background;
+``depth`` covers every rendered surface and ``mask`` the face region (the same pixels as format 1's
+for a face-only model)."""
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "synthface-dataset"
 MANIFEST_VERSION = 1
@@ -65,7 +67,7 @@ class ShardField:
 
 
 RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
-    "image": "image", "depth": "depth", "mask": "mask",
+    "image": "image", "depth": "depth", "mask": "mask", "segmentation": "segmentation",
     "landmarks_xy": "landmarks/xy", "landmarks_visible": "landmarks/visible",
     "normals": "normals", "pncc": "pncc",
 }
@@ -78,6 +80,7 @@ def shard_layout(model: MorphableModel, image_size: int, extras: tuple[str, ...]
         ShardField("image", (s, s, 3), np.dtype(np.uint8), True),
         ShardField("depth", (s, s), np.dtype(np.float32), True),
         ShardField("mask", (s, s), np.dtype(np.uint8), True),
+        ShardField("segmentation", (s, s), np.dtype(np.uint8), True),
         ShardField("landmarks/xy", (N_LANDMARKS, 2), np.dtype(np.float32)),
         ShardField("landmarks/visible", (N_LANDMARKS,), np.dtype(bool)),
     ]
@@ -152,6 +155,7 @@ class ShardWriter:
                 # would otherwise read back as plausible pixels.
                 opts = {**CODECS[codec](), "fletcher32": True} if f.per_sample else {}
                 self.file.create_dataset(f.path, shape=(count, *f.shape), dtype=f.dtype, chunks=chunks, **opts)
+            self.file["segmentation"].attrs["classes"] = json.dumps(SEGMENTATION_CLASSES)
             self.file.attrs.update({"format": SHARD_FORMAT, "format_version": SHARD_VERSION,
                                     "first_index": first_index, "count": count, **attrs})
         except OSError as exc:

@@ -20,6 +20,10 @@ _FIXED = {  # dataset → (per-sample shape given image size s, dtype kind)
     "camera/intrinsics": (lambda s: (3, 3), "f"), "index": (lambda s: (), "i"),
     "params/identity": (None, "f"), "params/expression": (None, "f"), "params/albedo": (None, "f"),
 }
+_FORMAT2 = {  # datasets format 2 added (format 1 shards lack them)
+    "segmentation": (lambda s: (s, s), "u"), "params/material": (lambda s: (3,), "f"),
+    "params/background_shapes": (None, "f"), "params/background_sha256": (lambda s: (), "S"),
+}
 _FINITE = ("depth", "landmarks/xy", "params/identity", "params/expression", "params/albedo", "params/pose",
            "params/light", "camera/intrinsics")
 
@@ -40,7 +44,7 @@ def verify_dataset(out_dir: str | Path, *, on_shard: Callable[[str], None] | Non
     problems: list[Problem] = []
     size = int(manifest.get("image_size", 0))
     expected_next = 0
-    widths: dict[str, int] = {}
+    widths: dict[str, tuple[int, ...]] = {}
     for entry in manifest.get("shards", []):
         name = entry["file"]
         if on_shard is not None:
@@ -62,7 +66,7 @@ def verify_dataset(out_dir: str | Path, *, on_shard: Callable[[str], None] | Non
     return problems
 
 
-def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, int]) -> list[str]:
+def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int, ...]]) -> list[str]:
     out: list[str] = []
     try:
         with h5py.File(path, "r") as f:
@@ -74,12 +78,13 @@ def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, int]) -> 
                 if int(attrs.get(key, -1)) != entry[key]:
                     out.append(f"attribute {key}={attrs.get(key)} but the manifest says {entry[key]}")
             n = entry["count"]
-            for name, (shape_of, kind) in _FIXED.items():
+            fixed = _FIXED | (_FORMAT2 if attrs.get("format_version") >= 2 else {})
+            for name, (shape_of, kind) in fixed.items():
                 if name not in f:
                     out.append(f"dataset {name} missing")
                     continue
                 ds = f[name]
-                want = shape_of(size) if shape_of else (widths.setdefault(name, ds.shape[1]),)
+                want = shape_of(size) if shape_of else tuple(widths.setdefault(name, ds.shape[1:]))
                 if ds.shape != (n, *want) or ds.dtype.kind != kind:
                     out.append(f"dataset {name} is {ds.shape} {ds.dtype}, expected {(n, *want)} of kind {kind!r}")
                     continue

@@ -61,7 +61,7 @@ def test_shards_follow_the_design_table(tmp_path, model_file):
         "landmarks/visible": ((68,), np.bool_), "index": ((), np.int64), "normals": ((SIZE, SIZE, 3), np.float32),
         "params/material": ((3,), np.float32), "params/background": ((len(BACKGROUND_FIELDS),), np.float32),
         "params/background_shapes": ((MAX_SHAPES, len(SHAPE_FIELDS)), np.float32),
-        "params/background_sha256": ((), np.dtype("S64")),
+        "params/background_sha256": ((), np.dtype("S64")), "segmentation": ((SIZE, SIZE), np.uint8),
     }
     for shard in manifest["shards"]:
         path = out / shard["file"]
@@ -71,7 +71,9 @@ def test_shards_follow_the_design_table(tmp_path, model_file):
             for name, (shape, dtype) in expected.items():
                 assert f[name].shape == (n, *shape), name
                 assert f[name].dtype == dtype, name
-            for name in ("image", "depth", "mask"):
+            assert json.loads(f["segmentation"].attrs["classes"])[:2] == ["background", "face"]
+            np.testing.assert_array_equal(f["segmentation"][()] > 0, f["mask"][()] > 0)  # a face-only model
+            for name in ("image", "depth", "mask", "segmentation"):
                 assert f[name].chunks == (1, *f[name].shape[1:]), name  # one sample per chunk
                 assert f[name].compression is not None or f[name]._filters, name  # compressed
             a = dict(f.attrs)

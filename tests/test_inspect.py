@@ -119,3 +119,30 @@ def test_doctor_without_egl_says_how_to_fix():
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: no usable OpenGL") and "apt-get install libegl1 libgl1-mesa-dri" in last
     assert "Traceback" not in proc.stderr
+
+
+def test_format_1_datasets_verify_info_and_preview(damaged, tmp_path):
+    """A dataset of shard format 1 (no segmentation, material or background shapes) is still intact."""
+    import h5py
+
+    from synthface.resources import file_sha256
+
+    manifest = json.loads((damaged / "manifest.json").read_text())
+    for entry in manifest["shards"]:
+        path = damaged / entry["file"]
+        with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = 1
+            for name in ("segmentation", "params/material", "params/background_shapes", "params/background_sha256"):
+                del f[name]
+        entry["sha256"] = file_sha256(path)
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("verify", str(damaged))
+    assert result.exit_code == 0 and result.stdout.strip().endswith(": ok"), result.output
+    assert cli("info", str(damaged)).exit_code == 0
+    assert cli("preview", str(damaged), "--out", str(tmp_path / "v1.png"), "--count", "2").exit_code == 0
+    with h5py.File(damaged / manifest["shards"][0]["file"], "r+") as f:  # a format 2 shard must have them all
+        f.attrs["format_version"] = 2
+    manifest["shards"][0]["sha256"] = file_sha256(damaged / manifest["shards"][0]["file"])
+    (damaged / "manifest.json").write_text(json.dumps(manifest))
+    result = cli("verify", str(damaged))
+    assert result.exit_code != 0 and "dataset segmentation missing" in result.output

@@ -272,3 +272,28 @@ def test_renderer_survives_another_context_being_created(sphere_render, gl_ctx):
         create_context().release()
         again = r.render(params)
     np.testing.assert_array_equal(again.depth, first.depth)
+
+
+def test_segmentation_follows_the_model_regions_and_mask_is_the_face(gl_ctx):
+    """Vertices labelled scalp (the sphere's top half here) are rendered with depth and their class, but
+    are not in the mask; a model without regions is face throughout (format 1's mask)."""
+    import dataclasses
+
+    from synthface.model import SEGMENTATION_CLASSES
+
+    plain = make_model("pca")
+    face, scalp = SEGMENTATION_CLASSES.index("face"), SEGMENTATION_CLASSES.index("scalp")
+    regions = np.where(plain.mean_shape[:, 1] > 20.0, scalp, face).astype(np.uint8)
+    labelled = dataclasses.replace(plain, regions=regions)
+    params = sample_params(plain, seed=1, indices=range(3), config=frontal_config(**{"pose.roll_deg": [0, 0]}))
+    outs = []
+    for model in (plain, labelled):
+        with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+            outs.append(r.render(params))
+    before, after = outs
+    np.testing.assert_array_equal(before.segmentation, np.where(before.depth > 0, face, 0))
+    np.testing.assert_array_equal(after.depth, before.depth)  # every surface keeps its depth
+    assert set(np.unique(after.segmentation)) == {0, face, scalp}
+    np.testing.assert_array_equal(after.mask, after.segmentation == face)
+    rows = np.nonzero(after.segmentation[0] == scalp)[0]
+    assert rows.mean() < np.nonzero(after.segmentation[0] == face)[0].mean()  # the scalp is on top (y up)
