@@ -90,6 +90,16 @@ class BackgroundConfig:
 
 
 @dataclass(frozen=True)
+class OccluderConfig:
+    """Flat shapes (cards, discs) held in front of the face; off unless ``count`` > 0."""
+
+    count: int = _f(0, 0, 4, "at most this many occluders per sample (uniform 0..count); 0 = off")
+    size: Range = _f((0.15, 0.45), 0.01, 2.0, "width and height, fractions of the image size")
+    gap_mm: Range = _f((120.0, 250.0), 10.0, 10000.0, "how far in front of the face's centre they are")
+    texture: Range = _f((0.0, 0.3), 0.0, 1.0, "contrast of their mottled texture")
+
+
+@dataclass(frozen=True)
 class MaterialConfig:
     """Skin reflectance beyond the Lambertian SH term: a specular lobe and ambient occlusion."""
 
@@ -112,6 +122,7 @@ class SamplingConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
     light: LightConfig = field(default_factory=LightConfig)
     material: MaterialConfig = field(default_factory=MaterialConfig)
+    occluders: OccluderConfig = field(default_factory=OccluderConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,6 +52,14 @@ as fractions of the image size; angle in radians; linear RGB; edge softness as a
 Shapes are painted in row order over the gradient and noise."""
 SHAPE = {name: i for i, name in enumerate(SHAPE_FIELDS)}
 
+MAX_OCCLUDERS = 4
+"""Occluders per sample (``params/occluders`` rows; unused rows have kind 0)."""
+OCCLUDER_FIELDS: tuple[str, ...] = ("kind", "x", "y", "width", "height", "angle", "r", "g", "b", "texture", "z")
+"""``params/occluders`` columns: ``kind`` indexes :data:`SHAPE_KINDS` (a flat card facing the camera);
+centre, width and height as fractions of the image size; angle in radians; linear RGB; ``texture`` the
+contrast of its mottling; ``z`` its camera-space depth in mm (in front of the face)."""
+OCCLUDER = {name: i for i, name in enumerate(OCCLUDER_FIELDS)}
+
 MATERIAL_FIELDS: tuple[str, ...] = ("specular", "shininess", "occlusion")
 """``params/material`` columns: Blinn-Phong specular strength (0 = matte) and exponent, and the
 strength of the per-vertex ambient occlusion (0 = none, 1 = full; see :mod:`synthface.occlusion`)."""
@@ -86,6 +94,8 @@ def param_layout(model: MorphableModel) -> dict[str, ParamField]:
                    "background source, colours, pattern and image crop (BACKGROUND_FIELDS)"),
         ParamField("background_shapes", (MAX_SHAPES, len(SHAPE_FIELDS)), f32, "params/background_shapes",
                    "clutter shapes painted over the background (SHAPE_FIELDS)"),
+        ParamField("occluders", (MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), f32, "params/occluders",
+                   "flat shapes in front of the face (OCCLUDER_FIELDS); kind 0 = none"),
         ParamField("background_sha256", (), np.dtype("S64"), "params/background_sha256",
                    "sha256 (hex) of the background image file; empty unless the source is an image"),
         ParamField("intrinsics", (3, 3), f32, "camera/intrinsics",

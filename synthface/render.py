@@ -30,7 +30,16 @@ from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
 from .gl import GL_CLIP_DISTANCE0, RenderError, create_context, load_program
 from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
-from .params import BACKGROUND, BACKGROUND_FIELDS, BACKGROUND_SOURCES, MATERIAL_FIELDS, MAX_SHAPES, SHAPE_FIELDS
+from .params import (
+    BACKGROUND,
+    BACKGROUND_FIELDS,
+    BACKGROUND_SOURCES,
+    MATERIAL_FIELDS,
+    MAX_OCCLUDERS,
+    MAX_SHAPES,
+    OCCLUDER_FIELDS,
+    SHAPE_FIELDS,
+)
 
 FACE_IDS = np.array([SEGMENTATION_CLASSES.index(c) for c in FACE_CLASSES], np.uint8)
 
@@ -122,6 +131,7 @@ def scene_defaults(b: int) -> dict[str, np.ndarray]:
     return {"material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32),
             "background": np.zeros((b, len(BACKGROUND_FIELDS)), np.float32),
             "background_shapes": np.zeros((b, MAX_SHAPES, len(SHAPE_FIELDS)), np.float32),
+            "occluders": np.zeros((b, MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), np.float32),
             "background_sha256": np.full(b, b"", "S64")}
 
 
@@ -180,6 +190,13 @@ class FaceRenderer:
                             ("tile_pixels", float(size)), ("noise", 0), ("images", 1)):
             self._bg_program[name] = value
         self._bg_vao = self.ctx.vertex_array(self._bg_program, [])
+        self._occ_program = load_program(self.ctx, "occluder")
+        for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
+                            ("depth_range", self.settings.depth_range), ("max_occluders", MAX_OCCLUDERS),
+                            ("n_fields", len(OCCLUDER_FIELDS)), ("noise", 0),
+                            ("occluder_class", SEGMENTATION_CLASSES.index("occluder") / 255.0)):
+            self._occ_program[name] = value
+        self._occ_vao = self.ctx.vertex_array(self._occ_program, [])
         self._noise = self.ctx.texture((256, 256), 4, fractal_noise(256, 4).tobytes())
         self._noise.repeat_x = self._noise.repeat_y = True
         self._noise.filter = (moderngl.LINEAR_MIPMAP_LINEAR, moderngl.LINEAR)
@@ -223,7 +240,8 @@ class FaceRenderer:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
-                        self._regions, self._bg_vao, self._bg_program, self._program, self._noise, *self._msaa,
+                        self._regions, self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
+                        self._program, self._noise, *self._msaa,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
         self._buffers.clear()
@@ -240,8 +258,9 @@ class FaceRenderer:
         buf.write(raw)
         buf.bind_to_storage_buffer(binding)
 
-    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool) -> None:
-        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), then the faces."""
+    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool) -> None:
+        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the faces, then
+        the occluders in front of them (depth-tested: they are surfaces with a depth and a class)."""
         fbo.use()
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         if background:
@@ -252,6 +271,9 @@ class FaceRenderer:
             self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
         self.ctx.enable(moderngl.DEPTH_TEST)
         self._vao.render(moderngl.TRIANGLES, instances=b)
+        if occluders:
+            self._noise.use(location=0)
+            self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
 
     def _upload_images(self, params: dict[str, np.ndarray]) -> None:
         """Image backgrounds of the batch as one texture layer per instance (only if it has any)."""
@@ -334,11 +356,13 @@ class FaceRenderer:
         with self._timed("upload"):
             cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
             for binding, data in enumerate((verts, normals, albedo, cams, params["light"], params["background"],
-                                            params["background_shapes"], params["material"])):
+                                            params["background_shapes"], params["material"], params["occluders"])):
                 self._upload(binding, data)
             self._upload_images(params)
             self._program["first_tile"] = first_tile
             self._bg_program["first_tile"] = first_tile
+            self._occ_program["first_tile"] = first_tile
+        occluders = bool((params["occluders"][..., 0] > 0).any())
         # Restored below: a released renderer's framebuffer must not stay bound on a shared context.
         previous = self.ctx.fbo or self.ctx.detect_framebuffer(0)
         with self._timed("draw"):
@@ -346,11 +370,11 @@ class FaceRenderer:
                 self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
             self.ctx.disable(moderngl.CULL_FACE)
             if self._msaa:
-                self._draw(self._fbo, b, background=False)
-                self._draw(self._msaa[0], b, background=True)
+                self._draw(self._fbo, b, background=False, occluders=occluders)
+                self._draw(self._msaa[0], b, background=True, occluders=occluders)
                 self.ctx.copy_framebuffer(self._msaa[1], self._msaa[0])
             else:
-                self._draw(self._fbo, b, background=True)
+                self._draw(self._fbo, b, background=True, occluders=occluders)
             if self.settings.profile:
                 self.ctx.finish()
         error = self.ctx.error  # reading it clears it

@@ -24,7 +24,10 @@ from .params import (
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
     MATERIAL_FIELDS,
+    MAX_OCCLUDERS,
     MAX_SHAPES,
+    OCCLUDER,
+    OCCLUDER_FIELDS,
     POSE,
     SHAPE,
     SHAPE_FIELDS,
@@ -77,6 +80,7 @@ class ParameterSampler:
             ("neutral", 1), ("angles", 3), ("distance", 1), ("face_fraction", 1), ("jitter", 2),
             ("ambient", 1), ("directional", 1), ("background", len(BACKGROUND_FIELDS)),
             ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
+            ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,6 +130,7 @@ class ParameterSampler:
                                  uniform("ambient", light.ambient)[:, 0],
                                  uniform("directional", light.directional)[:, 0]),
             "material": self._material(u[:, self._uniform["material"]]),
+            "occluders": self._occluders(u[:, self._uniform["occluders"]], distance),
             **self._background(u[:, self._uniform["background"]], u[:, self._uniform["shapes"]]),
             "intrinsics": intrinsics,
             "index": idx,
@@ -166,6 +171,27 @@ class ParameterSampler:
         return np.stack([m.specular[0] + (m.specular[1] - m.specular[0]) * u[:, 0],
                          np.exp(lo + (hi - lo) * u[:, 1]),
                          m.occlusion[0] + (m.occlusion[1] - m.occlusion[0]) * u[:, 2]], axis=1)
+
+    def _occluders(self, u: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """(B, O, 11): the first ``count`` rows are cards or discs around the image centre, in front of the face."""
+        cfg, b = self.config.occluders, u.shape[0]
+        u = u.reshape(b, MAX_OCCLUDERS, len(OCCLUDER_FIELDS) + 1)
+        col = {name: u[..., OCCLUDER[name]] for name in OCCLUDER_FIELDS}
+        count = np.floor(u[:, 0, -1] * (cfg.count + 1))
+        used = np.arange(MAX_OCCLUDERS)[None, :] < count[:, None]
+        out = np.zeros((b, MAX_OCCLUDERS, len(OCCLUDER_FIELDS)))
+        out[..., OCCLUDER["kind"]] = np.where(col["kind"] < 0.6, 1, 2)
+        out[..., OCCLUDER["x"]] = 0.2 + 0.6 * col["x"]
+        out[..., OCCLUDER["y"]] = 0.2 + 0.6 * col["y"]
+        out[..., OCCLUDER["width"]] = cfg.size[0] + (cfg.size[1] - cfg.size[0]) * col["width"]
+        out[..., OCCLUDER["height"]] = cfg.size[0] + (cfg.size[1] - cfg.size[0]) * col["height"]
+        out[..., OCCLUDER["angle"]] = np.pi * col["angle"]
+        rgb = np.stack([col["r"], col["g"], col["b"], u[..., -1]], axis=-1)
+        out[..., OCCLUDER["r"]:OCCLUDER["b"] + 1] = self._colours(rgb)
+        out[..., OCCLUDER["texture"]] = cfg.texture[0] + (cfg.texture[1] - cfg.texture[0]) * col["texture"]
+        gap = cfg.gap_mm[0] + (cfg.gap_mm[1] - cfg.gap_mm[0]) * col["z"]
+        out[..., OCCLUDER["z"]] = np.maximum(distance[:, None] - gap, 20.0)
+        return np.where(used[..., None], out, 0.0)
 
     def _colours(self, u: np.ndarray) -> np.ndarray:
         """(B, ..., 4) uniforms → (B, ..., 3) linear RGB in the brightness range, desaturated (rooms, walls

@@ -132,7 +132,8 @@ def test_format_1_datasets_verify_info_and_preview(damaged, tmp_path):
         path = damaged / entry["file"]
         with h5py.File(path, "r+") as f:
             f.attrs["format_version"] = 1
-            for name in ("segmentation", "params/material", "params/background_shapes", "params/background_sha256"):
+            for name in ("segmentation", "params/material", "params/background_shapes", "params/background_sha256",
+                         "params/occluders"):
                 del f[name]
         entry["sha256"] = file_sha256(path)
     (damaged / "manifest.json").write_text(json.dumps(manifest))

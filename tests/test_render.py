@@ -297,3 +297,35 @@ def test_segmentation_follows_the_model_regions_and_mask_is_the_face(gl_ctx):
     np.testing.assert_array_equal(after.mask, after.segmentation == face)
     rows = np.nonzero(after.segmentation[0] == scalp)[0]
     assert rows.mean() < np.nonzero(after.segmentation[0] == face)[0].mean()  # the scalp is on top (y up)
+
+
+def test_occluders_hide_the_face_behind_them(gl_ctx):
+    """An occluder is a surface: its depth and class at its pixels, out of the mask, and the landmarks
+    behind it are not visible. Off by default."""
+    from synthface.model import SEGMENTATION_CLASSES
+    from synthface.params import OCCLUDER
+
+    model = make_model("pca")
+    assert (sample_params(model, seed=0, indices=range(20), config=frontal_config())["occluders"] == 0).all()
+    params = sample_params(model, seed=3, indices=range(4), config=frontal_config(**{"occluders.count": 1}))
+    occ = np.zeros_like(params["occluders"])
+    occ[:, 0, [OCCLUDER["kind"], OCCLUDER["x"], OCCLUDER["y"], OCCLUDER["width"], OCCLUDER["height"]]] = \
+        [1, 0.5, 0.5, 0.3, 0.3]  # a square card over the image centre
+    occ[:, 0, OCCLUDER["z"]] = params["pose"][:, 5] - 150.0
+    occ[:, 0, OCCLUDER["r"]] = 1.0
+    assert (params["occluders"][..., OCCLUDER["kind"]] > 0).any()  # the sampler draws some when asked
+    with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+        clear = r.render(dict(params, occluders=np.zeros_like(occ)))
+        hidden = r.render(dict(params, occluders=occ))
+    card = np.zeros((SIZE, SIZE), bool)
+    lo, hi = int(0.35 * SIZE) + 1, int(0.65 * SIZE) - 1
+    card[lo:hi, lo:hi] = True
+    occluder = SEGMENTATION_CLASSES.index("occluder")
+    for b in range(4):
+        assert (hidden.segmentation[b][card] == occluder).all() and not hidden.mask[b][card].any()
+        np.testing.assert_allclose(hidden.depth[b][card], occ[b, 0, OCCLUDER["z"]], rtol=1e-5)
+        np.testing.assert_array_equal(hidden.segmentation[b][~card & (hidden.segmentation[b] != occluder)],
+                                      clear.segmentation[b][~card & (hidden.segmentation[b] != occluder)])
+        xy = clear.landmarks_xy[b]
+        under = (xy >= lo + 1).all(-1) & (xy < hi - 1).all(-1) & clear.landmarks_visible[b]
+        assert under.any() and not hidden.landmarks_visible[b][under].any()
