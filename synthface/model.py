@@ -126,6 +126,13 @@ class MorphableModel:
         return int(self.albedo_basis.shape[0])
 
     @property
+    def face_region(self) -> np.ndarray:
+        """(V,) bool: vertices of the face region (:data:`FACE_CLASSES`; every vertex without ``regions``)."""
+        if self.regions is None:
+            return np.ones(self.n_vertices, bool)
+        return np.isin(self.regions, [SEGMENTATION_CLASSES.index(c) for c in FACE_CLASSES])
+
+    @property
     def has_landmarks(self) -> bool:
         return self.landmark_indices is not None
 

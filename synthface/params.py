@@ -60,6 +60,14 @@ centre, width and height as fractions of the image size; angle in radians; linea
 contrast of its mottling; ``z`` its camera-space depth in mm (in front of the face)."""
 OCCLUDER = {name: i for i, name in enumerate(OCCLUDER_FIELDS)}
 
+HAIR_FIELDS: tuple[str, ...] = ("coverage", "hairline_mm", "recession_mm", "thickness_mm", "r", "g", "b",
+                                "strands", "sheen")
+"""``params/hair`` columns: ``coverage`` 1 = hair, 0 = bald; the hairline's offset from the model's
+face/scalp border (mm along the scalp; negative: lower, onto the forehead) plus ``recession_mm`` more
+at the temples; the hair's thickness above the scalp (mm; a shell, tapered at the hairline); linear
+RGB colour; strand contrast and sheen. Drawn on models with per-vertex ``regions`` (a scalp) only."""
+HAIR = {name: i for i, name in enumerate(HAIR_FIELDS)}
+
 MATERIAL_FIELDS: tuple[str, ...] = ("specular", "shininess", "occlusion")
 """``params/material`` columns: Blinn-Phong specular strength (0 = matte) and exponent, and the
 strength of the per-vertex ambient occlusion (0 = none, 1 = full; see :mod:`synthface.occlusion`)."""
@@ -94,6 +102,8 @@ def param_layout(model: MorphableModel) -> dict[str, ParamField]:
                    "background source, colours, pattern and image crop (BACKGROUND_FIELDS)"),
         ParamField("background_shapes", (MAX_SHAPES, len(SHAPE_FIELDS)), f32, "params/background_shapes",
                    "clutter shapes painted over the background (SHAPE_FIELDS)"),
+        ParamField("hair", (len(HAIR_FIELDS),), f32, "params/hair",
+                   "procedural hair: coverage, hairline, recession, thickness, colour, strands, sheen"),
         ParamField("occluders", (MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), f32, "params/occluders",
                    "flat shapes in front of the face (OCCLUDER_FIELDS); kind 0 = none"),
         ParamField("background_sha256", (), np.dtype("S64"), "params/background_sha256",

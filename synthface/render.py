@@ -29,11 +29,13 @@ from .backgrounds import BackgroundImages, fractal_noise
 from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
 from .gl import GL_CLIP_DISTANCE0, RenderError, create_context, load_program
+from .hair import NO_HAIR, hair_fields
 from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
 from .params import (
     BACKGROUND,
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
+    HAIR_FIELDS,
     MATERIAL_FIELDS,
     MAX_OCCLUDERS,
     MAX_SHAPES,
@@ -132,6 +134,7 @@ def scene_defaults(b: int) -> dict[str, np.ndarray]:
             "background": np.zeros((b, len(BACKGROUND_FIELDS)), np.float32),
             "background_shapes": np.zeros((b, MAX_SHAPES, len(SHAPE_FIELDS)), np.float32),
             "occluders": np.zeros((b, MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), np.float32),
+            "hair": np.zeros((b, len(HAIR_FIELDS)), np.float32),
             "background_sha256": np.full(b, b"", "S64")}
 
 
@@ -180,10 +183,18 @@ class FaceRenderer:
         regions = model.regions if model.regions is not None else \
             np.full(model.n_vertices, SEGMENTATION_CLASSES.index("face"), np.uint8)
         self._regions = self.ctx.buffer(regions.astype(np.float32))
-        self._vao = self.ctx.vertex_array(self._program, [(self._pncc, "3f", "in_pncc"),
-                                                          (self._occlusion, "f", "in_occlusion"),
-                                                          (self._regions, "f", "in_region")],
-                                          index_buffer=self._ibo)
+        hairline, temple = hair_fields(model)
+        self._hairline = self.ctx.buffer(np.stack([hairline, temple], axis=1))
+        attributes = [(self._pncc, "3f", "in_pncc"), (self._occlusion, "f", "in_occlusion"),
+                      (self._regions, "f", "in_region"), (self._hairline, "f f", "in_hairline", "in_temple")]
+        self._vao = self.ctx.vertex_array(self._program, attributes, index_buffer=self._ibo)
+        # The hair shell: only triangles hair can reach (none for a model without a scalp).
+        scalp_tris = model.triangles[(hairline[model.triangles] > NO_HAIR).all(axis=1)]
+        self._hair_ibo = self.ctx.buffer(np.ascontiguousarray(scalp_tris, np.uint32)) if len(scalp_tris) else None
+        self._hair_vao = None if self._hair_ibo is None else \
+            self.ctx.vertex_array(self._program, attributes, index_buffer=self._hair_ibo)
+        self._program["noise"] = 0
+        self._program["hair_class"] = SEGMENTATION_CLASSES.index("hair") / 255.0
         self._bg_program = load_program(self.ctx, "background")
         for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
                             ("n_fields", len(BACKGROUND_FIELDS)), ("max_shapes", MAX_SHAPES),
@@ -240,7 +251,8 @@ class FaceRenderer:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
-                        self._regions, self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
+                        self._regions, self._hairline, *filter(None, (self._hair_vao, self._hair_ibo)),
+                        self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
                         self._program, self._noise, *self._msaa,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
@@ -258,9 +270,9 @@ class FaceRenderer:
         buf.write(raw)
         buf.bind_to_storage_buffer(binding)
 
-    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool) -> None:
-        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the faces, then
-        the occluders in front of them (depth-tested: they are surfaces with a depth and a class)."""
+    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool, hair: bool) -> None:
+        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the heads, their
+        hair shells, then the occluders in front (depth-tested: surfaces with a depth and a class)."""
         fbo.use()
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         if background:
@@ -270,9 +282,14 @@ class FaceRenderer:
                 self._images.use(location=1)
             self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
         self.ctx.enable(moderngl.DEPTH_TEST)
+        self._noise.use(location=0)
+        self._program["hair_pass"] = 0
         self._vao.render(moderngl.TRIANGLES, instances=b)
+        if hair:
+            self._program["hair_pass"] = 1
+            self._hair_vao.render(moderngl.TRIANGLES, instances=b)
+            self._program["hair_pass"] = 0
         if occluders:
-            self._noise.use(location=0)
             self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
 
     def _upload_images(self, params: dict[str, np.ndarray]) -> None:
@@ -356,13 +373,15 @@ class FaceRenderer:
         with self._timed("upload"):
             cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
             for binding, data in enumerate((verts, normals, albedo, cams, params["light"], params["background"],
-                                            params["background_shapes"], params["material"], params["occluders"])):
+                                            params["background_shapes"], params["material"], params["occluders"],
+                                            params["hair"])):
                 self._upload(binding, data)
             self._upload_images(params)
             self._program["first_tile"] = first_tile
             self._bg_program["first_tile"] = first_tile
             self._occ_program["first_tile"] = first_tile
         occluders = bool((params["occluders"][..., 0] > 0).any())
+        hair = self._hair_vao is not None and bool((params["hair"][:, 0] > 0.5).any())
         # Restored below: a released renderer's framebuffer must not stay bound on a shared context.
         previous = self.ctx.fbo or self.ctx.detect_framebuffer(0)
         with self._timed("draw"):
@@ -370,11 +389,11 @@ class FaceRenderer:
                 self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
             self.ctx.disable(moderngl.CULL_FACE)
             if self._msaa:
-                self._draw(self._fbo, b, background=False, occluders=occluders)
-                self._draw(self._msaa[0], b, background=True, occluders=occluders)
+                self._draw(self._fbo, b, background=False, occluders=occluders, hair=hair)
+                self._draw(self._msaa[0], b, background=True, occluders=occluders, hair=hair)
                 self.ctx.copy_framebuffer(self._msaa[1], self._msaa[0])
             else:
-                self._draw(self._fbo, b, background=True, occluders=occluders)
+                self._draw(self._fbo, b, background=True, occluders=occluders, hair=hair)
             if self.settings.profile:
                 self.ctx.finish()
         error = self.ctx.error  # reading it clears it

@@ -23,6 +23,8 @@ from .params import (
     BACKGROUND,
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
+    HAIR,
+    HAIR_FIELDS,
     MATERIAL_FIELDS,
     MAX_OCCLUDERS,
     MAX_SHAPES,
@@ -46,6 +48,15 @@ def _plan(blocks: list[tuple[str, int]]) -> tuple[dict[str, slice], int]:
     return out, start
 
 
+HAIR_COLOURS: dict[str, tuple[tuple[float, float, float], float]] = {
+    "black": ((0.012, 0.010, 0.009), 0.30), "dark brown": ((0.035, 0.022, 0.014), 0.25),
+    "brown": ((0.09, 0.055, 0.032), 0.15), "light brown": ((0.20, 0.13, 0.075), 0.08),
+    "blond": ((0.42, 0.30, 0.16), 0.08), "red": ((0.25, 0.075, 0.03), 0.04),
+    "grey": ((0.30, 0.29, 0.28), 0.07), "white": ((0.62, 0.60, 0.57), 0.03),
+}
+"""Natural hair colours (linear RGB) and how often each is drawn (``hair.colours = "natural"``)."""
+
+
 class ParameterSampler:
     """Samples parameter batches (shard ``params/`` layout) for one model, config and seed.
 
@@ -63,11 +74,12 @@ class ParameterSampler:
         if self.config.background.mode == "images" and backgrounds is None:
             backgrounds = BackgroundImages.scan(self.config.background.directory)
         self.backgrounds = backgrounds
-        lo, hi = model.mean_shape.min(axis=0), model.mean_shape.max(axis=0)
+        face = model.mean_shape[model.face_region]  # a full-head model is framed by its face, as photos are
+        lo, hi = face.min(axis=0), face.max(axis=0)
         self.face_centre = ((lo + hi) / 2).astype(np.float64)
-        """Model-space centre of the mean shape's bounding box (mm): what the camera aims at."""
+        """Model-space centre of the mean face's bounding box (mm): what the camera aims at."""
         self.face_extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
-        """Larger of the mean shape's width and height (mm): what ``face_fraction`` frames."""
+        """Larger of the mean face's width and height (mm): what ``face_fraction`` frames."""
         blend = model.expression_kind == "blendshape"
         k_exp = model.n_expression
         self._normal, self._n_normal = _plan([
@@ -80,7 +92,7 @@ class ParameterSampler:
             ("neutral", 1), ("angles", 3), ("distance", 1), ("face_fraction", 1), ("jitter", 2),
             ("ambient", 1), ("directional", 1), ("background", len(BACKGROUND_FIELDS)),
             ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
-            ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)),
+            ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)), ("hair", len(HAIR_FIELDS) + 2),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,6 +143,7 @@ class ParameterSampler:
                                  uniform("directional", light.directional)[:, 0]),
             "material": self._material(u[:, self._uniform["material"]]),
             "occluders": self._occluders(u[:, self._uniform["occluders"]], distance),
+            "hair": self._hair(u[:, self._uniform["hair"]]),
             **self._background(u[:, self._uniform["background"]], u[:, self._uniform["shapes"]]),
             "intrinsics": intrinsics,
             "index": idx,
@@ -171,6 +184,32 @@ class ParameterSampler:
         return np.stack([m.specular[0] + (m.specular[1] - m.specular[0]) * u[:, 0],
                          np.exp(lo + (hi - lo) * u[:, 1]),
                          m.occlusion[0] + (m.occlusion[1] - m.occlusion[0]) * u[:, 2]], axis=1)
+
+    def _hair(self, u: np.ndarray) -> np.ndarray:
+        """(B, 9) hair parameters; the colour is a palette entry varied in brightness and hue."""
+        cfg, b = self.config.hair, u.shape[0]
+        col = {name: u[:, HAIR[name]] for name in HAIR_FIELDS}
+        out = np.zeros((b, len(HAIR_FIELDS)))
+
+        def span(r: tuple[float, float], x: np.ndarray) -> np.ndarray:
+            return r[0] + (r[1] - r[0]) * x
+
+        out[:, HAIR["coverage"]] = col["coverage"] >= cfg.bald_prob
+        out[:, HAIR["hairline_mm"]] = span(cfg.hairline_mm, col["hairline_mm"])
+        out[:, HAIR["recession_mm"]] = span(cfg.recession_mm, col["recession_mm"] ** 2)  # most recede little
+        out[:, HAIR["thickness_mm"]] = span(cfg.thickness_mm, col["thickness_mm"])
+        palette, weights = zip(*HAIR_COLOURS.values(), strict=True)
+        if cfg.colours == "natural":
+            pick = np.searchsorted(np.cumsum(weights) / np.sum(weights), u[:, -2], side="right")
+            base = np.array(palette)[np.minimum(pick, len(palette) - 1)]
+            hue = 1 + 0.15 * (np.stack([col["g"], col["b"], u[:, -1]], 1) - 0.5)  # ±7.5 % per channel
+            rgb = base * (0.75 + 0.5 * col["r"])[:, None] * hue
+        else:
+            rgb = np.stack([col["r"], col["g"], col["b"]], 1) ** 2.2
+        out[:, HAIR["r"]:HAIR["b"] + 1] = np.clip(rgb, 0.0, 1.0)
+        out[:, HAIR["strands"]] = span(cfg.strands, col["strands"])
+        out[:, HAIR["sheen"]] = span(cfg.sheen, col["sheen"])
+        return out
 
     def _occluders(self, u: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """(B, O, 11): the first ``count`` rows are cards or discs around the image centre, in front of the face."""

@@ -417,7 +417,9 @@ def test_iterate_coarse_with_rendered_feedback(bundled_model, gl_ctx):
         feedback = render_feedback(r, pv, torch.as_tensor(pv.encode(params)), context)
         assert feedback.shape == (3, 6, 64, 64) and feedback.dtype == torch.float32
         assert feedback[:, :3].max() <= 1 and feedback[:, 3:].abs().max() <= 1.0001
-        assert (feedback[:, 5][feedback[:, :3].sum(1) > 0] < 0.2).all()  # normals face the camera
+        # Normals face the camera; a full head's smooth normals turn slightly away only at its silhouette.
+        nz = feedback[:, 5][feedback[:, :3].sum(1) > 0]
+        assert (nz < 0.2).float().mean() > 0.95 and nz.median() < -0.3
         net = CoarseNet(pv.dim)
         steps = iterate_coarse(net, torch.rand(3, 3, 64, 64), torch.zeros(3, pv.dim),
                                lambda est: render_feedback(r, pv, est, context), steps=2)

@@ -7,6 +7,7 @@ import pytest
 import trimesh
 
 from synthface import camera_vertices, load_config, sample_params
+from synthface.model import FACE_CLASSES, SEGMENTATION_CLASSES
 from synthface.occlusion import vertex_occlusion
 from synthface.render import FaceRenderer, RenderSettings, landmark_visibility
 from synthface.shading import irradiance, linear_to_srgb, specular
@@ -14,6 +15,7 @@ from synthface.shading import irradiance, linear_to_srgb, specular
 from .conftest import make_model
 
 SIZE = 64
+FACE_IDS = [SEGMENTATION_CLASSES.index(c) for c in FACE_CLASSES]
 
 
 def frontal_config(image_size: int = SIZE, **extra):
@@ -24,19 +26,21 @@ def frontal_config(image_size: int = SIZE, **extra):
 
 
 def ray_cast(vertices: np.ndarray, triangles: np.ndarray, k: np.ndarray, size: int):
-    """Nearest hit of the ray through every pixel centre: (depth z or 0, hit point) per pixel."""
+    """Nearest hit of the ray through every pixel centre: (depth z or 0, hit point, triangle or -1) per pixel."""
     mesh = trimesh.Trimesh(vertices, triangles, process=False)
     v, u = np.mgrid[0:size, 0:size]
     pix = np.stack([u.ravel() + 0.5, v.ravel() + 0.5, np.ones(u.size)], axis=1)
     dirs = pix @ np.linalg.inv(k).T  # z component 1: the hit's t is its depth
-    locs, ray_idx, _ = mesh.ray.intersects_location(np.zeros_like(dirs), dirs, multiple_hits=True)
+    locs, ray_idx, tri_idx = mesh.ray.intersects_location(np.zeros_like(dirs), dirs, multiple_hits=True)
     depth = np.full(u.size, np.inf)
     np.minimum.at(depth, ray_idx, locs[:, 2])
     hit = np.zeros((u.size, 3))
+    tri = np.full(u.size, -1)
     nearest = np.isclose(locs[:, 2], depth[ray_idx])
     hit[ray_idx[nearest]] = locs[nearest]
+    tri[ray_idx[nearest]] = tri_idx[nearest]
     depth[~np.isfinite(depth)] = 0
-    return depth.reshape(size, size), hit.reshape(size, size, 3)
+    return depth.reshape(size, size), hit.reshape(size, size, 3), tri.reshape(size, size)
 
 
 def interior(mask: np.ndarray) -> np.ndarray:
@@ -60,26 +64,32 @@ def sphere_render(gl_ctx):
 
 @pytest.mark.parametrize("which", ["sphere", "bundled"])
 def test_depth_and_mask_match_ray_casting(which, sphere_render, gl_ctx, request):
+    """depth covers every rendered surface; mask the pixels whose surface is of a face class (the bundled
+    head's scalp, ears and neck are depth but not mask). Hair is off: its shell is not the model's mesh."""
     if which == "sphere":
         model, params, out = sphere_render
     else:
         model = request.getfixturevalue("bundled_model")
-        params = sample_params(model, seed=2, indices=range(2), config=frontal_config())
+        params = sample_params(model, seed=2, indices=range(2), config=frontal_config(**{"hair.bald_prob": 1.0}))
         with FaceRenderer(model, RenderSettings(SIZE), ctx=gl_ctx) as r:
             out = r.render(params)
+    regions = model.regions if model.regions is not None else np.ones(model.n_vertices, np.uint8)
     verts = camera_vertices(model, params)
     for b in range(len(verts)):
-        ref, _ = ray_cast(verts[b].astype(np.float64), model.triangles, params["intrinsics"][b], SIZE)
-        both = interior(out.mask[b]) & interior(ref > 0)
+        ref, _, tri = ray_cast(verts[b].astype(np.float64), model.triangles, params["intrinsics"][b], SIZE)
+        both = interior(out.depth[b] > 0) & interior(ref > 0)
         assert both.sum() > 0.1 * SIZE * SIZE
         err = np.abs(out.depth[b][both] - ref[both])
         assert err.max() < 0.1, f"sample {b}: depth differs by up to {err.max():.3f} mm"
-        # The mask is exactly the pixels whose centre ray hits, except at silhouette edges.
-        differ = (out.mask[b] > 0) != (ref > 0)
-        edge = ~interior(ref > 0) & ~interior(ref == 0)
-        assert not (differ & ~edge).any()
-        assert differ.sum() <= 0.01 * SIZE * SIZE
-        assert (out.depth[b][out.mask[b] == 0] == 0).all()
+        # Exactly the pixels whose centre ray hits (a face-class triangle, by its provoking = last vertex),
+        # except at silhouette and class edges.
+        face = np.isin(regions[model.triangles[tri, 2]], FACE_IDS) & (tri >= 0)
+        for got, want in ((out.depth[b] > 0, ref > 0), (out.mask[b] > 0, face)):
+            differ = got != want
+            edge = ~interior(want) & ~interior(~want)
+            assert not (differ & ~edge).any()
+            assert differ.sum() <= 0.01 * SIZE * SIZE
+        assert (out.mask[b][out.depth[b] == 0] == 0).all()  # the face is a rendered surface
 
 
 def test_landmarks_are_k_x_over_z(sphere_render):
@@ -160,7 +170,7 @@ def test_normals_are_unit_and_match_the_surface(sphere_render):
     assert out.normals[inside][:, 2].max() < 0.2  # visible surfaces face the camera (−z)
     # On the sphere the true normal at a hit point is radial from its centre.
     for b in range(2):
-        _, hit = ray_cast(verts[b].astype(np.float64), model.triangles, params["intrinsics"][b], SIZE)
+        _, hit, _ = ray_cast(verts[b].astype(np.float64), model.triangles, params["intrinsics"][b], SIZE)
         centre = verts[b].mean(axis=0)
         radial = hit - centre
         radial /= np.maximum(np.linalg.norm(radial, axis=-1, keepdims=True), 1e-9)
@@ -241,14 +251,14 @@ def test_bundled_landmarks_visibility(bundled_model, gl_ctx, size):
     turned = {}
     for sign in (1, -1):
         turned[sign] = dict(frontal, pose=frontal["pose"].copy())
-        turned[sign]["pose"][:, 0] = sign * np.radians(70)
+        turned[sign]["pose"][:, 0] = sign * np.radians(75)
     with FaceRenderer(bundled_model, RenderSettings(size), ctx=gl_ctx) as r:
         front = r.render(frontal).landmarks_visible[0]
         right, left = (r.render(turned[s]).landmarks_visible[0] for s in (1, -1))
     hidden = set(np.flatnonzero(~front).tolist())
     # Jaw points 1 and 15 are fixed vertices just behind the frontal outline (bfm_assets/PROVENANCE.md).
     assert hidden <= {1, 15} and (size < 100 or not hidden)
-    # yaw +70°: the face turns to the image's left, hiding the subject's right jaw (0-3) and eye (36).
+    # yaw +75°: the face turns to the image's left, hiding the subject's right jaw (0-3) and eye (36).
     subject_right, subject_left = [0, 1, 2, 3, 36], [13, 14, 15, 16, 45]
     assert not right[subject_right].any() and right[subject_left].all()
     assert not left[subject_left].any() and left[subject_right].all()
@@ -286,6 +296,7 @@ def test_segmentation_follows_the_model_regions_and_mask_is_the_face(gl_ctx):
     regions = np.where(plain.mean_shape[:, 1] > 20.0, scalp, face).astype(np.uint8)
     labelled = dataclasses.replace(plain, regions=regions)
     params = sample_params(plain, seed=1, indices=range(3), config=frontal_config(**{"pose.roll_deg": [0, 0]}))
+    params["hair"][:] = 0.0  # bald: the scalp shows (hair: the next test)
     outs = []
     for model in (plain, labelled):
         with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
@@ -329,3 +340,35 @@ def test_occluders_hide_the_face_behind_them(gl_ctx):
         xy = clear.landmarks_xy[b]
         under = (xy >= lo + 1).all(-1) & (xy < hi - 1).all(-1) & clear.landmarks_visible[b]
         assert under.any() and not hidden.landmarks_visible[b][under].any()
+
+
+def test_hair_covers_the_scalp_past_the_hairline(gl_ctx):
+    """On a model with a scalp, hair is a shell above it (nearer depth, class hair) from the hairline on;
+    bald samples show the scalp; the face and its mask do not change."""
+    import dataclasses
+
+    from synthface.model import SEGMENTATION_CLASSES
+    from synthface.params import HAIR
+
+    plain = make_model("pca")
+    face, scalp, hair = (SEGMENTATION_CLASSES.index(c) for c in ("face", "scalp", "hair"))
+    model = dataclasses.replace(plain, regions=np.where(plain.mean_shape[:, 1] > 20.0, scalp, face).astype(np.uint8))
+    params = sample_params(model, seed=1, indices=range(4), config=frontal_config(**{"pose.pitch_deg": [15, 15]}))
+    params["hair"][:, HAIR["coverage"]] = [1, 1, 1, 0]
+    params["hair"][:, HAIR["hairline_mm"]] = [0, 20, 0, 0]
+    params["hair"][:, HAIR["recession_mm"]] = 0
+    params["hair"][:, HAIR["thickness_mm"]] = [5, 5, 20, 5]
+    bald = dict(params, hair=np.zeros_like(params["hair"]))
+    with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+        with_hair, without = r.render(params), r.render(bald)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    covered = [(with_hair.segmentation[b] == hair).sum() for b in range(4)]
+    assert covered[0] > 50 and covered[3] == 0
+    assert covered[1] < covered[0]  # a hairline 20 mm further back leaves more scalp bare
+    assert (without.segmentation == hair).sum() == 0
+    for b in range(3):
+        on = with_hair.segmentation[b] == hair
+        assert ((without.depth[b] - with_hair.depth[b])[on & (without.depth[b] > 0)] >= 0.9).all()  # above the skin
+        np.testing.assert_array_equal(with_hair.mask[b] | on, without.mask[b] | on)
+    # thicker hair stands further out: a larger silhouette
+    assert ((with_hair.depth[2] > 0).sum() > (without.depth[2] > 0).sum())
