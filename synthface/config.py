@@ -94,13 +94,29 @@ class HairConfig:
     """Procedural hair on the scalp of models that have one (see synthface.params.HAIR_FIELDS)."""
 
     bald_prob: float = _f(0.08, 0.0, 1.0, "probability of no hair")
-    hairline_mm: Range = _f((-12.0, 15.0), -60.0, 150.0, "hairline offset from the face/scalp border (- = lower)")
+    hairline_mm: Range = _f((-28.0, 5.0), -60.0, 150.0, "hairline offset from the face/scalp border (- = lower)")
     recession_mm: Range = _f((0.0, 25.0), 0.0, 150.0, "extra recession at the temples")
     thickness_mm: Range = _f((1.0, 22.0), 0.0, 80.0, "hair thickness above the scalp (1 ≈ a buzz cut)")
     colours: str = _f("natural", 0, 0, "'natural' (black, browns, blond, red, grey, by how common they are) or "
                       "'any' (every colour uniformly)", choices=("natural", "any"))
     strands: Range = _f((0.15, 0.5), 0.0, 1.0, "contrast of the strand pattern")
     sheen: Range = _f((0.0, 0.25), 0.0, 2.0, "strength of the hair's highlight")
+
+
+@dataclass(frozen=True)
+class FacialHairConfig:
+    """Procedural brows and stubble on models with regions and landmarks (synthface.params.FACIAL_HAIR_FIELDS)."""
+
+    brow_thickness_mm: Range = _f((7.0, 13.0), 0.0, 30.0, "brow thickness at its inner end")
+    brow_taper: Range = _f((0.25, 0.8), 0.0, 2.0, "outer end's thickness / inner end's")
+    brow_arch_mm: Range = _f((-1.0, 4.0), -20.0, 20.0, "extra lift of the brow's apex")
+    brow_lift_mm: Range = _f((-3.0, 3.0), -20.0, 20.0, "shift of the whole brow (+ = up)")
+    brow_length: Range = _f((0.8, 1.1), 0.0, 2.0, "brow length, fraction of the landmarks' brow")
+    brow_density: Range = _f((0.55, 1.0), 0.0, 1.0, "brow density (0 = none)")
+    beard_prob: float = _f(0.3, 0.0, 1.0, "probability of stubble or a beard")
+    beard_density: Range = _f((0.2, 0.9), 0.0, 1.0, "stubble/beard density where drawn")
+    beard_reach: Range = _f((0.4, 1.1), 0.0, 2.0, "how far up the cheeks (chin → nose-base heights)")
+    darkness: Range = _f((0.45, 1.0), 0.0, 2.0, "brow/beard colour = the hair colour × this")
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,7 @@ class SamplingConfig:
     material: MaterialConfig = field(default_factory=MaterialConfig)
     occluders: OccluderConfig = field(default_factory=OccluderConfig)
     hair: HairConfig = field(default_factory=HairConfig)
+    facial_hair: FacialHairConfig = field(default_factory=FacialHairConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:

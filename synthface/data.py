@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from .augment import Degradations, degrade
 from .errors import ConfigError
-from .params import MATERIAL_FIELDS, POSE_FIELDS
+from .params import FACIAL_HAIR_FIELDS, MATERIAL_FIELDS, POSE_FIELDS
 from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, ShardError, read_attrs, read_manifest
 
 PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
@@ -95,6 +95,9 @@ FIELDS: dict[str, FieldSpec] = {
                             "format 1 a linear RGB colour (3,)"),
     "material": FieldSpec("params/material", _plain, "(3,) float32 specular, shininess, occlusion; format 1: "
                           "zeros (its images had neither)", np.zeros(len(MATERIAL_FIELDS), np.float32)),
+    "facial_hair": FieldSpec("params/facial_hair", _plain, "(11,) float32 brows and stubble (FACIAL_HAIR_FIELDS); "
+                             "format 1: zeros (its model's albedo held its brows)",
+                             np.zeros(len(FACIAL_HAIR_FIELDS), np.float32)),
     "intrinsics": FieldSpec("camera/intrinsics", _plain, "(3,3) float32 pinhole K, pixels"),
     "landmarks": FieldSpec("landmarks/xy", _plain, "(68,2) float32 pixels"),
     "landmarks_visible": FieldSpec("landmarks/visible", _plain, "(68,) bool"),

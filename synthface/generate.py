@@ -275,8 +275,12 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
         else:
             todo.append((str(out), name, first, count))
     folder = job.config.background.directory  # the stored job's (on --resume), not necessarily the flags'
-    if job.config.background.mode == "images" and (backgrounds is None or backgrounds.root != Path(folder)):
-        backgrounds = BackgroundImages.scan(folder)
+    if job.config.background.mode == "images":
+        if backgrounds is None or backgrounds.root != Path(folder):
+            backgrounds = BackgroundImages.scan(folder)
+        listing = _check_backgrounds(out, backgrounds)
+    else:
+        listing = None
     results = BACKENDS[backend](todo, model, job, device, workers, progress, ray_address, backgrounds) \
         if todo else {}
     for name, (sha, times) in results.items():
@@ -284,10 +288,30 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
         if stats is not None:
             for stage, seconds in times.items():
                 stats[stage] = stats.get(stage, 0.0) + seconds
-    return _finalize(out, job, model, done)
+    return _finalize(out, job, model, done, listing)
 
 
-def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[str, str]) -> dict[str, Any] | None:
+def _check_backgrounds(out: Path, backgrounds: BackgroundImages) -> dict[str, object]:
+    """The image folder must list the same files as when the run started (which file sample i shows
+    depends on the listing): the plan records it on the first call; later calls (--resume, other
+    shard ranges) compare. Returns the record, for the manifest."""
+    now = backgrounds.record()
+    stored_path = out / PLAN if (out / PLAN).is_file() else out / MANIFEST
+    stored = _read_json(stored_path)
+    recorded = stored.get("backgrounds")
+    if recorded is None:
+        if stored_path.name == PLAN:
+            atomic_write_text(out / PLAN, json.dumps({**stored, "backgrounds": now}, indent=1))
+        return now
+    if recorded.get("listing_sha256") != now["listing_sha256"]:
+        raise SynthfaceError(f"--backgrounds {backgrounds.root} changed since the run started ({recorded.get('files')} "
+                             f"files then, {now['files']} now, or other contents); restore the folder as it was, "
+                             "or start a new run in an empty --out")
+    return now
+
+
+def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[str, str],
+              backgrounds: dict[str, object] | None = None) -> dict[str, Any] | None:
     """Write the manifest once every shard exists (None before that); the plan goes last."""
     sha = {}
     for name, first, count in job.shards():
@@ -304,6 +328,8 @@ def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[st
         "shards": [{"file": name, "first_index": first, "count": count, "sha256": sha[name]}
                    for name, first, count in job.shards()],
     }
+    if backgrounds is not None:  # the image folder's listing (see _check_backgrounds)
+        manifest["backgrounds"] = backgrounds
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1), before_rename=lambda: _crash_point("manifest"))
     (out / PLAN).unlink(missing_ok=True)
     return manifest

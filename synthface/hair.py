@@ -36,3 +36,73 @@ def hair_fields(model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
     side = np.clip((np.abs(v[:, 0] - centre_x) - lo) / (hi - lo), 0.0, 1.0)
     front = np.clip(v[:, 2] / 40.0, 0.0, 1.0)  # recession is a thing of the front hairline
     return distance.astype(np.float32), (side * front).astype(np.float32)
+
+
+NO_BROW = -10.0
+"""Brow coordinate ``s`` of vertices no brow reaches."""
+BROW_REACH_MM = 30.0
+"""Vertices farther than this from a brow's landmark line get :data:`NO_BROW`."""
+
+
+def _polyline_coordinates(p: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) arc-length position (0 at ``line[0]``, 1 at its end; extrapolated past both ends) and signed
+    distance (+ = above: larger y) of 2-D points ``p`` (N, 2) from the polyline (M, 2), a brow's line."""
+    a, b = line[:-1], line[1:]  # (S, 2) segments
+    d = b - a
+    length = np.linalg.norm(d, axis=1)
+    t = np.einsum("nsk,sk->ns", p[:, None] - a[None], d) / length**2  # (N, S)
+    first, last = np.zeros_like(t, bool), np.zeros_like(t, bool)
+    first[:, 0], last[:, -1] = True, True
+    t = np.clip(t, np.where(first, -np.inf, 0.0), np.where(last, np.inf, 1.0))  # the ends extend the line
+    foot = a[None] + t[..., None] * d[None]
+    dist = np.linalg.norm(p[:, None] - foot, axis=2)
+    seg = dist.argmin(axis=1)
+    rows = np.arange(len(p))
+    start = np.concatenate([[0.0], np.cumsum(length)])[seg]
+    s = (start + t[rows, seg] * length[seg]) / length.sum()
+    rel = p - a[seg]
+    side = np.sign(d[seg, 0] * rel[:, 1] - d[seg, 1] * rel[:, 0]) * np.sign(d[seg, 0])  # left of +x travel: up
+    return s, side * dist[rows, seg]
+
+
+def face_hair_fields(model: MorphableModel) -> np.ndarray:
+    """(V, 4) float32 per-vertex coordinates the shader draws brows and stubble with (mean shape, mm):
+
+    * ``s``: position along the nearer brow's landmark line, 0 at its inner end, 1 at its tail
+      (:data:`NO_BROW` away from the brows, off the front of the face, or on models without them);
+    * ``t``: height above that line (mm; ibug's brow points follow the brow's upper edge);
+    * ``beard``: where stubble may grow, 0 … 1 (soft edges; 0 on lips, eyes, nose, ears, scalp);
+    * ``height``: on the lower face, from the chin's underside (0) to the nose base (1), tilted up
+      towards the sideburns; ``params/facial_hair``'s ``beard_reach`` cuts it.
+
+    Models without ``regions`` or landmarks (BFM files, whose albedo has its own brows) get no brows or stubble.
+    """
+    v = model.mean_shape.astype(np.float64)
+    out = np.zeros((len(v), 4), np.float32)
+    out[:, 0] = NO_BROW
+    if model.regions is None or model.landmark_indices is None:
+        return out
+    from .geometry import vertex_normals
+
+    lm = v[model.landmark_indices]
+    facing = vertex_normals(v[None], model.triangles)[0, :, 2] > 0.2
+    cls = {c: model.regions == SEGMENTATION_CLASSES.index(c) for c in SEGMENTATION_CLASSES}
+    centre_x = lm[27, 0]  # the nose bridge
+    for line in (lm[21:16:-1], lm[22:27]):  # ibug 21→17 and 22→26: inner end to tail
+        s, t = _polyline_coordinates(v[:, :2], line[:, :2])
+        near = facing & (cls["face"] | cls["brows"]) & (np.abs(t) < BROW_REACH_MM)
+        near &= np.abs(v[:, 2] - line[:, 2].mean()) < 30.0  # the brow, not a surface behind it
+        near &= (v[:, 0] - centre_x) * np.sign(line[-1, 0] - centre_x) > -2.0  # this brow's side of the nose
+        out[near, 0], out[near, 1] = s[near], t[near]
+    chin, nose_base = lm[8, 1], lm[33, 1]
+    height = (v[:, 1] - chin) / (nose_base - chin)
+    half_jaw = np.abs(lm[0, 0] - lm[16, 0]) / 2.0
+    height -= 0.35 * np.clip(np.abs(v[:, 0] - centre_x) / half_jaw, 0.0, 1.0)
+    skin = cls["face"] | cls["neck"]
+    under_chin = np.clip(1.0 - (chin - v[:, 1] - 25.0) / 15.0, 0.0, 1.0)  # fades out down the neck
+    forward = np.clip((v[:, 2] - (lm[0, 2] + lm[16, 2]) / 2.0 + 15.0) / 15.0, 0.0, 1.0)  # not behind the jaw hinge
+    lips = cKDTree(v[cls["lips"]]).query(v)[0] if cls["lips"].any() else np.full(len(v), np.inf)
+    off_lips = np.clip((lips - 2.0) / 4.0, 0.0, 1.0)
+    out[:, 2] = skin * under_chin * forward * off_lips * (v[:, 1] < nose_base - 2.0)
+    out[:, 3] = height
+    return out

@@ -68,6 +68,16 @@ at the temples; the hair's thickness above the scalp (mm; a shell, tapered at th
 RGB colour; strand contrast and sheen. Drawn on models with per-vertex ``regions`` (a scalp) only."""
 HAIR = {name: i for i, name in enumerate(HAIR_FIELDS)}
 
+FACIAL_HAIR_FIELDS: tuple[str, ...] = ("brow_thickness_mm", "brow_taper", "brow_arch_mm", "brow_lift_mm",
+                                       "brow_length", "brow_density", "beard_density", "beard_reach",
+                                       "r", "g", "b")
+"""``params/facial_hair`` columns: the brows' thickness at their inner end (mm), the outer end's
+thickness as a fraction of it, extra arch at the apex and a lift of the whole brow (mm, + = up; from
+the model's brow landmarks), their length (fraction of the landmarks' brow; > 1 runs past it) and
+density (0 = none … 1 = full); stubble/beard density (0 = shaven) and reach (how far up the cheeks, in
+chin → nose-base heights); linear RGB colour of both. Drawn on models with ``regions`` and landmarks."""
+FACIAL_HAIR = {name: i for i, name in enumerate(FACIAL_HAIR_FIELDS)}
+
 MATERIAL_FIELDS: tuple[str, ...] = ("specular", "shininess", "occlusion")
 """``params/material`` columns: Blinn-Phong specular strength (0 = matte) and exponent, and the
 strength of the per-vertex ambient occlusion (0 = none, 1 = full; see :mod:`synthface.occlusion`)."""
@@ -104,6 +114,8 @@ def param_layout(model: MorphableModel) -> dict[str, ParamField]:
                    "clutter shapes painted over the background (SHAPE_FIELDS)"),
         ParamField("hair", (len(HAIR_FIELDS),), f32, "params/hair",
                    "procedural hair: coverage, hairline, recession, thickness, colour, strands, sheen"),
+        ParamField("facial_hair", (len(FACIAL_HAIR_FIELDS),), f32, "params/facial_hair",
+                   "procedural brows and stubble: brow shape, density, beard density and reach, colour"),
         ParamField("occluders", (MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), f32, "params/occluders",
                    "flat shapes in front of the face (OCCLUDER_FIELDS); kind 0 = none"),
         ParamField("background_sha256", (), np.dtype("S64"), "params/background_sha256",

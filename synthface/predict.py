@@ -29,6 +29,7 @@ from .model import MorphableModel
 from .models import CoarseNet, FineNet, iterate_coarse, render_feedback
 from .params import MATERIAL_FIELDS, N_SH
 from .render import FaceRenderer, RenderOutput, RenderSettings
+from .sampling import typical_facial_hair
 from .shading import srgb_to_linear
 
 
@@ -122,16 +123,18 @@ class Prediction:
 
 def default_context(model: MorphableModel, intrinsics: np.ndarray,
                     context: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """What the renderer needs besides identity/expression/pose: K, plus mean albedo, unit ambient light
-    and a matte material (no highlight, no occlusion) unless ``context`` gives them (the background is
-    the renderer's plain default unless given). Depth, mask, PNCC and normals depend on none of them,
-    so a photo needs nothing but its K."""
+    """What the renderer needs besides identity/expression/pose: K, plus mean albedo, typical brows
+    (:func:`~synthface.sampling.typical_facial_hair`), unit ambient light and a matte material (no
+    highlight, no occlusion) unless ``context`` gives them (the background is the renderer's plain
+    default unless given). Depth, mask, PNCC and normals depend on none of them, so a photo needs
+    nothing but its K."""
     k = np.ascontiguousarray(intrinsics, dtype=np.float32)
     b = len(k)
     light = np.zeros((b, N_SH, 3), np.float32)
     light[:, 0] = 1.0
     out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light,
-           "material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32)}
+           "material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32),
+           "facial_hair": np.repeat(typical_facial_hair()[None], b, axis=0)}
     out.update({key: np.asarray(v) for key, v in (context or {}).items()})
     out["intrinsics"] = k
     return out

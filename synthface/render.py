@@ -29,12 +29,13 @@ from .backgrounds import BackgroundImages, fractal_noise
 from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
 from .gl import GL_CLIP_DISTANCE0, RenderError, create_context, load_program
-from .hair import NO_HAIR, hair_fields
+from .hair import NO_HAIR, face_hair_fields, hair_fields
 from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
 from .params import (
     BACKGROUND,
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
+    FACIAL_HAIR_FIELDS,
     HAIR_FIELDS,
     MATERIAL_FIELDS,
     MAX_OCCLUDERS,
@@ -135,6 +136,7 @@ def scene_defaults(b: int) -> dict[str, np.ndarray]:
             "background_shapes": np.zeros((b, MAX_SHAPES, len(SHAPE_FIELDS)), np.float32),
             "occluders": np.zeros((b, MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), np.float32),
             "hair": np.zeros((b, len(HAIR_FIELDS)), np.float32),
+            "facial_hair": np.zeros((b, len(FACIAL_HAIR_FIELDS)), np.float32),
             "background_sha256": np.full(b, b"", "S64")}
 
 
@@ -185,8 +187,10 @@ class FaceRenderer:
         self._regions = self.ctx.buffer(regions.astype(np.float32))
         hairline, temple = hair_fields(model)
         self._hairline = self.ctx.buffer(np.stack([hairline, temple], axis=1))
+        self._face_hair = self.ctx.buffer(face_hair_fields(model))
         attributes = [(self._pncc, "3f", "in_pncc"), (self._occlusion, "f", "in_occlusion"),
-                      (self._regions, "f", "in_region"), (self._hairline, "f f", "in_hairline", "in_temple")]
+                      (self._regions, "f", "in_region"), (self._hairline, "f f", "in_hairline", "in_temple"),
+                      (self._face_hair, "4f", "in_face_hair")]
         self._vao = self.ctx.vertex_array(self._program, attributes, index_buffer=self._ibo)
         # The hair shell: only triangles hair can reach (none for a model without a scalp).
         scalp_tris = model.triangles[(hairline[model.triangles] > NO_HAIR).all(axis=1)]
@@ -194,7 +198,8 @@ class FaceRenderer:
         self._hair_vao = None if self._hair_ibo is None else \
             self.ctx.vertex_array(self._program, attributes, index_buffer=self._hair_ibo)
         self._program["noise"] = 0
-        self._program["hair_class"] = SEGMENTATION_CLASSES.index("hair") / 255.0
+        for name in ("hair", "face", "brows"):
+            self._program[f"{name}_class"] = SEGMENTATION_CLASSES.index(name) / 255.0
         self._bg_program = load_program(self.ctx, "background")
         for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
                             ("n_fields", len(BACKGROUND_FIELDS)), ("max_shapes", MAX_SHAPES),
@@ -251,7 +256,7 @@ class FaceRenderer:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
-                        self._regions, self._hairline, *filter(None, (self._hair_vao, self._hair_ibo)),
+                        self._regions, self._hairline, self._face_hair, *filter(None, (self._hair_vao, self._hair_ibo)),
                         self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
                         self._program, self._noise, *self._msaa,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
@@ -374,7 +379,7 @@ class FaceRenderer:
             cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
             for binding, data in enumerate((verts, normals, albedo, cams, params["light"], params["background"],
                                             params["background_shapes"], params["material"], params["occluders"],
-                                            params["hair"])):
+                                            params["hair"], params["facial_hair"])):
                 self._upload(binding, data)
             self._upload_images(params)
             self._program["first_tile"] = first_tile

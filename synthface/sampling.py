@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .backgrounds import BackgroundImages
-from .config import SamplingConfig
+from .config import FacialHairConfig, SamplingConfig
 from .errors import ConfigError
 from .geometry import pose_to_camera
 from .model import MorphableModel
@@ -23,6 +23,8 @@ from .params import (
     BACKGROUND,
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
+    FACIAL_HAIR,
+    FACIAL_HAIR_FIELDS,
     HAIR,
     HAIR_FIELDS,
     MATERIAL_FIELDS,
@@ -55,6 +57,20 @@ HAIR_COLOURS: dict[str, tuple[tuple[float, float, float], float]] = {
     "grey": ((0.30, 0.29, 0.28), 0.07), "white": ((0.62, 0.60, 0.57), 0.03),
 }
 """Natural hair colours (linear RGB) and how often each is drawn (``hair.colours = "natural"``)."""
+
+
+_BROW_SHAPE = ("brow_thickness_mm", "brow_taper", "brow_arch_mm", "brow_lift_mm", "brow_length", "brow_density")
+
+
+def typical_facial_hair(config: FacialHairConfig | None = None) -> np.ndarray:
+    """(11,) float32 ``params/facial_hair`` of a typical face: every brow field at the middle of its
+    range, no stubble, dark brown. What a photo's shading is explained with (its brows are unknown)."""
+    cfg = config or FacialHairConfig()
+    out = np.zeros(len(FACIAL_HAIR_FIELDS), np.float32)
+    for name in _BROW_SHAPE:
+        out[FACIAL_HAIR[name]] = np.mean(getattr(cfg, name))
+    out[FACIAL_HAIR["r"]:FACIAL_HAIR["b"] + 1] = np.array(HAIR_COLOURS["dark brown"][0]) * np.mean(cfg.darkness)
+    return out
 
 
 class ParameterSampler:
@@ -93,6 +109,7 @@ class ParameterSampler:
             ("ambient", 1), ("directional", 1), ("background", len(BACKGROUND_FIELDS)),
             ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
             ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)), ("hair", len(HAIR_FIELDS) + 2),
+            ("facial_hair", len(FACIAL_HAIR_FIELDS) + 1),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +149,7 @@ class ParameterSampler:
                                       enumerate((p.yaw_deg, p.pitch_deg, p.roll_deg))], axis=1))
         jitter_px = uniform("jitter", (-cam.center_jitter, cam.center_jitter)) * cfg.image_size
         light = cfg.light
+        hair = self._hair(u[:, self._uniform["hair"]])
         out = {
             "identity": normal("identity", cfg.identity),
             "albedo": normal("albedo", cfg.albedo),
@@ -143,7 +161,8 @@ class ParameterSampler:
                                  uniform("directional", light.directional)[:, 0]),
             "material": self._material(u[:, self._uniform["material"]]),
             "occluders": self._occluders(u[:, self._uniform["occluders"]], distance),
-            "hair": self._hair(u[:, self._uniform["hair"]]),
+            "hair": hair,
+            "facial_hair": self._facial_hair(u[:, self._uniform["facial_hair"]], hair[:, HAIR["r"]:HAIR["b"] + 1]),
             **self._background(u[:, self._uniform["background"]], u[:, self._uniform["shapes"]]),
             "intrinsics": intrinsics,
             "index": idx,
@@ -209,6 +228,20 @@ class ParameterSampler:
         out[:, HAIR["r"]:HAIR["b"] + 1] = np.clip(rgb, 0.0, 1.0)
         out[:, HAIR["strands"]] = span(cfg.strands, col["strands"])
         out[:, HAIR["sheen"]] = span(cfg.sheen, col["sheen"])
+        return out
+
+    def _facial_hair(self, u: np.ndarray, hair_rgb: np.ndarray) -> np.ndarray:
+        """(B, 11) brow and stubble parameters; their colour is the hair's, darkened (brows of blond or
+        grey hair are usually darker than it)."""
+        cfg = self.config.facial_hair
+        out = np.zeros((u.shape[0], len(FACIAL_HAIR_FIELDS)))
+        for name in (*_BROW_SHAPE, "beard_density", "beard_reach"):
+            lo, hi = getattr(cfg, name)
+            out[:, FACIAL_HAIR[name]] = lo + (hi - lo) * u[:, FACIAL_HAIR[name]]
+        out[:, FACIAL_HAIR["beard_density"]] *= u[:, -1] < cfg.beard_prob
+        lo, hi = cfg.darkness
+        dark = lo + (hi - lo) * u[:, FACIAL_HAIR["r"]]
+        out[:, FACIAL_HAIR["r"]:FACIAL_HAIR["b"] + 1] = hair_rgb * dark[:, None]
         return out
 
     def _occluders(self, u: np.ndarray, distance: np.ndarray) -> np.ndarray:

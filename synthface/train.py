@@ -75,7 +75,7 @@ from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, locked_run_di
 RUN_FILE = "run.json"
 RUN_FORMAT = "synthface-run"
 STAGES = ("coarse", "fine", "all")
-CONTEXT = ("albedo", "light", "material", "intrinsics")
+CONTEXT = ("albedo", "light", "material", "facial_hair", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
 COARSE_FIELDS = ("image", "params", *CONTEXT)
 FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
@@ -508,8 +508,9 @@ class _Scene:
         ``own_albedo`` the context's albedo coefficients, drawn where the estimate puts the face."""
         k = context["intrinsics"]
         params = self.normalizer.to_params(estimate, k)
-        if own_albedo:  # the sample's albedo, darkened by its ambient occlusion as the renderer drew it
-            params["albedo"], params["material"] = context["albedo"], context["material"]
+        if own_albedo:  # the sample's albedo, brows and stubble, darkened by its occlusion as the renderer drew it
+            for key in ("albedo", "material", "facial_hair"):
+                params[key] = context[key]
         out, rho = render_mean_albedo(self.renderer, params, k)
         depth = torch.from_numpy(out.depth[:, None]).to(self.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)

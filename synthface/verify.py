@@ -23,7 +23,7 @@ _FIXED = {  # dataset → (per-sample shape given image size s, dtype kind)
 _FORMAT2 = {  # datasets format 2 added (format 1 shards lack them)
     "segmentation": (lambda s: (s, s), "u"), "params/material": (lambda s: (3,), "f"),
     "params/background_shapes": (None, "f"), "params/background_sha256": (lambda s: (), "S"),
-    "params/occluders": (None, "f"), "params/hair": (None, "f"),
+    "params/occluders": (None, "f"), "params/hair": (None, "f"), "params/facial_hair": (None, "f"),
 }
 _FINITE = ("depth", "landmarks/xy", "params/identity", "params/expression", "params/albedo", "params/pose",
            "params/light", "camera/intrinsics")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import h5py
 import hdf5plugin  # noqa: F401  (Blosc filters)
@@ -104,6 +105,28 @@ def test_generate_with_backgrounds_and_a_bad_file(folder, model_file, tmp_path):
     assert not (tmp_path / "e").exists()  # refused before anything was written
     assert_user_error(run("generate", "--model", model_file, "--n", "2", "--out", str(tmp_path / "f"),
                           "--backgrounds", str(tmp_path / "missing")), "not a directory")
+
+
+def test_resume_refuses_a_changed_background_folder(folder, model_file, tmp_path):
+    """Which file sample i shows depends on the folder's sorted listing: the run records it (manifest
+    ``backgrounds``), and --resume with a changed folder is one error line; restored, it finishes the same."""
+    mine = tmp_path / "bg"
+    shutil.copytree(folder, mine)
+    out = tmp_path / "d"
+    args = ("generate", "--model", model_file, "--n", "6", "--size", "32", "--shard-size", "3",
+            "--out", str(out), "--backgrounds", str(mine), "--device", "cpu")
+    assert run(*args).exit_code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backgrounds"] == BackgroundImages.scan(mine).record()
+    assert manifest["backgrounds"]["files"] == len(BackgroundImages.scan(mine))
+    (out / "shard-000001.h5").unlink()
+    extra = mine / "a-new-one.png"
+    extra.write_bytes(sorted(mine.glob("*.png"))[0].read_bytes())
+    assert_user_error(run(*args, "--resume"), "changed since the run started")
+    extra.unlink()
+    result = run(*args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text()) == manifest  # the same bytes as before
 
 
 def test_fractal_noise_is_fixed_uniform_and_tileable():

@@ -327,7 +327,7 @@ def test_format_1_shards_read_with_their_implicit_material(data, tmp_path):
         with h5py.File(shard, "r+") as f:
             f.attrs["format_version"] = 1
             for name in ("params/material", "params/background_shapes", "params/background_sha256",
-                         "params/occluders", "params/hair", "segmentation"):
+                         "params/occluders", "params/hair", "params/facial_hair", "segmentation"):
                 del f[name]
     ds = ShardDataset(d, split="all", normalize=None, fields=("image", "material", "light"))
     item = ds[3]

@@ -13,7 +13,15 @@ from click.testing import CliRunner
 from synthface import load_config, load_model, sample_params
 from synthface.cli import main
 from synthface.generate import PLAN, GenerateJob, generate
-from synthface.params import BACKGROUND_FIELDS, HAIR_FIELDS, MAX_OCCLUDERS, MAX_SHAPES, OCCLUDER_FIELDS, SHAPE_FIELDS
+from synthface.params import (
+    BACKGROUND_FIELDS,
+    FACIAL_HAIR_FIELDS,
+    HAIR_FIELDS,
+    MAX_OCCLUDERS,
+    MAX_SHAPES,
+    OCCLUDER_FIELDS,
+    SHAPE_FIELDS,
+)
 from synthface.resources import file_sha256
 
 from .test_cli import assert_user_error
@@ -64,6 +72,7 @@ def test_shards_follow_the_design_table(tmp_path, model_file):
         "params/background_sha256": ((), np.dtype("S64")), "segmentation": ((SIZE, SIZE), np.uint8),
         "params/occluders": ((MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), np.float32),
         "params/hair": ((len(HAIR_FIELDS),), np.float32),
+        "params/facial_hair": ((len(FACIAL_HAIR_FIELDS),), np.float32),
     }
     for shard in manifest["shards"]:
         path = out / shard["file"]

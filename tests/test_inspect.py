@@ -133,7 +133,7 @@ def test_format_1_datasets_verify_info_and_preview(damaged, tmp_path):
         with h5py.File(path, "r+") as f:
             f.attrs["format_version"] = 1
             for name in ("segmentation", "params/material", "params/background_shapes", "params/background_sha256",
-                         "params/occluders", "params/hair"):
+                         "params/occluders", "params/hair", "params/facial_hair"):
                 del f[name]
         entry["sha256"] = file_sha256(path)
     (damaged / "manifest.json").write_text(json.dumps(manifest))

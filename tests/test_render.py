@@ -297,6 +297,7 @@ def test_segmentation_follows_the_model_regions_and_mask_is_the_face(gl_ctx):
     labelled = dataclasses.replace(plain, regions=regions)
     params = sample_params(plain, seed=1, indices=range(3), config=frontal_config(**{"pose.roll_deg": [0, 0]}))
     params["hair"][:] = 0.0  # bald: the scalp shows (hair: the next test)
+    params["facial_hair"][:] = 0.0  # no brows drawn (test_brows_and_stubble_follow_their_parameters)
     outs = []
     for model in (plain, labelled):
         with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
@@ -372,3 +373,44 @@ def test_hair_covers_the_scalp_past_the_hairline(gl_ctx):
         np.testing.assert_array_equal(with_hair.mask[b] | on, without.mask[b] | on)
     # thicker hair stands further out: a larger silhouette
     assert ((with_hair.depth[2] > 0).sum() > (without.depth[2] > 0).sum())
+
+
+def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
+    """params/facial_hair draws brows and stubble per sample: none at density 0; brows above the eyes,
+    in the brows class; stubble darkens the chin, not the forehead; depth and mask do not change."""
+    from synthface.hair import NO_BROW, face_hair_fields
+    from synthface.params import FACIAL_HAIR
+
+    size = 128
+    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
+                                             "pose.roll_deg": [0, 0], "hair.bald_prob": 1.0})
+    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
+    params = {k: np.repeat(v, 3, axis=0) for k, v in one.items()}
+    params["expression"][:] = 0.0
+    fh = params["facial_hair"]
+    fh[:, FACIAL_HAIR["brow_density"]] = [0.0, 1.0, 0.0]
+    fh[:, FACIAL_HAIR["beard_density"]] = [0.0, 0.0, 1.0]
+    fh[:, FACIAL_HAIR["beard_reach"]] = 1.1
+    fh[:, FACIAL_HAIR["r"]:FACIAL_HAIR["b"] + 1] = 0.02
+    with FaceRenderer(bundled_model, RenderSettings(size, antialias=1), ctx=gl_ctx) as r:
+        out = r.render(params)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    brows = SEGMENTATION_CLASSES.index("brows")
+    np.testing.assert_allclose(out.depth[1:], out.depth[:1].repeat(2, axis=0), atol=0.05)  # tiles round apart
+    np.testing.assert_array_equal(out.mask[1:], out.mask[:1].repeat(2, axis=0))
+    grey = out.image.astype(float).mean(axis=-1)
+    xy = out.landmarks_xy[0]
+    on = out.segmentation[1] == brows
+    assert (out.segmentation[[0, 2]] == brows).sum() == 0 and on.sum() > 40
+    rows = np.nonzero(on)[0]
+    assert rows.max() < xy[36:48, 1].min() and rows.min() > xy[17:27, 1].min() - 12  # over the eyes
+    assert (grey[0] - grey[1])[on].mean() > 30
+    chin = np.zeros((size, size), bool)
+    chin[int(xy[57, 1]) + 2:int(xy[8, 1]) - 1, int(xy[7, 0]):int(xy[9, 0]) + 1] = True
+    assert (grey[0] - grey[2])[chin].mean() > 15
+    forehead = np.zeros((size, size), bool)
+    forehead[:int(xy[17:27, 1].min()) - 12] = True
+    np.testing.assert_array_equal(out.image[2][forehead], out.image[0][forehead])
+    # models without regions (BFM files: brows in their albedo) get neither
+    fields = face_hair_fields(make_model("pca"))
+    assert (fields[:, 0] == NO_BROW).all() and (fields[:, 2] == 0).all()
