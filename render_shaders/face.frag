@@ -41,15 +41,18 @@ vec3 linear_to_srgb(vec3 c) {
 
 vec3 h_dir(vec3 l, vec3 position) { return normalize(l + normalize(-position)); }  // camera at the origin
 
-// Coverage of this sample's brows at brow coordinates (s along, t mm above the landmarks' line).
-// ibug's brow points follow the brow's upper edge: the brow hangs below its (lifted, arched) top.
+// Coverage of this sample's brows at brow coordinates (s along, t mm above the landmarks' line; ibug's
+// brow points follow the brow's upper edge), lifted and arched by the sample's parameters.
 float brow_cover(int f) {
     float s = v_face_hair.x, t = v_face_hair.y;
     float len = max(facial_hair[f + 4], 0.05);
     float along = clamp(s / len, 0.0, 1.0);
     float width = facial_hair[f] * mix(1.0, facial_hair[f + 1], along);
-    float top = facial_hair[f + 3] + facial_hair[f + 2] * sin(3.14159265 * pow(along, 0.8));  // apex ~2/3 out
-    float across = abs(t - (top - 0.5 * width)) / max(0.5 * width, 0.1);
+    // The centre line runs parallel to the landmarks' line, the tail's half-width below it: the thick
+    // inner end spreads up and down (a brow's head), not down towards the eye (a frown).
+    float centre = facial_hair[f + 3] + facial_hair[f + 2] * sin(3.14159265 * pow(along, 0.8))  // apex ~2/3 out
+                   - 0.5 * facial_hair[f] * facial_hair[f + 1];
+    float across = abs(t - centre) / max(0.5 * width, 0.1);
     float ends = smoothstep(-0.06, 0.05, s) * (1.0 - smoothstep(len - 0.15, len, s));
     // hairs: mottling stretched along them (up at the inner end, outwards along the tail)
     vec2 q = mix(vec2(s * 12.0, t * 0.12), vec2(s * 2.5, t * 0.6), along) + 0.37 * float(v_instance);

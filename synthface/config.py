@@ -94,9 +94,9 @@ class HairConfig:
     """Procedural hair on the scalp of models that have one (see synthface.params.HAIR_FIELDS)."""
 
     bald_prob: float = _f(0.08, 0.0, 1.0, "probability of no hair")
-    hairline_mm: Range = _f((-28.0, 5.0), -60.0, 150.0, "hairline offset from the face/scalp border (- = lower)")
+    hairline_mm: Range = _f((-40.0, 5.0), -60.0, 150.0, "hairline offset from the face/scalp border (- = lower)")
     recession_mm: Range = _f((0.0, 25.0), 0.0, 150.0, "extra recession at the temples")
-    thickness_mm: Range = _f((1.0, 22.0), 0.0, 80.0, "hair thickness above the scalp (1 ≈ a buzz cut)")
+    thickness_mm: Range = _f((3.0, 28.0), 0.0, 80.0, "hair thickness above the scalp (3 ≈ a buzz cut)")
     colours: str = _f("natural", 0, 0, "'natural' (black, browns, blond, red, grey, by how common they are) or "
                       "'any' (every colour uniformly)", choices=("natural", "any"))
     strands: Range = _f((0.15, 0.5), 0.0, 1.0, "contrast of the strand pattern")

@@ -357,7 +357,7 @@ class FaceRenderer:
     def _render(self, params: dict[str, np.ndarray], slot: int | None) -> RenderOutput:
         n, f = len(params["pose"]), self.faces_per_draw
         if slot is not None:
-            if not 0 <= slot and slot + n <= f:
+            if not (0 <= slot and slot + n <= f):
                 raise ConfigError(f"slots {slot}..{slot + n - 1} do not fit in a batch of {f}")
             rows = np.clip(np.arange(f) - slot, 0, n - 1)  # pad with copies of the first/last sample
             geometry = tuple(g[slot:slot + n] for g in self.geometry({k: v[rows] for k, v in params.items()}))

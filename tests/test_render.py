@@ -248,6 +248,7 @@ def test_bundled_landmarks_visibility(bundled_model, gl_ctx, size):
     cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
                                              "pose.roll_deg": [0, 0]})
     frontal = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
+    frontal["expression"][:] = 0.0  # the neutral face: an expression may hide the inner lips
     turned = {}
     for sign in (1, -1):
         turned[sign] = dict(frontal, pose=frontal["pose"].copy())
@@ -414,3 +415,21 @@ def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
     # models without regions (BFM files: brows in their albedo) get neither
     fields = face_hair_fields(make_model("pca"))
     assert (fields[:, 0] == NO_BROW).all() and (fields[:, 2] == 0).all()
+
+
+def test_slots_place_a_batch_in_a_full_one_and_refuse_what_does_not_fit(gl_ctx):
+    """render(slot=s) draws the batch in slots s, s+1, … of a faces_per_draw batch: each sample comes
+    out as it does at that slot of a full batch; slots outside the batch are a ConfigError."""
+    from synthface.errors import ConfigError
+
+    model = make_model("pca")
+    params = sample_params(model, seed=3, indices=range(4), config=frontal_config())
+    with FaceRenderer(model, RenderSettings(SIZE, faces_per_draw=4, antialias=1), ctx=gl_ctx) as r:
+        full = r.render(params)
+        part = r.render({k: v[1:3] for k, v in params.items()}, slot=1)
+        for slot, n in ((2, 3), (-1, 2), (4, 1), (1, 4)):
+            with pytest.raises(ConfigError, match="do not fit"):
+                r.render({k: v[:n] for k, v in params.items()}, slot=slot)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    np.testing.assert_array_equal(part.image, full.image[1:3])
+    np.testing.assert_array_equal(part.depth, full.depth[1:3])
