@@ -31,7 +31,8 @@ POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}
 NO_HAIR = {"hair.bald_prob": 1.0}
 NO_FACIAL_HAIR = {"facial_hair.brow_density": [0.0, 0.0], "facial_hair.beard_prob": 0.0}
 OLD_LOOK = {"background.mode": "random", "background.brightness": [0.0, 1.0], "material.specular": [0.0, 0.0],
-            "material.occlusion": [0.0, 0.0], "light.directional": [0.0, 0.6], **NO_HAIR, **NO_FACIAL_HAIR}
+            "material.occlusion": [0.0, 0.0], "light.directional": [0.0, 0.6], "light.above_prob": 0.0,
+            **NO_HAIR, **NO_FACIAL_HAIR}
 VARIANTS: dict[str, tuple[dict, int | None]] = {  # name → (config overrides, antialias or None = config's)
     "format 1 look (flat background, aliased, Lambertian, bald)": (OLD_LOOK, 1),
     "defaults": ({}, None),
@@ -41,6 +42,7 @@ VARIANTS: dict[str, tuple[dict, int | None]] = {  # name → (config overrides, 
     "  without specular": ({"material.specular": [0.0, 0.0]}, None),
     "  without ambient occlusion": ({"material.occlusion": [0.0, 0.0]}, None),
     "  with format 1's lighting range": ({"light.directional": [0.0, 0.6]}, None),
+    "  with light from any side, not mostly above": ({"light.above_prob": 0.0}, None),
     "  without hair (bald)": (NO_HAIR, None),
     "  without brows and stubble": (NO_FACIAL_HAIR, None),
 }

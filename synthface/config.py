@@ -69,6 +69,8 @@ class LightConfig:
 
     ambient: Range = _f((0.6, 1.1), 0.0, 10.0, "DC coefficient (1 = albedo shown as is)")
     directional: Range = _f((0.2, 1.0), 0.0, 2.0, "first-order strength relative to ambient (1: the far side is unlit)")
+    above_prob: float = _f(0.8, 0.0, 1.0, "probability that the directional light comes from above the face "
+                           "(else from any side of the camera's hemisphere)")
     second_order: float = _f(0.1, 0.0, 2.0, "std of second-order coefficients relative to ambient")
     tint: float = _f(0.08, 0.0, 1.0, "std of the per-channel colour tint")
 

@@ -109,7 +109,7 @@ class ParameterSampler:
             ("ambient", 1), ("directional", 1), ("background", len(BACKGROUND_FIELDS)),
             ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
             ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)), ("hair", len(HAIR_FIELDS) + 2),
-            ("facial_hair", len(FACIAL_HAIR_FIELDS) + 1),
+            ("facial_hair", len(FACIAL_HAIR_FIELDS) + 1), ("light_above", 1),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +158,8 @@ class ParameterSampler:
             "light": self._light(z[:, self._normal["light_direction"]],
                                  z[:, self._normal["light_second_order"]], z[:, self._normal["light_tint"]],
                                  uniform("ambient", light.ambient)[:, 0],
-                                 uniform("directional", light.directional)[:, 0]),
+                                 uniform("directional", light.directional)[:, 0],
+                                 u[:, self._uniform["light_above"]][:, 0] < light.above_prob),
             "material": self._material(u[:, self._uniform["material"]]),
             "occluders": self._occluders(u[:, self._uniform["occluders"]], distance),
             "hair": hair,
@@ -340,10 +341,14 @@ class ParameterSampler:
         return np.where(used[..., None], shapes, 0.0)
 
     def _light(self, direction: np.ndarray, second_order: np.ndarray, tint: np.ndarray,
-               ambient: np.ndarray, strength: np.ndarray) -> np.ndarray:
-        """(B, 9, 3) SH coefficients: ambient · (1 + strength·(d·n) + second-order noise), tinted."""
+               ambient: np.ndarray, strength: np.ndarray, above: np.ndarray) -> np.ndarray:
+        """(B, 9, 3) SH coefficients: ambient · (1 + strength·(d·n) + second-order noise), tinted.
+
+        ``d`` is uniform over the camera's half of the sphere, flipped to the upper half where ``above``
+        (photos are mostly lit from above: the brow ridge shades the eyes, the nose its underside)."""
         d = direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
         d[:, 2] = -np.abs(d[:, 2])  # light from the camera's side of the face (camera space, z forward)
+        d[:, 1] = np.where(above, -np.abs(d[:, 1]), d[:, 1])  # camera y points down the image
         coeffs = np.zeros((d.shape[0], 9))
         coeffs[:, 0] = 1.0
         coeffs[:, 1:4] = strength[:, None] * d[:, [1, 2, 0]] / C1  # band 1 holds (y, z, x)

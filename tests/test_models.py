@@ -455,5 +455,6 @@ def test_sfs_loss_models_the_renderers_highlights_and_occlusion(bundled_model, g
         return float(terms["shading"])
 
     full = residual(with_ao, torch.as_tensor(params["material"], dtype=F64))
-    assert full < 0.6 * residual(with_ao, None)  # the highlights are the loss's own model
-    assert full < 0.8 * residual(without_ao, torch.as_tensor(params["material"], dtype=F64))  # and the occlusion
+    # The rest is the faceted depth's normals against the renderer's interpolated ones (README, Training).
+    assert full < 0.75 * residual(with_ao, None)  # the highlights are the loss's own model
+    assert full < 0.75 * residual(without_ao, torch.as_tensor(params["material"], dtype=F64))  # and the occlusion
