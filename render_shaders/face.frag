@@ -8,6 +8,7 @@ layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            /
 layout(std430, binding = 10) readonly buffer FacialHair { float facial_hair[]; };  // (B*11) params/facial_hair
 
 uniform int hair_pass;
+uniform int coverage_to_alpha;  // 1 in the MSAA colour pass: the hairline's coverage goes to alpha (alpha-to-coverage)
 uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's strands
 uniform float hair_class;    // class id / 255
 uniform float face_class;    // class id / 255
@@ -20,7 +21,7 @@ in vec3 v_position;
 in float v_occlusion;
 flat in float v_region;
 in float v_hair;
-in vec4 v_face_hair;
+centroid in vec4 v_face_hair;
 in float v_depth;
 flat in int v_instance;
 
@@ -93,6 +94,7 @@ void main() {
     float occlusion = mix(1.0, v_occlusion, materials[3 * v_instance + 2]);
     float region = v_region;
     vec3 albedo = v_albedo;
+    float alpha = 1.0;
     if (hair_pass == 0) {
         int f = 11 * v_instance;
         vec3 colour = vec3(facial_hair[f + 8], facial_hair[f + 9], facial_hair[f + 10]);
@@ -109,14 +111,20 @@ void main() {
         vec3 c = v_pncc - 0.5;
         vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along
         float strand = texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
-        if (v_hair < 3.0 * (strand + 0.75)) discard;  // a ragged hairline, not a cut
+        float edge = v_hair - 3.0 * (strand + 0.75);  // a ragged hairline: hair where > 0
+        if (coverage_to_alpha == 1) {
+            alpha = clamp(edge / max(fwidth(edge), 1e-3) + 0.5, 0.0, 1.0);  // the pixel's share past the line
+            if (alpha <= 0.0) discard;
+        } else if (edge < 0.0) {
+            discard;
+        }
         int h = 9 * v_instance;
         vec3 hair_colour = vec3(hair[h + 4], hair[h + 5], hair[h + 6]) * (1.0 + hair[h + 7] * 2.0 * strand);
         float sheen = hair[h + 8] * (dot(n, l) > 0.0 ? pow(max(dot(n, h_dir(l, v_position)), 0.0), 20.0) : 0.0);
         linear = hair_colour * max(irradiance, 0.0) + sheen * strength;
         region = hair_class * 255.0;
     }
-    out_colour = vec4(linear_to_srgb(linear), 1.0);
+    out_colour = vec4(linear_to_srgb(linear), alpha);
     out_depth = v_depth;
     out_class = region / 255.0;
     out_normal = vec4(n, 1.0);

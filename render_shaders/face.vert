@@ -31,7 +31,7 @@ out vec3 v_position;
 out float v_occlusion;
 flat out float v_region;
 out float v_hair;            // distance past this sample's hairline, mm (hair where > 0)
-out vec4 v_face_hair;
+centroid out vec4 v_face_hair;  // centroid: MSAA edge pixels must not extrapolate (t jumps to NO_BROW_T)
 out float v_depth;
 flat out int v_instance;
 

@@ -16,6 +16,7 @@ from .resources import resource_dir
 
 GL_REQUIRE = 430  # SSBOs (per-instance geometry) and gl_ClipDistance tiles
 GL_CLIP_DISTANCE0 = 0x3000
+GL_SAMPLE_ALPHA_TO_COVERAGE = 0x809E
 
 EGL_HINT = ("install Mesa's EGL and software rasteriser (Debian/Ubuntu: apt-get install libegl1 "
             "libgl1-mesa-dri; on an NVIDIA machine the driver's libEGL_nvidia), and unset "

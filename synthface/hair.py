@@ -40,6 +40,8 @@ def hair_fields(model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
 
 NO_BROW = -10.0
 """Brow coordinate ``s`` of vertices no brow reaches."""
+NO_BROW_T = 1000.0
+"""Brow coordinate ``t`` (mm) of those vertices."""
 BROW_REACH_MM = 30.0
 """Vertices farther than this from a brow's landmark line get :data:`NO_BROW`."""
 
@@ -80,6 +82,7 @@ def face_hair_fields(model: MorphableModel) -> np.ndarray:
     v = model.mean_shape.astype(np.float64)
     out = np.zeros((len(v), 4), np.float32)
     out[:, 0] = NO_BROW
+    out[:, 1] = NO_BROW_T  # far across: a triangle from a brow vertex to one without stays off the brow
     if model.regions is None or model.landmark_indices is None:
         return out
     from .geometry import vertex_normals

@@ -28,7 +28,7 @@ import numpy as np
 from .backgrounds import BackgroundImages, fractal_noise
 from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
-from .gl import GL_CLIP_DISTANCE0, RenderError, create_context, load_program
+from .gl import GL_CLIP_DISTANCE0, GL_SAMPLE_ALPHA_TO_COVERAGE, RenderError, create_context, load_program
 from .hair import NO_HAIR, face_hair_fields, hair_fields
 from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
 from .params import (
@@ -198,6 +198,7 @@ class FaceRenderer:
         self._hair_vao = None if self._hair_ibo is None else \
             self.ctx.vertex_array(self._program, attributes, index_buffer=self._hair_ibo)
         self._program["noise"] = 0
+        self._program["coverage_to_alpha"] = 0
         for name in ("hair", "face", "brows"):
             self._program[f"{name}_class"] = SEGMENTATION_CLASSES.index(name) / 255.0
         self._bg_program = load_program(self.ctx, "background")
@@ -275,9 +276,12 @@ class FaceRenderer:
         buf.write(raw)
         buf.bind_to_storage_buffer(binding)
 
-    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool, hair: bool) -> None:
+    def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool, hair: bool,
+              multisampled: bool = False) -> None:
         """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the heads, their
-        hair shells, then the occluders in front (depth-tested: surfaces with a depth and a class)."""
+        hair shells, then the occluders in front (depth-tested: surfaces with a depth and a class).
+        ``multisampled``: the MSAA colour pass (the hairline is blended by alpha-to-coverage there; the
+        one-sample geometry pass keeps its exact cut)."""
         fbo.use()
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         if background:
@@ -292,7 +296,13 @@ class FaceRenderer:
         self._vao.render(moderngl.TRIANGLES, instances=b)
         if hair:
             self._program["hair_pass"] = 1
+            if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
+                self.ctx.enable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
+                self._program["coverage_to_alpha"] = 1
             self._hair_vao.render(moderngl.TRIANGLES, instances=b)
+            if multisampled:
+                self.ctx.disable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
+                self._program["coverage_to_alpha"] = 0
             self._program["hair_pass"] = 0
         if occluders:
             self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
@@ -395,7 +405,7 @@ class FaceRenderer:
             self.ctx.disable(moderngl.CULL_FACE)
             if self._msaa:
                 self._draw(self._fbo, b, background=False, occluders=occluders, hair=hair)
-                self._draw(self._msaa[0], b, background=True, occluders=occluders, hair=hair)
+                self._draw(self._msaa[0], b, background=True, occluders=occluders, hair=hair, multisampled=True)
                 self.ctx.copy_framebuffer(self._msaa[1], self._msaa[0])
             else:
                 self._draw(self._fbo, b, background=True, occluders=occluders, hair=hair)
