@@ -105,8 +105,19 @@ def temp_name(final: Path) -> Path:
 def atomic_write(path: Path, data: bytes, *, before_rename: Callable[[], None] | None = None) -> None:
     """Write, fsync and rename, so ``path`` is either absent, the old file, or the whole new one.
 
-    On an OSError the temporary file is removed and the error re-raised for the caller to word.
+    The one atomic write of synthface (shards' metadata, manifests, checkpoints, previews, sample files,
+    reports). A ``path`` that exists but is not a regular file (``/dev/null``, a FIFO, a terminal) is
+    written directly: renaming over it would replace the device with a file. On an OSError the
+    temporary file is removed and the error re-raised for the caller to word.
     """
+    try:
+        special = path.exists() and not path.is_file() and not path.is_dir()
+    except OSError:  # e.g. a symlink loop: let open() below give the error
+        special = False
+    if special:
+        with open(path, "wb") as f:
+            f.write(data)
+        return
     tmp = temp_name(path)
     try:
         with open(tmp, "wb") as f:

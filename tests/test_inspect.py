@@ -105,6 +105,43 @@ def test_preview_writes_a_contact_sheet(dataset, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_preview_format_follows_the_name(dataset, tmp_path):
+    """--out x.jpg writes JPEG bytes (not PNG bytes under a .jpg name); an unknown extension is one error line."""
+    out = tmp_path / "sheet.jpg"
+    assert cli("preview", str(dataset), "--out", str(out), "--count", "2").exit_code == 0
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff" and Image.open(out).format == "JPEG"
+    assert_user_error(cli("preview", str(dataset), "--out", str(tmp_path / "sheet.xyz")), "unknown image type")
+    assert not (tmp_path / "sheet.xyz").exists()
+
+
+def test_outputs_written_into_special_files_leave_them_special(dataset, tmp_path):
+    """An --out that is a FIFO or a device is written into, never renamed over (as root a rename would
+    turn /dev/null into a regular file). The device test needs root (mknod) and skips without it."""
+    import stat
+    import threading
+
+    from synthface.shards import atomic_write
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)  # never hangs the run
+    reader.start()
+    atomic_write(fifo, b"through the pipe")
+    reader.join(timeout=10)
+    assert got == [b"through the pipe"] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    if os.geteuid() != 0:
+        pytest.skip("mknod of a character device needs root")
+    null = tmp_path / "null"
+    os.mknod(null, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # what /dev/null is
+    for args in (("preview", str(dataset), "--out", str(null), "--count", "1"),
+                 ("sample", "--n", "2", "--out", str(null))):
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        assert stat.S_ISCHR(os.stat(null).st_mode), args
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
 def test_doctor_reports_the_renderer():
     result = cli("doctor")
     assert result.exit_code == 0, result.output

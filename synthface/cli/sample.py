@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -15,6 +14,7 @@ from ..errors import SynthfaceError
 from ..model import MorphableModel
 from ..params import BACKGROUND_FIELDS, MATERIAL_FIELDS, POSE_FIELDS, SHAPE, SHAPE_FIELDS
 from ..sampling import sample_params
+from ..shards import atomic_write
 from .options import model_options, sampling_options
 
 _NAMED = {"pose": POSE_FIELDS, "material": MATERIAL_FIELDS, "background": BACKGROUND_FIELDS}
@@ -53,11 +53,10 @@ def command(count: int, first: int, seed: int, out: Path | None, model: Morphabl
         for row in range(count):
             click.echo(json.dumps(_record(params, row)))
         return
+    buffer = io.BytesIO()
+    np.savez(buffer, **params)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent or ".")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **params)
-        os.replace(tmp, out)
+        atomic_write(out, buffer.getvalue())
     except OSError as exc:
         raise SynthfaceError(f"cannot write {out}: {exc.strerror or exc}; "
                              "check the path and permissions") from exc
