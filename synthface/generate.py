@@ -260,11 +260,12 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
                      resume: bool, shard_range: tuple[int, int] | None, backend: str, ray_address: str | None,
                      progress: Callable[[int], None] | None, stats: dict[str, float] | None,
                      backgrounds: BackgroundImages | None) -> dict[str, Any] | None:
+    if shard_range is not None and not resume:
+        _check_shard_range(shard_range, len(job.shards()))  # before _prepare writes the plan
     job = _prepare(out, job, model, resume=resume, join=shard_range is not None)
     shards = job.shards()
     lo, hi = shard_range if shard_range is not None else (0, len(shards))
-    if not 0 <= lo < hi <= len(shards):
-        raise ConfigError(f"--shard-range {lo}:{hi} is outside the run's {len(shards)} shards (0:{len(shards)})")
+    _check_shard_range((lo, hi), len(shards))
     done: dict[str, str] = {}
     todo = []
     for name, first, count in shards[lo:hi]:
@@ -289,6 +290,12 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
             for stage, seconds in times.items():
                 stats[stage] = stats.get(stage, 0.0) + seconds
     return _finalize(out, job, model, done, listing)
+
+
+def _check_shard_range(shard_range: tuple[int, int], n_shards: int) -> None:
+    lo, hi = shard_range
+    if not 0 <= lo < hi <= n_shards:
+        raise ConfigError(f"--shard-range {lo}:{hi} is outside the run's {n_shards} shards (0:{n_shards})")
 
 
 def _check_backgrounds(out: Path, backgrounds: BackgroundImages) -> dict[str, object]:

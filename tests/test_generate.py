@@ -191,6 +191,10 @@ def test_shard_range_jobs_build_the_same_dataset(tmp_path, model_file):
                           "--faces-per-draw", "4", "--shard-size", "3", "--seed", "4", "--shard-range", "3:9"),
                       "outside the run's 4 shards")
     assert_user_error(cli("generate", "--n", "11", "--out", str(parts), "--shard-range", "3:1"), "0 <= START < STOP")
+    fresh = tmp_path / "fresh"  # a refused range leaves nothing behind (no plan file)
+    assert_user_error(cli("generate", "--n", "11", "--out", str(fresh), "--size", str(SIZE), "--model", model_file,
+                          "--shard-size", "3", "--shard-range", "3:9"), "outside the run's 4 shards")
+    assert not fresh.exists() or not any(p.name != ".synthface.lock" for p in fresh.iterdir())
     result = gen(parts, model_file, "--shard-size", "3", "--seed", "4", "--shard-range", "3:4", n=11)
     assert "wrote 11 samples in 4 shards" in result.stdout
     assert (parts / "manifest.json").read_text() == (tmp_path / "whole" / "manifest.json").read_text()
