@@ -177,6 +177,20 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise SynthfaceError(f"cannot read {path} ({exc}); start again in an empty directory") from exc
 
 
+def _read_run_record(path: Path) -> dict[str, Any]:
+    """The plan or manifest of a run, checked for what resuming reads (``job``, ``model``)."""
+    record = _read_json(path)
+    if not (isinstance(record, dict) and isinstance(record.get("job"), dict)
+            and isinstance(record.get("model"), dict) and isinstance(record["model"].get("sha256"), str)):
+        raise SynthfaceError(f"{path} is not a synthface run record (no job or model); it was damaged or "
+                             "written by something else: start again in an empty directory")
+    try:
+        GenerateJob.from_dict(record["job"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SynthfaceError(f"{path}: its job is unreadable ({exc}); start again in an empty directory") from exc
+    return record
+
+
 def _model_record(model: MorphableModel) -> dict[str, str]:
     return {"name": model.name, "sha256": model.sha256, "source": model.source}
 
@@ -189,7 +203,7 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
     """
     plan = out / PLAN
     stored_path = plan if plan.is_file() else out / MANIFEST if (out / MANIFEST).is_file() else None
-    stored = _read_json(stored_path) if stored_path else None
+    stored = _read_run_record(stored_path) if stored_path else None
     if stored is None and not resume:
         if out.exists() and any(p.name != LOCK for p in out.iterdir()):
             raise SynthfaceError(f"--out {out} is not empty; choose a new or empty directory")
@@ -207,7 +221,7 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
     if not resume and not join:
         raise SynthfaceError(f"--out {out} is not empty; pass --resume to finish that run")
     if stored.get("model", {}).get("sha256") != model.sha256:
-        raise SynthfaceError(f"{out} was started with model {stored['model']['name']} "
+        raise SynthfaceError(f"{out} was started with model {stored['model'].get('name', '?')} "
                              f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
     if resume:
         for tmp in out.glob(".*.tmp"):  # partial shards / manifest of the interrupted run

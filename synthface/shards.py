@@ -249,6 +249,12 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
         raise ShardError(f"{path}: unreadable manifest ({exc}); run 'synthface verify'") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ShardError(f"{path}: not a synthface dataset manifest")
+    shards = manifest.get("shards")
+    entry = {"file": str, "first_index": int, "count": int}
+    if not isinstance(shards, list) or not shards or not all(
+            isinstance(sh, dict) and all(isinstance(sh.get(k), t) for k, t in entry.items()) for sh in shards):
+        raise ShardError(f"{path}: the manifest's shard list is missing or malformed; "
+                         "regenerate the dataset (or restore manifest.json)")
     return manifest
 
 

@@ -142,6 +142,33 @@ def test_outputs_written_into_special_files_leave_them_special(dataset, tmp_path
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.parametrize("record", [{}, [1, 2], "without job", "without model"])
+def test_resume_on_a_malformed_manifest_is_one_error_line(damaged, model_file, record):
+    """generate --resume reads the manifest's job and model: {}, a list, or one missing either is an
+    error line naming the file (it was a traceback)."""
+    path = damaged / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if record == "without job":
+        del manifest["job"]
+    elif record == "without model":
+        del manifest["model"]
+    else:
+        manifest = record
+    path.write_text(json.dumps(manifest))
+    result = cli("generate", "--n", "10", "--out", str(damaged), "--model", model_file, "--resume")
+    assert_user_error(result, "not a synthface run record")
+
+
+@pytest.mark.parametrize("command", ["info", "preview", "verify"])
+def test_a_manifest_without_its_shard_list_is_one_error_line(damaged, tmp_path, command):
+    path = damaged / "manifest.json"
+    manifest = json.loads(path.read_text())
+    del manifest["shards"]
+    path.write_text(json.dumps(manifest))
+    args = ["--out", str(tmp_path / "p.png")] if command == "preview" else []
+    assert_user_error(cli(command, str(damaged), *args), "shard list is missing or malformed")
+
+
 def test_doctor_reports_the_renderer():
     result = cli("doctor")
     assert result.exit_code == 0, result.output
