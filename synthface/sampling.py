@@ -124,8 +124,9 @@ class ParameterSampler:
     def sample(self, indices: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Parameters for the given global sample indices, keyed as :func:`param_layout` says."""
         idx = np.asarray(list(indices) if not isinstance(indices, np.ndarray) else indices)
-        if idx.ndim != 1 or (idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0)):
-            raise ConfigError("sample indices must be a 1-D sequence of non-negative integers")
+        if idx.ndim != 1 or (idx.size and (not np.issubdtype(idx.dtype, np.integer) or idx.min() < 0
+                                           or idx.max() > np.iinfo(np.int64).max)):
+            raise ConfigError("sample indices must be a 1-D sequence of integers in [0, 2**63)")
         idx = idx.astype(np.int64)
         cfg, b = self.config, idx.size
         z, u = self._draw(idx)

@@ -154,3 +154,10 @@ def test_model_blendshape_caps_hold(bundled_model):
     w = sample_params(bundled_model, seed=0, indices=range(400), config=cfg)["expression"]
     close, jaw = w[:, names.index("mouthClose")], w[:, names.index("jawOpen")]
     assert (close <= jaw).all() and (close > 0).mean() > 0.1  # capped, not switched off
+
+
+@pytest.mark.parametrize("indices", [[2**63], [2**64], [-1], [[0, 1]], [0.5]])
+def test_indices_outside_int64_or_not_integers_are_a_clear_error(sphere_model, indices):
+    """Sample indices are int64 seeds: anything else is a ConfigError naming the rule, not numpy's error."""
+    with pytest.raises(ConfigError, match=r"integers in \[0, 2\*\*63\)"):
+        sample_params(sphere_model, seed=0, indices=indices)
