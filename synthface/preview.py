@@ -9,7 +9,7 @@ import hdf5plugin  # noqa: F401  (Blosc filters for h5py)
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shards import read_manifest
+from .shards import ShardError, read_manifest
 
 
 def depth_to_grey(depth: np.ndarray) -> np.ndarray:
@@ -32,10 +32,16 @@ def read_samples(out_dir: str | Path, count: int) -> dict[str, np.ndarray]:
     for shard in manifest["shards"]:
         if left <= 0:
             break
-        with h5py.File(out / shard["file"], "r") as f:
-            for key in parts:
-                if key in f:  # format 1 has no segmentation
-                    parts[key].append(f[key][:left])
+        path = out / shard["file"]
+        try:
+            with h5py.File(path, "r") as f:
+                for key in parts:
+                    if key in f:  # format 1 has no segmentation
+                        parts[key].append(f[key][:left])
+        except (OSError, KeyError) as exc:  # missing, truncated, 0 bytes, a chunk whose checksum fails
+            what = "missing" if not path.exists() else f"unreadable ({exc})"
+            raise ShardError(f"{path}: {what}; run 'synthface verify {out}', then 'synthface generate "
+                             "--resume' to redo damaged shards") from exc
         left -= shard["count"]
     return {k: np.concatenate(v) for k, v in parts.items() if v}
 

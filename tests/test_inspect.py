@@ -79,6 +79,26 @@ def test_info_names_a_truncated_or_missing_shard(damaged):
     assert_user_error(cli("info", str(damaged)), "shard-000001.h5: missing")
 
 
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "flipped chunk"])
+def test_preview_names_a_damaged_shard(damaged, tmp_path, damage):
+    """preview reads the first shards' pixels: a missing, 0-byte, truncated shard or a chunk whose
+    checksum fails is one error line naming the file (it was an h5py traceback)."""
+    path = damaged / "shard-000000.h5"
+    data = bytearray(path.read_bytes())
+    if damage == "missing":
+        path.unlink()
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(bytes(data[:3000]))
+    else:
+        data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # inside the pixel chunks (Fletcher-32)
+        path.write_bytes(bytes(data))
+    out = tmp_path / "p.png"
+    assert_user_error(cli("preview", str(damaged), "--out", str(out), "--count", "4"), "shard-000000.h5")
+    assert not out.exists()
+
+
 def test_verify_and_info_refuse_a_non_dataset(tmp_path):
     assert_user_error(cli("verify", str(tmp_path)), "no manifest")
     (tmp_path / "manifest.json").write_text("{broken")
