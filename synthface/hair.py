@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .geometry import vertex_normals
 from .model import SEGMENTATION_CLASSES, MorphableModel
 
 NO_HAIR = -1000.0
@@ -72,7 +73,8 @@ def face_hair_fields(model: MorphableModel) -> np.ndarray:
 
     * ``s``: position along the nearer brow's landmark line, 0 at its inner end, 1 at its tail
       (:data:`NO_BROW` away from the brows, off the front of the face, or on models without them);
-    * ``t``: height above that line (mm; ibug's brow points follow the brow's upper edge);
+    * ``t``: height above that line (mm; ibug's brow points follow the brow's upper edge; :data:`NO_BROW_T`
+      where ``s`` is :data:`NO_BROW`);
     * ``beard``: where stubble may grow, 0 … 1 (soft edges; 0 on lips, eyes, nose, ears, scalp);
     * ``height``: on the lower face, from the chin's underside (0) to the nose base (1), tilted up
       towards the sideburns; ``params/facial_hair``'s ``beard_reach`` cuts it.
@@ -85,8 +87,6 @@ def face_hair_fields(model: MorphableModel) -> np.ndarray:
     out[:, 1] = NO_BROW_T  # far across: a triangle from a brow vertex to one without stays off the brow
     if model.regions is None or model.landmark_indices is None:
         return out
-    from .geometry import vertex_normals
-
     lm = v[model.landmark_indices]
     facing = vertex_normals(v[None], model.triangles)[0, :, 2] > 0.2
     cls = {c: model.regions == SEGMENTATION_CLASSES.index(c) for c in SEGMENTATION_CLASSES}
