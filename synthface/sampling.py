@@ -73,6 +73,11 @@ def typical_facial_hair(config: FacialHairConfig | None = None) -> np.ndarray:
     return out
 
 
+def _span(bounds: tuple[float, float], u: np.ndarray) -> np.ndarray:
+    """Uniform draws ``u`` in [0, 1) mapped onto the range ``bounds`` (lo, hi)."""
+    return bounds[0] + (bounds[1] - bounds[0]) * u
+
+
 class ParameterSampler:
     """Samples parameter batches (shard ``params/`` layout) for one model, config and seed.
 
@@ -135,7 +140,7 @@ class ParameterSampler:
             return np.clip(c.std * z[:, self._normal[name]], -c.clip, c.clip)
 
         def uniform(name: str, bounds: tuple[float, float]) -> np.ndarray:
-            return bounds[0] + (bounds[1] - bounds[0]) * u[:, self._uniform[name]]
+            return _span(bounds, u[:, self._uniform[name]])
 
         cam = cfg.camera
         distance = uniform("distance", cam.distance_mm)[:, 0]
@@ -202,9 +207,9 @@ class ParameterSampler:
         """(B, 3) specular strength, shininess (log-uniform), occlusion strength."""
         m = self.config.material
         lo, hi = np.log(m.shininess[0]), np.log(m.shininess[1])
-        return np.stack([m.specular[0] + (m.specular[1] - m.specular[0]) * u[:, 0],
+        return np.stack([_span(m.specular, u[:, 0]),
                          np.exp(lo + (hi - lo) * u[:, 1]),
-                         m.occlusion[0] + (m.occlusion[1] - m.occlusion[0]) * u[:, 2]], axis=1)
+                         _span(m.occlusion, u[:, 2])], axis=1)
 
     def _hair(self, u: np.ndarray) -> np.ndarray:
         """(B, 9) hair parameters; the colour is a palette entry varied in brightness and hue."""
@@ -212,13 +217,10 @@ class ParameterSampler:
         col = {name: u[:, HAIR[name]] for name in HAIR_FIELDS}
         out = np.zeros((b, len(HAIR_FIELDS)))
 
-        def span(r: tuple[float, float], x: np.ndarray) -> np.ndarray:
-            return r[0] + (r[1] - r[0]) * x
-
         out[:, HAIR["coverage"]] = col["coverage"] >= cfg.bald_prob
-        out[:, HAIR["hairline_mm"]] = span(cfg.hairline_mm, col["hairline_mm"])
-        out[:, HAIR["recession_mm"]] = span(cfg.recession_mm, col["recession_mm"] ** 2)  # most recede little
-        out[:, HAIR["thickness_mm"]] = span(cfg.thickness_mm, col["thickness_mm"])
+        out[:, HAIR["hairline_mm"]] = _span(cfg.hairline_mm, col["hairline_mm"])
+        out[:, HAIR["recession_mm"]] = _span(cfg.recession_mm, col["recession_mm"] ** 2)  # most recede little
+        out[:, HAIR["thickness_mm"]] = _span(cfg.thickness_mm, col["thickness_mm"])
         palette, weights = zip(*HAIR_COLOURS.values(), strict=True)
         if cfg.colours == "natural":
             pick = np.searchsorted(np.cumsum(weights) / np.sum(weights), u[:, -2], side="right")
@@ -228,8 +230,8 @@ class ParameterSampler:
         else:
             rgb = np.stack([col["r"], col["g"], col["b"]], 1) ** 2.2
         out[:, HAIR["r"]:HAIR["b"] + 1] = np.clip(rgb, 0.0, 1.0)
-        out[:, HAIR["strands"]] = span(cfg.strands, col["strands"])
-        out[:, HAIR["sheen"]] = span(cfg.sheen, col["sheen"])
+        out[:, HAIR["strands"]] = _span(cfg.strands, col["strands"])
+        out[:, HAIR["sheen"]] = _span(cfg.sheen, col["sheen"])
         return out
 
     def _facial_hair(self, u: np.ndarray, hair_rgb: np.ndarray) -> np.ndarray:
@@ -238,11 +240,9 @@ class ParameterSampler:
         cfg = self.config.facial_hair
         out = np.zeros((u.shape[0], len(FACIAL_HAIR_FIELDS)))
         for name in (*_BROW_SHAPE, "beard_density", "beard_reach"):
-            lo, hi = getattr(cfg, name)
-            out[:, FACIAL_HAIR[name]] = lo + (hi - lo) * u[:, FACIAL_HAIR[name]]
+            out[:, FACIAL_HAIR[name]] = _span(getattr(cfg, name), u[:, FACIAL_HAIR[name]])
         out[:, FACIAL_HAIR["beard_density"]] *= u[:, -1] < cfg.beard_prob
-        lo, hi = cfg.darkness
-        dark = lo + (hi - lo) * u[:, FACIAL_HAIR["r"]]
+        dark = _span(cfg.darkness, u[:, FACIAL_HAIR["r"]])
         out[:, FACIAL_HAIR["r"]:FACIAL_HAIR["b"] + 1] = hair_rgb * dark[:, None]
         return out
 
@@ -257,13 +257,13 @@ class ParameterSampler:
         out[..., OCCLUDER["kind"]] = np.where(col["kind"] < 0.6, 1, 2)
         out[..., OCCLUDER["x"]] = 0.2 + 0.6 * col["x"]
         out[..., OCCLUDER["y"]] = 0.2 + 0.6 * col["y"]
-        out[..., OCCLUDER["width"]] = cfg.size[0] + (cfg.size[1] - cfg.size[0]) * col["width"]
-        out[..., OCCLUDER["height"]] = cfg.size[0] + (cfg.size[1] - cfg.size[0]) * col["height"]
+        out[..., OCCLUDER["width"]] = _span(cfg.size, col["width"])
+        out[..., OCCLUDER["height"]] = _span(cfg.size, col["height"])
         out[..., OCCLUDER["angle"]] = np.pi * col["angle"]
         rgb = np.stack([col["r"], col["g"], col["b"], u[..., -1]], axis=-1)
         out[..., OCCLUDER["r"]:OCCLUDER["b"] + 1] = self._colours(rgb)
-        out[..., OCCLUDER["texture"]] = cfg.texture[0] + (cfg.texture[1] - cfg.texture[0]) * col["texture"]
-        gap = cfg.gap_mm[0] + (cfg.gap_mm[1] - cfg.gap_mm[0]) * col["z"]
+        out[..., OCCLUDER["texture"]] = _span(cfg.texture, col["texture"])
+        gap = _span(cfg.gap_mm, col["z"])
         out[..., OCCLUDER["z"]] = np.maximum(distance[:, None] - gap, 20.0)
         return np.where(used[..., None], out, 0.0)
 
@@ -292,13 +292,13 @@ class ParameterSampler:
         if cfg.mode == "random":  # format 1's background: each channel uniform in the brightness range
             out[:, BACKGROUND["r0"]:BACKGROUND["b0"] + 1] = lo + (hi - lo) * u[:, rgb][:, :3]
             return {"background": out, "background_shapes": shapes, "background_sha256": sha}
-        blur = cfg.blur[0] + (cfg.blur[1] - cfg.blur[0]) * col["blur"]
+        blur = _span(cfg.blur, col["blur"])
         out[:, BACKGROUND["blur"]] = blur
         if cfg.mode == "images":
             files = self.backgrounds
             pick = np.minimum((col["image"] * len(files)).astype(np.int64), len(files) - 1)
             out[:, BACKGROUND["image"]] = pick
-            out[:, BACKGROUND["crop_size"]] = cfg.crop[0] + (cfg.crop[1] - cfg.crop[0]) * col["crop_size"]
+            out[:, BACKGROUND["crop_size"]] = _span(cfg.crop, col["crop_size"])
             out[:, BACKGROUND["crop_x"]] = col["crop_x"]
             out[:, BACKGROUND["crop_y"]] = col["crop_y"]
             out[:, BACKGROUND["flip"]] = col["flip"] < 0.5
