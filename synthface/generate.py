@@ -220,7 +220,7 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
                              "drop --resume to start a new run in an empty directory")
     if not resume and not join:
         raise SynthfaceError(f"--out {out} is not empty; pass --resume to finish that run")
-    if stored.get("model", {}).get("sha256") != model.sha256:
+    if stored["model"]["sha256"] != model.sha256:  # _read_run_record checked the record's shape
         raise SynthfaceError(f"{out} was started with model {stored['model'].get('name', '?')} "
                              f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
     if resume:

@@ -36,6 +36,7 @@ from .params import (
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
     FACIAL_HAIR_FIELDS,
+    HAIR,
     HAIR_FIELDS,
     MATERIAL_FIELDS,
     MAX_OCCLUDERS,
@@ -396,7 +397,7 @@ class FaceRenderer:
             self._bg_program["first_tile"] = first_tile
             self._occ_program["first_tile"] = first_tile
         occluders = bool((params["occluders"][..., 0] > 0).any())
-        hair = self._hair_vao is not None and bool((params["hair"][:, 0] > 0.5).any())
+        hair = self._hair_vao is not None and bool((params["hair"][:, HAIR["coverage"]] > 0.5).any())
         # Restored below: a released renderer's framebuffer must not stay bound on a shared context.
         previous = self.ctx.fbo or self.ctx.detect_framebuffer(0)
         with self._timed("draw"):
