@@ -525,7 +525,7 @@ def hidden_vertices(verts_by_config: list[np.ndarray], occluders: np.ndarray, te
                   "light": np.zeros((len(dirs), 9, 3))}
         params["light"][:, 0] = 1.0
         params = {key: a.astype(np.float32) for key, a in params.items()}
-        with FaceRenderer(model, RenderSettings(size, faces_per_draw=64, antialias=1)) as renderer:
+        with FaceRenderer(model, RenderSettings(size, faces_per_draw=64, antialias="off")) as renderer:
             depth = renderer.render(params).depth
         cam = transform(np.broadcast_to(verts[test], (len(dirs), len(test), 3)), pose)
         vis = landmark_visibility(project(cam, k), cam[..., 2], depth, VISIBILITY_TOLERANCE_MM)

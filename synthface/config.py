@@ -20,6 +20,10 @@ from .errors import ConfigError
 
 Range = tuple[float, float]
 
+ANTIALIAS = ("edges", "msaa", "off")
+"""How the image's edges are anti-aliased (``synthface.render``): blend across the exact buffers' edges
+(one pass, cheap everywhere), a second multisampled colour pass (cheap on a GPU only), or not at all."""
+
 
 def _f(default: Any, lo: float, hi: float, doc: str, choices: tuple[str, ...] = ()) -> Any:
     return field(default=default, metadata={"bounds": (lo, hi), "doc": doc, "choices": choices})
@@ -145,8 +149,10 @@ class SamplingConfig:
     """Everything that decides a sample's parameters (seeded per sample elsewhere)."""
 
     image_size: int = _f(200, 16, 4096, "output image width = height, pixels")
-    antialias: int = _f(4, 1, 16, "MSAA samples per pixel for the image's colour (1 = off); depth, mask and "
-                        "landmarks are always exact at pixel centres")
+    antialias: str = _f("edges", 0, 0, "anti-aliasing of the image's edges: edges (blend across the exact "
+                        "edges, cheap), msaa (second pass with msaa_samples, for GPUs) or off; depth, mask "
+                        "and landmarks are always exact at pixel centres", choices=ANTIALIAS)
+    msaa_samples: int = _f(4, 2, 16, "samples per pixel when antialias = msaa")
     identity: CoefficientConfig = field(default_factory=CoefficientConfig)
     expression: ExpressionConfig = field(default_factory=ExpressionConfig)
     albedo: CoefficientConfig = field(default_factory=CoefficientConfig)
@@ -244,7 +250,14 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> SamplingConfig:
-    """Validate a nested dict (as read from TOML/JSON); unknown keys and bad values raise ConfigError."""
+    """Validate a nested dict (as read from TOML/JSON); unknown keys and bad values raise ConfigError.
+
+    Configs written before ``antialias`` named a method gave MSAA samples (``antialias = 4``; 1 = off):
+    they read as the same rendering, so their runs resume and their files keep working."""
+    samples = data.get("antialias")
+    if isinstance(samples, int) and not isinstance(samples, bool):
+        data = {**data, "antialias": "off"} if samples == 1 else \
+            {**data, "antialias": "msaa", "msaa_samples": samples}
     return _build(SamplingConfig, data, "")
 
 

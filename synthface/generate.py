@@ -120,7 +120,7 @@ def _init_worker(model: MorphableModel, job: GenerateJob, device: str, progress:
     """Per-process state: its own GL context and renderer (never inherited from a parent)."""
     settings = RenderSettings(image_size=job.config.image_size, faces_per_draw=job.faces_per_draw,
                               normals="normals" in job.extras, pncc="pncc" in job.extras,
-                              antialias=job.config.antialias)
+                              antialias=job.config.antialias, msaa_samples=job.config.msaa_samples)
     sampler = ParameterSampler(model, job.config, job.seed, backgrounds)
     _WORKER.update(model=model, job=job, progress=progress, sampler=sampler,
                    renderer=FaceRenderer(model, settings, device=device, backgrounds=sampler.backgrounds))

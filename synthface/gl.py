@@ -45,11 +45,11 @@ def gl_info(ctx: moderngl.Context) -> dict[str, str]:
     return {k: str(ctx.info[f"GL_{k.upper()}"]) for k in ("vendor", "renderer", "version")}
 
 
-def load_program(ctx: moderngl.Context, name: str) -> moderngl.Program:
-    """Compile ``render_shaders/<name>.vert`` and ``<name>.frag`` into a program."""
-    folder = resource_dir("render_shaders", f"{name}.vert")
+def load_program(ctx: moderngl.Context, name: str, vertex: str | None = None) -> moderngl.Program:
+    """Compile ``render_shaders/<vertex or name>.vert`` and ``<name>.frag`` into a program."""
+    folder = resource_dir("render_shaders", f"{name}.frag")
     try:
-        return ctx.program(vertex_shader=(folder / f"{name}.vert").read_text(),
+        return ctx.program(vertex_shader=(folder / f"{vertex or name}.vert").read_text(),
                            fragment_shader=(folder / f"{name}.frag").read_text())
     except moderngl.Error as exc:
         raise RenderError(f"shader {name} failed to compile on {ctx.info['GL_RENDERER']}: {exc}") from exc

@@ -69,7 +69,7 @@ def vertex_occlusion(model: MorphableModel, ctx: moderngl.Context, *, directions
               "albedo": np.zeros((b, model.n_albedo)), "pose": facing_poses(dirs, centre, distance),
               "light": light, "intrinsics": k}
     params = {key: v.astype(np.float32) for key, v in params.items()}
-    settings = RenderSettings(image_size=size, faces_per_draw=min(b, 64), antialias=1)
+    settings = RenderSettings(image_size=size, faces_per_draw=min(b, 64), antialias="off")
     with FaceRenderer(model, settings, ctx=ctx) as renderer:
         out = renderer.render(params)
         verts, _, _ = renderer.geometry(params)

@@ -5,12 +5,15 @@ from the batched geometry step and is uploaded per batch; one instanced draw
 renders up to ``faces_per_draw`` faces into an atlas of tiles (shaders in
 ``render_shaders/face.*``), which is read back once and cut into samples.
 
-Two passes share the atlas layout: the *geometry* pass (one sample per pixel,
-at its centre) gives depth, normals and PNCC — and so mask and landmark
-visibility — exactly at pixel centres; the *colour* pass draws each tile's
-background (``render_shaders/background.*``) and then the faces with
-``antialias`` samples per pixel (MSAA), resolved into the image. With
-``antialias = 1`` one pass does both.
+One pass at one sample per pixel (at its centre) draws each tile's background
+(``render_shaders/background.*``), the heads, their hair and occluders, and
+gives the colour together with depth, class, normals and PNCC — so mask,
+segmentation and landmark visibility are exact at pixel centres. The image's
+edges are then anti-aliased by one of :data:`~synthface.config.ANTIALIAS`:
+``edges`` (default) blends the colour across the edges those exact buffers
+show (``render_shaders/edges.frag``), a cheap full-screen pass; ``msaa`` draws
+the colour again in a second pass with ``msaa_samples`` samples per pixel
+(costly on a CPU's llvmpipe, free on a GPU); ``off`` keeps the stair steps.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import moderngl
 import numpy as np
 
 from .backgrounds import BackgroundImages, fractal_noise
+from .config import ANTIALIAS
 from .errors import ConfigError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
 from .gl import GL_CLIP_DISTANCE0, GL_SAMPLE_ALPHA_TO_COVERAGE, RenderError, create_context, load_program
@@ -65,8 +69,10 @@ class RenderSettings:
     profile: bool = False
     """Wait for the GPU after each draw so ``FaceRenderer.timings`` separates drawing from readback
     (costs the overlap of CPU and GPU work; for benchmarks)."""
-    antialias: int = 4
-    """MSAA samples per pixel for the image's colour (1 = off: one pass, stair-stepped edges)."""
+    antialias: str = "edges"
+    """How the image's edges are anti-aliased: one of :data:`~synthface.config.ANTIALIAS`."""
+    msaa_samples: int = 4
+    """Samples per pixel of the ``msaa`` colour pass."""
     landmark_tolerance_mm: float = 4.0
     """A landmark is hidden if the surface at its pixel is nearer by more than this or by two pixel
     footprints (z / f), whichever is larger: steep surfaces change depth fast across a pixel."""
@@ -76,8 +82,10 @@ class RenderSettings:
             raise ConfigError(f"image size {self.image_size} is outside [16, 4096]; choose a size in that range")
         if self.faces_per_draw < 1:
             raise ConfigError(f"faces_per_draw must be at least 1, got {self.faces_per_draw}")
-        if not 1 <= self.antialias <= 16:
-            raise ConfigError(f"antialias must be 1 (off) to 16 samples per pixel, got {self.antialias}")
+        if self.antialias not in ANTIALIAS:
+            raise ConfigError(f"antialias must be one of {', '.join(ANTIALIAS)}, got {self.antialias!r}")
+        if not 2 <= self.msaa_samples <= 16:
+            raise ConfigError(f"msaa_samples must be 2 to 16 samples per pixel, got {self.msaa_samples}")
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ class RenderOutput:
     """One rendered batch; B samples of H × W pixels (H = W = image size)."""
 
     image: np.ndarray
-    """(B, H, W, 3) uint8 sRGB over the background, anti-aliased with ``antialias`` samples per pixel."""
+    """(B, H, W, 3) uint8 sRGB over the background, its edges anti-aliased (``RenderSettings.antialias``)."""
     depth: np.ndarray
     """(B, H, W) float32 camera-space z in mm at pixel centres of every rendered surface; 0 on background."""
     mask: np.ndarray
@@ -126,6 +134,21 @@ def landmark_visibility(xy: np.ndarray, z: np.ndarray, depth: np.ndarray, tolera
     neigh = depth[np.arange(b)[:, None, None, None], rows, cols]  # (B, L, 3, 3)
     farthest = np.where(neigh > 0, neigh, -np.inf).max(axis=(-2, -1))  # -inf: no covered pixel
     return inside & (z <= farthest + tolerance)
+
+
+def rim_triangles(triangles: np.ndarray, n_vertices: int, rings: int = 1) -> np.ndarray:
+    """(F,) bool: the triangles within ``rings`` rings of an open or non-manifold edge.
+
+    Only there can a surface's back face be the nearest one (looking into the neck, past a lash strip's
+    edge, into the mouth); elsewhere the mesh is closed, its back faces always hidden behind its front
+    faces, and the renderer culls them — on a CPU that skips a fifth of the rasterization."""
+    edges = np.sort(triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+    unique, count = np.unique(edges, axis=0, return_counts=True)
+    near = np.zeros(n_vertices, bool)
+    near[unique[count != 2].ravel()] = True
+    for _ in range(rings):
+        near[triangles[near[triangles].any(axis=1)].ravel()] = True
+    return near[triangles].any(axis=1)
 
 
 def scene_defaults(b: int) -> dict[str, np.ndarray]:
@@ -180,7 +203,10 @@ class FaceRenderer:
         self._program["grid"] = self.grid
         self._program["tile_size"] = (float(size), float(size))
         self._program["depth_range"] = self.settings.depth_range
-        self._ibo = self.ctx.buffer(np.ascontiguousarray(model.triangles, dtype=np.uint32))
+        rim = rim_triangles(model.triangles, model.n_vertices)
+        self._n_closed = int((~rim).sum())  # closed-surface triangles first: drawn with back faces culled
+        self._ibo = self.ctx.buffer(np.ascontiguousarray(np.concatenate([model.triangles[~rim], model.triangles[rim]]),
+                                                         dtype=np.uint32))
         self._pncc = self.ctx.buffer(pncc_code(model))
         self._occlusion = self.ctx.buffer(np.ones(model.n_vertices, np.float32))  # filled on first use
         regions = model.regions if model.regions is not None else \
@@ -228,17 +254,27 @@ class FaceRenderer:
         self._targets = [self.ctx.texture(atlas, c, dtype=d) for c, d in wanted]
         self._depth = self.ctx.depth_renderbuffer(atlas)
         self._fbo = self.ctx.framebuffer(color_attachments=self._targets, depth_attachment=self._depth)
-        samples = self.settings.antialias
+        # The anti-aliased image: [framebuffer to draw into, framebuffer holding the result, its objects].
         self._msaa: list[Any] = []
-        if samples > 1:
+        self._edges: list[Any] = []
+        if self.settings.antialias == "msaa":
+            samples = self.settings.msaa_samples
             if samples > self.ctx.max_samples:
-                raise ConfigError(f"antialias {samples} is more than this OpenGL ({self.ctx.info['GL_RENDERER']}) "
-                                  f"supports ({self.ctx.max_samples}); set antialias to {self.ctx.max_samples} or less")
+                most = self.ctx.max_samples
+                raise ConfigError(f"msaa_samples {samples} is more than this OpenGL ({self.ctx.info['GL_RENDERER']}) "
+                                  f"supports ({most}); set msaa_samples to {most} or less")
             colour = self.ctx.renderbuffer(atlas, 4, samples=samples)
             depth = self.ctx.depth_renderbuffer(atlas, samples=samples)
             resolved = self.ctx.texture(atlas, 4)
             self._msaa = [self.ctx.framebuffer([colour], depth), self.ctx.framebuffer([resolved]),
                           colour, depth, resolved]
+        elif self.settings.antialias == "edges":
+            program = load_program(self.ctx, "edges", vertex="background")
+            for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
+                                ("tile_pixels", (size, size))):
+                program[name] = value
+            resolved = self.ctx.texture(atlas, 4)
+            self._edges = [program, self.ctx.vertex_array(program, []), self.ctx.framebuffer([resolved]), resolved]
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -260,7 +296,7 @@ class FaceRenderer:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
                         self._regions, self._hairline, self._face_hair, *filter(None, (self._hair_vao, self._hair_ibo)),
                         self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
-                        self._program, self._noise, *self._msaa,
+                        self._program, self._noise, *self._msaa, *self._edges,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
         self._buffers.clear()
@@ -294,7 +330,15 @@ class FaceRenderer:
         self.ctx.enable(moderngl.DEPTH_TEST)
         self._noise.use(location=0)
         self._program["hair_pass"] = 0
-        self._vao.render(moderngl.TRIANGLES, instances=b)
+        # Triangles are wound counter-clockwise seen from outside in camera space (x right, y down):
+        # clockwise in GL's window space, whose y points up.
+        self.ctx.front_face = "cw"
+        self.ctx.enable(moderngl.CULL_FACE)
+        self._vao.render(moderngl.TRIANGLES, vertices=3 * self._n_closed, instances=b)
+        self.ctx.disable(moderngl.CULL_FACE)
+        n_rim = len(self.model.triangles) - self._n_closed
+        if n_rim:
+            self._vao.render(moderngl.TRIANGLES, first=3 * self._n_closed, vertices=3 * n_rim, instances=b)
         if hair:
             self._program["hair_pass"] = 1
             if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
@@ -307,6 +351,16 @@ class FaceRenderer:
             self._program["hair_pass"] = 0
         if occluders:
             self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
+
+    def _blend_edges(self, b: int, first_tile: int) -> None:
+        """The ``edges`` pass: the one-sample colour, blended across the edges of the exact buffers."""
+        program, vao, fbo, _ = self._edges
+        fbo.use()
+        self.ctx.disable(moderngl.DEPTH_TEST)
+        program["first_tile"] = first_tile
+        self._targets[0].use(location=0)  # colour
+        self._targets[2].use(location=1)  # class
+        vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
 
     def _upload_images(self, params: dict[str, np.ndarray]) -> None:
         """Image backgrounds of the batch as one texture layer per instance (only if it has any)."""
@@ -403,13 +457,18 @@ class FaceRenderer:
         with self._timed("draw"):
             for plane in range(4):
                 self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
-            self.ctx.disable(moderngl.CULL_FACE)
+            self.ctx.disable(moderngl.CULL_FACE)  # a shared context may have it on; _draw culls the heads only
             if self._msaa:
                 self._draw(self._fbo, b, background=False, occluders=occluders, hair=hair)
                 self._draw(self._msaa[0], b, background=True, occluders=occluders, hair=hair, multisampled=True)
                 self.ctx.copy_framebuffer(self._msaa[1], self._msaa[0])
+                image_fbo = self._msaa[1]
             else:
                 self._draw(self._fbo, b, background=True, occluders=occluders, hair=hair)
+                image_fbo = self._fbo
+            if self._edges:
+                self._blend_edges(b, first_tile)
+                image_fbo = self._edges[2]
             if self.settings.profile:
                 self.ctx.finish()
         error = self.ctx.error  # reading it clears it
@@ -425,7 +484,7 @@ class FaceRenderer:
 
         with self._timed("readback"):
             depth = read(1, 1, "f4")[..., 0].copy()
-            image = read(0, 4, "f1", self._msaa[1] if self._msaa else self._fbo)[..., :3].copy()
+            image = read(0, 4, "f1", image_fbo)[..., :3].copy()
             segmentation = read(2, 1, "f1")[..., 0].copy()
             normals = read(3, 4, "f4")[..., :3].copy() if self.settings.normals else None
             pncc = read(len(self._targets) - 1, 4, "f4")[..., :3].copy() if self.settings.pncc else None

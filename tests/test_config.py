@@ -43,13 +43,23 @@ def test_file_then_overrides(tmp_path):
     ({"pose": 3}, "pose: expected a table"),
     ({"identity": {"std": float("nan")}}, "outside"),
     ({"background": {"mode": "plaid"}}, "not one of procedural, images, random, solid"),
-        ({"background": {"directory": 3}}, "expected a string"),
+    ({"background": {"directory": 3}}, "expected a string"),
     ({"background": {"colour": [0, 0, 2]}}, "outside [0, 1]"),
+    ({"antialias": "fxaa"}, "antialias: 'fxaa' is not one of edges, msaa, off"),
+    ({"antialias": 32}, "msaa_samples: 32 is outside [2, 16]"),
 ])
 def test_bad_values_are_rejected_with_the_key_named(data, fragment):
     with pytest.raises(ConfigError) as err:
         config_from_dict(data)
     assert fragment in str(err.value)
+
+
+@pytest.mark.parametrize(("old", "method", "samples"), [(1, "off", 4), (4, "msaa", 4), (8, "msaa", 8)])
+def test_configs_that_gave_msaa_samples_read_as_the_same_rendering(old, method, samples):
+    """Before ``antialias`` named a method it counted MSAA samples (1 = off): old plans still resume."""
+    cfg = config_from_dict({"antialias": old})
+    assert (cfg.antialias, cfg.msaa_samples) == (method, samples)
+    assert SamplingConfig().antialias == "edges"
 
 
 def test_unreadable_and_invalid_files(tmp_path):

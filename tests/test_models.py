@@ -149,7 +149,7 @@ def rendered(bundled_model, gl_ctx):
     params["material"] = np.zeros_like(params["material"])  # Lambertian: what solve_lighting models
     ambient = np.zeros_like(params["light"])
     ambient[:, 0] = 1.0
-    with FaceRenderer(bundled_model, RenderSettings(96, normals=True, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(bundled_model, RenderSettings(96, normals=True, antialias="off"), ctx=gl_ctx) as r:
         return params, r.render(params), r.render(dict(params, light=ambient))
 
 
@@ -439,7 +439,7 @@ def test_sfs_loss_models_the_renderers_highlights_and_occlusion(bundled_model, g
     params = sample_params(bundled_model, seed=4, indices=range(3), config=cfg)
     ambient = np.zeros_like(params["light"])
     ambient[:, 0] = 1.0
-    with FaceRenderer(bundled_model, RenderSettings(96, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(bundled_model, RenderSettings(96, antialias="off"), ctx=gl_ctx) as r:
         out = r.render(params)
         with_ao = r.render(dict(params, light=ambient)).image
         without_ao = r.render(dict(params, light=ambient, material=np.zeros_like(params["material"]))).image

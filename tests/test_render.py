@@ -109,18 +109,18 @@ def pixel_points(depth: np.ndarray, k: np.ndarray) -> np.ndarray:
     return rays * depth[..., None]
 
 
-@pytest.mark.parametrize("antialias", [1, 4])
+@pytest.mark.parametrize("antialias", ["off", "edges", "msaa"])
 def test_shading_matches_the_sh_formula(sphere_render, gl_ctx, antialias):
     model, params, _ = sphere_render
     params = dict(params, albedo=np.zeros_like(params["albedo"]),  # albedo = mean = 0.5 grey
                   material=np.zeros_like(params["material"]))  # no specular lobe, no occlusion
     with FaceRenderer(model, RenderSettings(SIZE, normals=True, antialias=antialias), ctx=gl_ctx) as r:
         out = r.render(params)
-    inside = out.mask.astype(bool) if antialias == 1 else np.stack([interior(m) for m in out.mask])
+    inside = out.mask.astype(bool) if antialias == "off" else np.stack([interior(m) for m in out.mask])
     want = linear_to_srgb(0.5 * irradiance(out.normals, params["light"])) * 255
     diff = np.abs(out.image.astype(np.float64) - want)[inside]
     # MSAA averages samples that neighbouring triangles shaded at their own pixel centre: a little more slack.
-    assert diff.max() <= (1.0 if antialias == 1 else 2.0), diff.max()
+    assert diff.max() <= (2.0 if antialias == "msaa" else 1.0), diff.max()
 
 
 def test_specular_and_occlusion_match_the_shading_module(sphere_render, gl_ctx):
@@ -130,7 +130,7 @@ def test_specular_and_occlusion_match_the_shading_module(sphere_render, gl_ctx):
     material[:, 0] = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
     material[:, 1] = [4, 8, 16, 24, 32, 64]
     params = dict(params, albedo=np.zeros_like(params["albedo"]), material=material)
-    with FaceRenderer(model, RenderSettings(SIZE, normals=True, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(model, RenderSettings(SIZE, normals=True, antialias="off"), ctx=gl_ctx) as r:
         out = r.render(params)
     points = pixel_points(out.depth, params["intrinsics"])
     lobe = specular(out.normals, points, params["light"], material)
@@ -147,7 +147,7 @@ def test_occlusion_of_a_convex_shape_changes_nothing(sphere_render, gl_ctx):
     images = []
     for strength in (0.0, 1.0):
         material = np.tile([0.0, 1.0, strength], (len(params["pose"]), 1)).astype(np.float32)
-        with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+        with FaceRenderer(model, RenderSettings(SIZE, antialias="off"), ctx=gl_ctx) as r:
             images.append(r.render(dict(params, material=material)).image.astype(int))
     assert np.abs(images[0] - images[1]).max() <= 6
 
@@ -193,7 +193,8 @@ def test_tiles_do_not_bleed_and_batching_does_not_matter(gl_ctx):
     assert batched.mask[:, 0, :].any() or batched.mask[:, :, 0].any()  # faces do reach the tile borders
 
 
-def test_solid_background_and_antialiased_edges(gl_ctx):
+@pytest.mark.parametrize("method", ["edges", "msaa"])
+def test_solid_background_and_antialiased_edges(gl_ctx, method):
     """Away from the silhouette the background is exactly its colour; on it, anti-aliased pixels lie
     between the face's colour and the background's (no stair steps), while mask and depth stay exact."""
     model = make_model("pca")
@@ -201,10 +202,10 @@ def test_solid_background_and_antialiased_edges(gl_ctx):
     params = sample_params(model, seed=5, indices=range(4), config=cfg)
     params["albedo"] = np.zeros_like(params["albedo"])
     outs = {}
-    for aa in (1, 4):
+    for aa in ("off", method):
         with FaceRenderer(model, RenderSettings(SIZE, antialias=aa), ctx=gl_ctx) as r:
             outs[aa] = r.render(params)
-    hard, soft = outs[1], outs[4]
+    hard, soft = outs["off"], outs[method]
     np.testing.assert_array_equal(hard.mask, soft.mask)
     np.testing.assert_array_equal(hard.depth, soft.depth)
     np.testing.assert_array_equal(hard.landmarks_xy, soft.landmarks_xy)
@@ -301,7 +302,7 @@ def test_segmentation_follows_the_model_regions_and_mask_is_the_face(gl_ctx):
     params["facial_hair"][:] = 0.0  # no brows drawn (test_brows_and_stubble_follow_their_parameters)
     outs = []
     for model in (plain, labelled):
-        with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+        with FaceRenderer(model, RenderSettings(SIZE, antialias="off"), ctx=gl_ctx) as r:
             outs.append(r.render(params))
     before, after = outs
     np.testing.assert_array_equal(before.segmentation, np.where(before.depth > 0, face, 0))
@@ -327,7 +328,7 @@ def test_occluders_hide_the_face_behind_them(gl_ctx):
     occ[:, 0, OCCLUDER["z"]] = params["pose"][:, 5] - 150.0
     occ[:, 0, OCCLUDER["r"]] = 1.0
     assert (params["occluders"][..., OCCLUDER["kind"]] > 0).any()  # the sampler draws some when asked
-    with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(model, RenderSettings(SIZE, antialias="off"), ctx=gl_ctx) as r:
         clear = r.render(dict(params, occluders=np.zeros_like(occ)))
         hidden = r.render(dict(params, occluders=occ))
     card = np.zeros((SIZE, SIZE), bool)
@@ -361,7 +362,7 @@ def test_hair_covers_the_scalp_past_the_hairline(gl_ctx):
     params["hair"][:, HAIR["recession_mm"]] = 0
     params["hair"][:, HAIR["thickness_mm"]] = [5, 5, 20, 5]
     bald = dict(params, hair=np.zeros_like(params["hair"]))
-    with FaceRenderer(model, RenderSettings(SIZE, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(model, RenderSettings(SIZE, antialias="off"), ctx=gl_ctx) as r:
         with_hair, without = r.render(params), r.render(bald)
     assert gl_ctx.error == "GL_NO_ERROR"
     covered = [(with_hair.segmentation[b] == hair).sum() for b in range(4)]
@@ -393,7 +394,7 @@ def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
     fh[:, FACIAL_HAIR["beard_density"]] = [0.0, 0.0, 1.0]
     fh[:, FACIAL_HAIR["beard_reach"]] = 1.1
     fh[:, FACIAL_HAIR["r"]:FACIAL_HAIR["b"] + 1] = 0.02
-    with FaceRenderer(bundled_model, RenderSettings(size, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(bundled_model, RenderSettings(size, antialias="off"), ctx=gl_ctx) as r:
         out = r.render(params)
     assert gl_ctx.error == "GL_NO_ERROR"
     brows = SEGMENTATION_CLASSES.index("brows")
@@ -424,7 +425,7 @@ def test_slots_place_a_batch_in_a_full_one_and_refuse_what_does_not_fit(gl_ctx):
 
     model = make_model("pca")
     params = sample_params(model, seed=3, indices=range(4), config=frontal_config())
-    with FaceRenderer(model, RenderSettings(SIZE, faces_per_draw=4, antialias=1), ctx=gl_ctx) as r:
+    with FaceRenderer(model, RenderSettings(SIZE, faces_per_draw=4, antialias="off"), ctx=gl_ctx) as r:
         full = r.render(params)
         part = r.render({k: v[1:3] for k, v in params.items()}, slot=1)
         for slot, n in ((2, 3), (-1, 2), (4, 1), (1, 4)):
@@ -435,10 +436,12 @@ def test_slots_place_a_batch_in_a_full_one_and_refuse_what_does_not_fit(gl_ctx):
     np.testing.assert_array_equal(part.depth, full.depth[1:3])
 
 
-def test_msaa_blends_the_ragged_hairline(gl_ctx):
+@pytest.mark.parametrize("method", ["edges", "msaa"])
+def test_antialiasing_blends_the_ragged_hairline(gl_ctx, method):
     """The hairline is a cut in the shader, not a geometric edge: MSAA alone would leave it stair-stepped.
-    In the MSAA colour pass its coverage goes to alpha-to-coverage, so hairline pixels are blends of hair
-    and skin; inside the hair and the skin the image is what the one-sample render gives."""
+    ``edges`` finds it in the exact class buffer; the MSAA colour pass turns its coverage into samples
+    (alpha-to-coverage). Either way hairline pixels are blends of hair and skin, and inside the hair
+    the image is what the one-sample render gives."""
     import dataclasses
 
     from synthface.params import HAIR
@@ -451,12 +454,12 @@ def test_msaa_blends_the_ragged_hairline(gl_ctx):
     params["hair"][:, HAIR["hairline_mm"]] = 0
     params["hair"][:, HAIR["thickness_mm"]] = 5
     outs = {}
-    for samples in (1, 4):
-        with FaceRenderer(model, RenderSettings(SIZE, antialias=samples), ctx=gl_ctx) as r:
-            outs[samples] = r.render(params)
+    for aa in ("off", method):
+        with FaceRenderer(model, RenderSettings(SIZE, antialias=aa), ctx=gl_ctx) as r:
+            outs[aa] = r.render(params)
     assert gl_ctx.error == "GL_NO_ERROR"
-    one, multi = outs[1], outs[4]
-    np.testing.assert_array_equal(multi.segmentation, one.segmentation)  # the geometry pass is the same
+    one, multi = outs["off"], outs[method]
+    np.testing.assert_array_equal(multi.segmentation, one.segmentation)  # the geometry is the same
     diff = np.abs(multi.image.astype(int) - one.image.astype(int)).max(axis=-1)
 
     def inner(masks: np.ndarray) -> np.ndarray:
@@ -469,3 +472,5 @@ def test_msaa_blends_the_ragged_hairline(gl_ctx):
     assert (diff[hairline] > 2).mean() > 0.3
     inside = inner(inner(is_hair))
     assert (diff[inside] <= 1).mean() > 0.95
+    if method == "edges":  # only edge pixels change
+        assert (diff[inside] == 0).all()
