@@ -24,7 +24,8 @@ from common import print_machine
 from PIL import Image
 
 import synthface
-from synthface.reconstruct import ReconstructError, detect_face
+from synthface.errors import ReconstructError
+from synthface.reconstruct import detect_face
 from synthface.render import FaceRenderer, RenderSettings
 
 POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import SynthfaceError
+from .errors import CheckpointError
 from .models import CoarseNet, FineNet
 from .shards import atomic_write
 
@@ -29,10 +29,6 @@ CHECKPOINT_FORMAT = "synthface-checkpoint"
 CHECKPOINT_VERSION = 2
 REQUIRED_KEYS = ("stage", "step", "stage_step", "coarse", "coarse_args", "coarse_iterations", "fine", "fine_args",
                  "normalizer", "model", "image_size")
-
-
-class CheckpointError(SynthfaceError):
-    """A checkpoint is missing, truncated, foreign, malformed, cannot be written, or fits another model."""
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -5,7 +5,7 @@ directly, its attributes) and builds a global position → (shard, row) map. It 
 shard's ``format``/``format_version``/``first_index``/``count`` with
 :func:`synthface.shards.read_attrs` (one header read per shard, no sample data) and checks the
 requested datasets' shapes in one shard per source; corruption inside sample data can only be
-seen when a sample is read, and raises :class:`~synthface.shards.ShardError` then.
+seen when a sample is read, and raises :class:`~synthface.errors.ShardError` then.
 
 Workers: HDF5 files are opened lazily, in the process that reads, on its first ``__getitem__``
 (handles are keyed by ``os.getpid()``; a forked worker never touches a handle its parent
@@ -35,9 +35,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import Degradations, degrade
-from .errors import ConfigError
+from .errors import ConfigError, ShardError
 from .params import FACIAL_HAIR_FIELDS, MATERIAL_FIELDS, POSE_FIELDS
-from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, ShardError, read_attrs, read_manifest
+from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, read_attrs, read_manifest
 
 PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
 """Blocks of the trainer's flat parameter vector, in order (see :class:`ParameterNormalizer`)."""

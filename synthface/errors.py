@@ -17,3 +17,19 @@ class ConfigError(SynthfaceError):
 
 class DeviceError(SynthfaceError):
     """A requested compute device (e.g. CUDA) is not available."""
+
+
+class ShardError(SynthfaceError):
+    """A shard or manifest is missing, corrupt, of another format, or cannot be written."""
+
+
+class RenderError(SynthfaceError):
+    """OpenGL/EGL is unavailable or a render failed."""
+
+
+class CheckpointError(SynthfaceError):
+    """A checkpoint is missing, truncated, foreign, malformed, cannot be written, or fits another model."""
+
+
+class ReconstructError(SynthfaceError):
+    """An input image cannot be read, holds no detectable face, or an output cannot be written."""

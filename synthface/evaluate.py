@@ -39,10 +39,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from .data import PARAM_VECTOR, ParameterNormalizer, ShardDataset
-from .errors import ConfigError
+from .errors import CheckpointError, ConfigError
 from .model import MorphableModel
 from .params import ANGLES
-from .predict import Checkpoint, CheckpointError, Predictor, mean_face_prediction
+from .predict import Checkpoint, Predictor, mean_face_prediction
 from .render import FaceRenderer
 from .shards import MANIFEST, read_attrs, read_manifest
 

@@ -11,7 +11,7 @@ import os
 
 import moderngl
 
-from .errors import SynthfaceError
+from .errors import RenderError
 from .resources import resource_dir
 
 GL_REQUIRE = 430  # SSBOs (per-instance geometry) and gl_ClipDistance tiles
@@ -22,10 +22,6 @@ EGL_HINT = ("install Mesa's EGL and software rasteriser (Debian/Ubuntu: apt-get 
             "libgl1-mesa-dri; on an NVIDIA machine the driver's libEGL_nvidia), and unset "
             "__EGL_VENDOR_LIBRARY_FILENAMES / EGL_PLATFORM if they point at a missing vendor library; "
             "then run 'synthface doctor'")
-
-
-class RenderError(SynthfaceError):
-    """OpenGL/EGL is unavailable or a render failed."""
 
 
 def create_context(device_index: int = 0) -> moderngl.Context:

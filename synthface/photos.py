@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import ConfigError
-from .reconstruct import DEFAULT_FOV_DEG, DEFAULT_MARGIN, ReconstructError, crop_square, detect_face, read_image
+from .errors import ConfigError, ReconstructError
+from .reconstruct import DEFAULT_FOV_DEG, DEFAULT_MARGIN, crop_square, detect_face, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """File name endings taken as photos (case-insensitive), searched recursively."""

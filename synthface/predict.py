@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, build_coarse, build_fine, read_checkpoint
+from .checkpoint import build_coarse, build_fine, read_checkpoint
 from .data import PARAM_VECTOR, ParameterNormalizer
+from .errors import CheckpointError
 from .geometry import camera_vertices
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, iterate_coarse, render_feedback

@@ -9,7 +9,8 @@ import hdf5plugin  # noqa: F401  (Blosc filters for h5py)
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shards import ShardError, read_manifest
+from .errors import ShardError
+from .shards import read_manifest
 
 
 def depth_to_grey(depth: np.ndarray) -> np.ndarray:

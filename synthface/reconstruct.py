@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import trimesh
 
-from .errors import SynthfaceError
+from .errors import ReconstructError
 from .models.rendering_layer import depth_to_normals, depth_to_points
 from .predict import Predictor
 from .shards import atomic_write
@@ -35,10 +35,6 @@ DEFAULT_MARGIN = 0.4
 DEPTH_SCALE = 10.0
 """The depth PNG stores ``round(depth_mm * DEPTH_SCALE)`` as uint16: 0.1 mm steps up to 6553.5 mm; 0 = no face."""
 MESH_FORMATS = ("obj", "ply")
-
-
-class ReconstructError(SynthfaceError):
-    """An input image cannot be read, holds no detectable face, or an output cannot be written."""
 
 
 @dataclass(frozen=True, eq=False)

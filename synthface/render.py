@@ -30,9 +30,9 @@ import numpy as np
 
 from .backgrounds import BackgroundImages, fractal_noise
 from .config import ANTIALIAS
-from .errors import ConfigError
+from .errors import ConfigError, RenderError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
-from .gl import GL_CLIP_DISTANCE0, GL_SAMPLE_ALPHA_TO_COVERAGE, RenderError, create_context, load_program
+from .gl import GL_CLIP_DISTANCE0, GL_SAMPLE_ALPHA_TO_COVERAGE, create_context, load_program
 from .hair import NO_HAIR, face_hair_fields, hair_fields
 from .model import FACE_CLASSES, SEGMENTATION_CLASSES, MorphableModel
 from .params import (

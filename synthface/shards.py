@@ -21,7 +21,7 @@ import h5py
 import hdf5plugin
 import numpy as np
 
-from .errors import SynthfaceError
+from .errors import ShardError, SynthfaceError
 from .model import N_LANDMARKS, SEGMENTATION_CLASSES, MorphableModel
 from .params import param_layout
 from .render import RenderOutput
@@ -39,10 +39,6 @@ for a face-only model)."""
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "synthface-dataset"
 MANIFEST_VERSION = 1
-
-
-class ShardError(SynthfaceError):
-    """A shard or manifest is missing, corrupt, of another format, or cannot be written."""
 
 
 CODECS: dict[str, Any] = {

@@ -58,7 +58,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .data import ParameterNormalizer, ShardDataset
-from .errors import ConfigError, SynthfaceError
+from .errors import ConfigError, ShardError, SynthfaceError
 from .geometry import camera_vertices, resolve_device
 from .gl import create_context
 from .loaders import load_model
@@ -70,7 +70,7 @@ from .predict import default_context, render_mean_albedo
 from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
 from .shading import srgb_to_linear
-from .shards import LOCK, MANIFEST, ShardError, atomic_write_text, locked_run_dir, read_attrs, read_manifest
+from .shards import LOCK, MANIFEST, atomic_write_text, locked_run_dir, read_attrs, read_manifest
 
 RUN_FILE = "run.json"
 RUN_FORMAT = "synthface-run"

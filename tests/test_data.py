@@ -17,9 +17,8 @@ from torch.utils.data import DataLoader
 
 from synthface import load_config
 from synthface.data import FIELDS, PARAM_VECTOR, ParameterNormalizer, ShardDataset, in_val
-from synthface.errors import ConfigError, SynthfaceError
+from synthface.errors import ConfigError, ShardError, SynthfaceError
 from synthface.generate import GenerateJob, generate
-from synthface.shards import ShardError
 
 SIZE = 32
 ALL_FIELDS = (*FIELDS, "params")

@@ -19,10 +19,10 @@ import torch
 from click.testing import CliRunner
 
 from synthface import load_config, load_model
-from synthface.checkpoint import CHECKPOINT_VERSION, CheckpointError, build_coarse, build_fine, read_checkpoint
+from synthface.checkpoint import CHECKPOINT_VERSION, build_coarse, build_fine, read_checkpoint
 from synthface.cli import main
 from synthface.data import ParameterNormalizer
-from synthface.errors import ConfigError
+from synthface.errors import CheckpointError, ConfigError
 from synthface.generate import GenerateJob, generate
 from synthface.models import CoarseNet
 from synthface.train import (
@@ -481,12 +481,12 @@ def test_set_overrides_any_training_setting(tmp_path, dataset, model_file):
     assert_user_error(cli(*base, "--set", "sfs_margin=-1"), "sfs_margin and sfs_albedo_tolerance must be >= 0")
     options = TrainConfig().with_overrides({"sfs_margin": 3, "sfs_albedo_tolerance": 0}).sfs_options
     assert (options["margin"], options["albedo_tolerance"]) == (3, None)  # 0: albedo edges kept
+    assert not (tmp_path / "r").exists()  # a rejected setting writes nothing, not even the run folder
     result = cli(*base, "--stage", "coarse", "--steps", "1", "--batch-size", "4", "--num-workers", "0",
                  "--coarse-iterations", "1", "--set", "coarse_norm=batch", "--set", "shape_weight=0.5")
     assert result.exit_code == 0, result.output
     stored = read_checkpoint(tmp_path / "r" / "checkpoints" / "latest.pt")
     assert stored["coarse_args"]["norm"] == "batch" and stored["train_config"]["shape_weight"] == 0.5
-    assert not (tmp_path / "r" / "x").exists()
 
 
 def test_cosine_schedule_decays_to_a_hundredth():

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..shards import ShardError, read_attrs, read_manifest
+from ..errors import ShardError
+from ..shards import read_attrs, read_manifest
 
 
 @click.command("info")
