@@ -7,7 +7,9 @@ layout(std430, binding = 7) readonly buffer Materials { float materials[]; };  /
 layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            // (B*9) params/hair
 layout(std430, binding = 10) readonly buffer FacialHair { float facial_hair[]; };  // (B*11) params/facial_hair
 
-uniform int hair_pass;
+#ifndef HAIR_PASS  // 1: the hair shell's program; 0: the head's, which has no discard (early depth test)
+#define HAIR_PASS 0
+#endif
 uniform int coverage_to_alpha;  // 1 in the MSAA colour pass: the hairline's coverage goes to alpha (alpha-to-coverage)
 uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's strands
 uniform float hair_class;    // class id / 255
@@ -95,7 +97,7 @@ void main() {
     float region = v_region;
     vec3 albedo = v_albedo;
     float alpha = 1.0;
-    if (hair_pass == 0) {
+    if (HAIR_PASS == 0) {
         int f = 11 * v_instance;
         vec3 colour = vec3(facial_hair[f + 8], facial_hair[f + 9], facial_hair[f + 10]);
         float beard = beard_cover(f);
@@ -106,7 +108,7 @@ void main() {
         else if (abs(region - brows_class * 255.0) < 0.5) region = face_class * 255.0;
     }
     vec3 linear = albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
-    if (hair_pass == 1) {
+    if (HAIR_PASS == 1) {
         // Strands run down and back over the head: noise stretched along the height, around the azimuth.
         vec3 c = v_pncc - 0.5;
         vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along

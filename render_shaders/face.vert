@@ -15,7 +15,9 @@ uniform int first_tile;      // instance k is drawn in tile first_tile + k
 uniform ivec2 grid;          // tiles per row, tile rows
 uniform vec2 tile_size;      // W, H in pixels
 uniform vec2 depth_range;    // near, far in mm
-uniform int hair_pass;       // 1: draw the hair shell (scalp pushed out along the normals) instead of the head
+#ifndef HAIR_PASS  // 1: draw the hair shell (scalp pushed out along the normals) instead of the head
+#define HAIR_PASS 0
+#endif
 
 in vec3 in_pncc;             // per-vertex normalized coordinate code, shared by all instances
 in float in_occlusion;       // per-vertex ambient occlusion of the mean shape (1 = open), shared
@@ -41,7 +43,7 @@ void main() {
     vec3 normal = vec3(normals[i], normals[i + 1], normals[i + 2]);
     int h = 9 * gl_InstanceID;  // coverage, hairline, recession, thickness, rgb, strands, sheen
     v_hair = hair[h] > 0.5 ? in_hairline - hair[h + 1] - hair[h + 2] * in_temple : -1000.0;
-    if (hair_pass == 1) {
+    if (HAIR_PASS == 1) {
         // 1 mm above the skin everywhere (no depth fight), the full thickness 20 mm past the hairline
         p += normal * (1.0 + hair[h + 3] * smoothstep(0.0, 20.0, v_hair));
     }

@@ -41,11 +41,18 @@ def gl_info(ctx: moderngl.Context) -> dict[str, str]:
     return {k: str(ctx.info[f"GL_{k.upper()}"]) for k in ("vendor", "renderer", "version")}
 
 
-def load_program(ctx: moderngl.Context, name: str, vertex: str | None = None) -> moderngl.Program:
-    """Compile ``render_shaders/<vertex or name>.vert`` and ``<name>.frag`` into a program."""
+def load_program(ctx: moderngl.Context, name: str, vertex: str | None = None,
+                 defines: dict[str, int] | None = None) -> moderngl.Program:
+    """Compile ``render_shaders/<vertex or name>.vert`` and ``<name>.frag`` into a program, with
+    ``#define KEY VALUE`` lines after each ``#version`` line (variants of one source)."""
     folder = resource_dir("render_shaders", f"{name}.frag")
+    lines = "".join(f"#define {key} {value}\n" for key, value in (defines or {}).items())
+
+    def source(file: str) -> str:
+        version, _, rest = (folder / file).read_text().partition("\n")
+        return f"{version}\n{lines}{rest}"
+
     try:
-        return ctx.program(vertex_shader=(folder / f"{vertex or name}.vert").read_text(),
-                           fragment_shader=(folder / f"{name}.frag").read_text())
+        return ctx.program(vertex_shader=source(f"{vertex or name}.vert"), fragment_shader=source(f"{name}.frag"))
     except moderngl.Error as exc:
         raise RenderError(f"shader {name} failed to compile on {ctx.info['GL_RENDERER']}: {exc}") from exc

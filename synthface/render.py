@@ -198,11 +198,18 @@ class FaceRenderer:
         rows = max(1, min(math.ceil(self.settings.faces_per_draw / per_row), max_tex // size))
         self.grid = (per_row, rows)
         self.faces_per_draw = min(self.settings.faces_per_draw, per_row * rows)
-        self._program = load_program(self.ctx, "face")
-        self._program["n_vertices"] = model.n_vertices
-        self._program["grid"] = self.grid
-        self._program["tile_size"] = (float(size), float(size))
-        self._program["depth_range"] = self.settings.depth_range
+        # Two variants of face.*: the head's program has no discard, so the depth test runs before its
+        # shading; the hair shell's cuts its hairline with discard.
+        self._program = load_program(self.ctx, "face", defines={"HAIR_PASS": 0})
+        self._hair_program = load_program(self.ctx, "face", defines={"HAIR_PASS": 1})
+        for name, value in (("n_vertices", model.n_vertices), ("grid", self.grid),
+                            ("tile_size", (float(size), float(size))), ("depth_range", self.settings.depth_range),
+                            ("noise", 0), ("coverage_to_alpha", 0),
+                            *((f"{c}_class", SEGMENTATION_CLASSES.index(c) / 255.0)
+                              for c in ("hair", "face", "brows"))):
+            for program in (self._program, self._hair_program):
+                if program.get(name, None) is not None:  # each variant uses some of them
+                    program[name] = value
         rim = rim_triangles(model.triangles, model.n_vertices)
         self._n_closed = int((~rim).sum())  # closed-surface triangles first: drawn with back faces culled
         self._ibo = self.ctx.buffer(np.ascontiguousarray(np.concatenate([model.triangles[~rim], model.triangles[rim]]),
@@ -215,19 +222,16 @@ class FaceRenderer:
         hairline, temple = hair_fields(model)
         self._hairline = self.ctx.buffer(np.stack([hairline, temple], axis=1))
         self._face_hair = self.ctx.buffer(face_hair_fields(model))
-        attributes = [(self._pncc, "3f", "in_pncc"), (self._occlusion, "f", "in_occlusion"),
-                      (self._regions, "f", "in_region"), (self._hairline, "f f", "in_hairline", "in_temple"),
-                      (self._face_hair, "4f", "in_face_hair")]
-        self._vao = self.ctx.vertex_array(self._program, attributes, index_buffer=self._ibo)
+        attributes = [(self._pncc, (("3f", "in_pncc"),)), (self._occlusion, (("f", "in_occlusion"),)),
+                      (self._regions, (("f", "in_region"),)),
+                      (self._hairline, (("f", "in_hairline"), ("f", "in_temple"))),
+                      (self._face_hair, (("4f", "in_face_hair"),))]
+        self._vao = self._vertex_array(self._program, attributes, self._ibo)
         # The hair shell: only triangles hair can reach (none for a model without a scalp).
         scalp_tris = model.triangles[(hairline[model.triangles] > NO_HAIR).all(axis=1)]
         self._hair_ibo = self.ctx.buffer(np.ascontiguousarray(scalp_tris, np.uint32)) if len(scalp_tris) else None
         self._hair_vao = None if self._hair_ibo is None else \
-            self.ctx.vertex_array(self._program, attributes, index_buffer=self._hair_ibo)
-        self._program["noise"] = 0
-        self._program["coverage_to_alpha"] = 0
-        for name in ("hair", "face", "brows"):
-            self._program[f"{name}_class"] = SEGMENTATION_CLASSES.index(name) / 255.0
+            self._vertex_array(self._hair_program, attributes, self._hair_ibo)
         self._bg_program = load_program(self.ctx, "background")
         for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
                             ("n_fields", len(BACKGROUND_FIELDS)), ("max_shapes", MAX_SHAPES),
@@ -276,6 +280,17 @@ class FaceRenderer:
             resolved = self.ctx.texture(atlas, 4)
             self._edges = [program, self.ctx.vertex_array(program, []), self.ctx.framebuffer([resolved]), resolved]
 
+    def _vertex_array(self, program: moderngl.Program, columns: list, ibo: moderngl.Buffer) -> moderngl.VertexArray:
+        """``columns``: (buffer, ((format, attribute), ...)) per buffer of float32 per-vertex data. An
+        attribute a program variant compiled away (the head has no hairline) becomes padding."""
+        content = []
+        for buffer, fields in columns:
+            used = [name for _, name in fields if program.get(name, None) is not None]
+            layout = " ".join(f if name in used else f"{4 * int(f[:-1] or 1)}x" for f, name in fields)
+            if used:
+                content.append((buffer, layout, *used))
+        return self.ctx.vertex_array(program, content, index_buffer=ibo)
+
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
         start = time.perf_counter()
@@ -296,7 +311,7 @@ class FaceRenderer:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
                         self._regions, self._hairline, self._face_hair, *filter(None, (self._hair_vao, self._hair_ibo)),
                         self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
-                        self._program, self._noise, *self._msaa, *self._edges,
+                        self._program, self._hair_program, self._noise, *self._msaa, *self._edges,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
         self._buffers.clear()
@@ -315,8 +330,8 @@ class FaceRenderer:
 
     def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool, hair: bool,
               multisampled: bool = False) -> None:
-        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the heads, their
-        hair shells, then the occluders in front (depth-tested: surfaces with a depth and a class).
+        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the hair shells,
+        the heads, then the occluders in front (depth-tested: surfaces with a depth and a class).
         ``multisampled``: the MSAA colour pass (the hairline is blended by alpha-to-coverage there; the
         one-sample geometry pass keeps its exact cut)."""
         fbo.use()
@@ -329,7 +344,14 @@ class FaceRenderer:
             self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
         self.ctx.enable(moderngl.DEPTH_TEST)
         self._noise.use(location=0)
-        self._program["hair_pass"] = 0
+        if hair:  # first: the head's scalp behind it then fails the depth test before it is shaded
+            if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
+                self.ctx.enable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
+                self._hair_program["coverage_to_alpha"] = 1
+            self._hair_vao.render(moderngl.TRIANGLES, instances=b)
+            if multisampled:
+                self.ctx.disable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
+                self._hair_program["coverage_to_alpha"] = 0
         # Triangles are wound counter-clockwise seen from outside in camera space (x right, y down):
         # clockwise in GL's window space, whose y points up.
         self.ctx.front_face = "cw"
@@ -339,16 +361,6 @@ class FaceRenderer:
         n_rim = len(self.model.triangles) - self._n_closed
         if n_rim:
             self._vao.render(moderngl.TRIANGLES, first=3 * self._n_closed, vertices=3 * n_rim, instances=b)
-        if hair:
-            self._program["hair_pass"] = 1
-            if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
-                self.ctx.enable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
-                self._program["coverage_to_alpha"] = 1
-            self._hair_vao.render(moderngl.TRIANGLES, instances=b)
-            if multisampled:
-                self.ctx.disable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
-                self._program["coverage_to_alpha"] = 0
-            self._program["hair_pass"] = 0
         if occluders:
             self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
 
@@ -447,7 +459,7 @@ class FaceRenderer:
                                             params["hair"], params["facial_hair"])):
                 self._upload(binding, data)
             self._upload_images(params)
-            self._program["first_tile"] = first_tile
+            self._program["first_tile"] = self._hair_program["first_tile"] = first_tile
             self._bg_program["first_tile"] = first_tile
             self._occ_program["first_tile"] = first_tile
         occluders = bool((params["occluders"][..., 0] > 0).any())

@@ -474,3 +474,19 @@ def test_antialiasing_blends_the_ragged_hairline(gl_ctx, method):
     assert (diff[inside] <= 1).mean() > 0.95
     if method == "edges":  # only edge pixels change
         assert (diff[inside] == 0).all()
+
+
+def test_rim_triangles_are_those_near_open_edges(bundled_model):
+    """Back faces are culled except within a ring of an open edge, where they can be the nearest surface."""
+    from synthface.render import rim_triangles
+
+    tetra = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [0, 3, 2]])
+    assert not rim_triangles(tetra, 4).any()  # closed: every back face hides behind a front face
+    assert rim_triangles(tetra[:3], 4).all()  # one face gone: its three edges are open
+    strip = np.array([[0, 1, 2], [1, 3, 2], [2, 3, 4], [3, 5, 4], [4, 5, 6], [5, 7, 6], [6, 7, 8], [7, 9, 8]])
+    assert rim_triangles(strip, 10, rings=0).all()
+    rim = rim_triangles(bundled_model.triangles, bundled_model.n_vertices)
+    regions = bundled_model.regions[bundled_model.triangles[rim, 0]]
+    names = {SEGMENTATION_CLASSES[c] for c in np.unique(regions)}
+    assert {"neck", "eyes", "mouth"} <= names and "scalp" not in names  # the collar, lash strips, the mouth
+    assert 0.05 < rim.mean() < 0.3
