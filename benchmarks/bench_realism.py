@@ -25,7 +25,7 @@ from PIL import Image
 
 import synthface
 from synthface.errors import ReconstructError
-from synthface.reconstruct import detect_face
+from synthface.photo import detect_face
 from synthface.render import FaceRenderer, RenderSettings
 
 POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}

@@ -17,7 +17,6 @@ import logging
 import multiprocessing
 import os
 import queue
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -53,20 +52,10 @@ from .shards import (
 )
 
 PLAN = ".synthface-run.json"
-CRASH_ENV = "SYNTHFACE_CRASH_AT"
-"""Fault injection for the crash-safety tests: ``batch:N`` (after the N-th batch is written into a
-shard), ``commit:N`` (after the N-th shard is renamed into place), ``manifest`` (manifest written to
-its temporary name, not yet renamed). The process then kills itself with SIGKILL."""
-_crash_counts: dict[str, int] = {}
-
-
-def _crash_point(name: str) -> None:
-    target = os.environ.get(CRASH_ENV)
-    if not target:
-        return
-    _crash_counts[name] = _crash_counts.get(name, 0) + 1
-    if target in (name, f"{name}:{_crash_counts[name]}"):
-        os.kill(os.getpid(), signal.SIGKILL)
+Events = Callable[[str], None]
+"""``generate(events=...)``: called in the process that writes, with ``"batch"`` after each batch is
+written into a shard, ``"commit"`` after each shard is renamed into place and ``"manifest"`` when the
+manifest is complete under its temporary name — to watch a run, or (the crash tests) to kill it there."""
 EXTRAS = ("normals", "pncc")
 
 
@@ -116,14 +105,18 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(model: MorphableModel, job: GenerateJob, device: str, progress: Any,
-                 backgrounds: BackgroundImages | None = None) -> None:
+                 backgrounds: BackgroundImages | None = None, events: Events | None = None) -> None:
     """Per-process state: its own GL context and renderer (never inherited from a parent)."""
     settings = RenderSettings(image_size=job.config.image_size, faces_per_draw=job.faces_per_draw,
                               normals="normals" in job.extras, pncc="pncc" in job.extras,
                               antialias=job.config.antialias, msaa_samples=job.config.msaa_samples)
     sampler = ParameterSampler(model, job.config, job.seed, backgrounds)
-    _WORKER.update(model=model, job=job, progress=progress, sampler=sampler,
+    _WORKER.update(model=model, job=job, progress=progress, sampler=sampler, events=events or _no_event,
                    renderer=FaceRenderer(model, settings, device=device, backgrounds=sampler.backgrounds))
+
+
+def _no_event(_name: str) -> None:
+    pass
 
 
 def _release_worker() -> None:
@@ -141,7 +134,7 @@ def _shard_attrs(model: MorphableModel, job: GenerateJob) -> dict[str, Any]:
 def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, str, dict[str, float]]:
     """Render and write one shard; returns (file name, sha256, seconds per stage)."""
     model, job = _WORKER["model"], _WORKER["job"]
-    sampler, renderer, progress = _WORKER["sampler"], _WORKER["renderer"], _WORKER["progress"]
+    sampler, renderer, progress, event = (_WORKER[k] for k in ("sampler", "renderer", "progress", "events"))
     f = job.faces_per_draw
     renderer.timings.clear()
     times = {"sample": 0.0, "write": 0.0}
@@ -156,7 +149,7 @@ def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, 
             rendered = renderer.render(params, slot=start % f)
             t2 = time.perf_counter()
             writer.write(params, rendered)
-            _crash_point("batch")
+            event("batch")
             times["sample"] += t1 - t0
             times["write"] += time.perf_counter() - t2
             if progress is not None:
@@ -164,7 +157,7 @@ def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, 
             start = end
         t_commit = time.perf_counter()
     times["commit"] = time.perf_counter() - t_commit  # close, fsync, sha256, rename
-    _crash_point("commit")
+    event("commit")
     return name, writer.sha256 or "", {**times, **renderer.timings}
 
 
@@ -238,7 +231,7 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
              device: str = "auto", resume: bool = False, shard_range: tuple[int, int] | None = None,
              backend: str = "local", ray_address: str | None = None,
              progress: Callable[[int], None] | None = None,
-             stats: dict[str, float] | None = None) -> dict[str, Any] | None:
+             stats: dict[str, float] | None = None, events: Events | None = None) -> dict[str, Any] | None:
     """Generate (or finish, with ``resume``) a dataset in ``out``; returns the manifest.
 
     ``shard_range=(a, b)`` writes only shards a..b-1, so disjoint jobs (a SLURM array, say) can
@@ -247,6 +240,7 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
     cluster at ``ray_address`` (None: a local one). ``progress(k)`` is called in this process each
     time ``k`` more samples are done. ``stats``, if given, receives the seconds spent per stage
     (sample, geometry, upload, draw, readback, compose, write, commit), summed over workers.
+    ``events`` (see :data:`Events`) must be picklable with ``workers > 1``; Ray workers do not call it.
     """
     out = Path(out)
     model = model or load_model()
@@ -264,16 +258,16 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         if job.config.background.mode == "images" else None
     if shard_range is not None:  # jobs of one run by shard range may run at once: no run lock
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                progress, stats, backgrounds)
+                                progress, stats, backgrounds, events)
     with locked_run_dir(out, "generate"):
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                progress, stats, backgrounds)
+                                progress, stats, backgrounds, events)
 
 
 def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers: int, device: str,
                      resume: bool, shard_range: tuple[int, int] | None, backend: str, ray_address: str | None,
                      progress: Callable[[int], None] | None, stats: dict[str, float] | None,
-                     backgrounds: BackgroundImages | None) -> dict[str, Any] | None:
+                     backgrounds: BackgroundImages | None, events: Events | None) -> dict[str, Any] | None:
     if shard_range is not None and not resume:
         _check_shard_range(shard_range, len(job.shards()))  # before _prepare writes the plan
     job = _prepare(out, job, model, resume=resume, join=shard_range is not None)
@@ -296,14 +290,14 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
         listing = _check_backgrounds(out, backgrounds)
     else:
         listing = None
-    results = BACKENDS[backend](todo, model, job, device, workers, progress, ray_address, backgrounds) \
+    results = BACKENDS[backend](todo, model, job, device, workers, progress, ray_address, backgrounds, events) \
         if todo else {}
     for name, (sha, times) in results.items():
         done[name] = sha
         if stats is not None:
             for stage, seconds in times.items():
                 stats[stage] = stats.get(stage, 0.0) + seconds
-    return _finalize(out, job, model, done, listing)
+    return _finalize(out, job, model, done, listing, events)
 
 
 def _check_shard_range(shard_range: tuple[int, int], n_shards: int) -> None:
@@ -332,7 +326,7 @@ def _check_backgrounds(out: Path, backgrounds: BackgroundImages) -> dict[str, ob
 
 
 def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[str, str],
-              backgrounds: dict[str, object] | None = None) -> dict[str, Any] | None:
+              backgrounds: dict[str, object] | None = None, events: Events | None = None) -> dict[str, Any] | None:
     """Write the manifest once every shard exists (None before that); the plan goes last."""
     sha = {}
     for name, first, count in job.shards():
@@ -351,7 +345,8 @@ def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[st
     }
     if backgrounds is not None:  # the image folder's listing (see _check_backgrounds)
         manifest["backgrounds"] = backgrounds
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1), before_rename=lambda: _crash_point("manifest"))
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1),
+                      before_rename=lambda: (events or _no_event)("manifest"))
     (out / PLAN).unlink(missing_ok=True)
     return manifest
 
@@ -371,10 +366,10 @@ Results = dict[str, tuple[str, dict[str, float]]]  # shard file name → (sha256
 
 def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,
                progress: Callable[[int], None] | None, _address: str | None,
-               backgrounds: BackgroundImages | None) -> Results:
+               backgrounds: BackgroundImages | None, events: Events | None) -> Results:
     """In this process (one worker), or a pool of spawned processes each with its own GL context."""
     if workers == 1 or len(todo) == 1:
-        _init_worker(model, job, device, progress, backgrounds)
+        _init_worker(model, job, device, progress, backgrounds, events)
         try:
             return {name: (sha, times) for name, sha, times in (_write_shard(*task) for task in todo)}
         finally:
@@ -383,7 +378,7 @@ def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device
     counts = ctx.Queue()
     results: Results = {}
     with ctx.Pool(min(workers, len(todo)), initializer=_init_pool_worker,
-                  initargs=(model, job, device, counts, backgrounds)) as pool:
+                  initargs=(model, job, device, counts, backgrounds, events)) as pool:
         pending = [pool.apply_async(_write_shard, task) for task in todo]
         while pending:
             try:
@@ -405,9 +400,9 @@ def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device
 
 
 def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, counts: Any,
-                      backgrounds: BackgroundImages | None) -> None:
+                      backgrounds: BackgroundImages | None, events: Events | None) -> None:
     os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per worker process
-    _init_worker(model, job, device, counts.put, backgrounds)
+    _init_worker(model, job, device, counts.put, backgrounds, events)
 
 
 def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any) -> tuple[str, str, dict]:
@@ -422,7 +417,7 @@ def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any)
 
 def _run_ray(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,
              progress: Callable[[int], None] | None, address: str | None,
-             _backgrounds: BackgroundImages | None) -> Results:
+             _backgrounds: BackgroundImages | None, _events: Events | None) -> Results:
     """The same per-shard tasks on a Ray cluster (``address``; None starts a local one); each node scans
     the background folder (``background.directory``, which it must see at the same path) itself."""
     try:

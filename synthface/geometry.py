@@ -18,6 +18,7 @@ Signs, as seen in the image:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -158,12 +159,17 @@ def project(points, intrinsics):
     return homog[..., :2] / homog[..., 2:3]
 
 
+def _gpu_driver() -> bool:
+    """Whether this machine shows an NVIDIA (or ROCm) kernel driver, which CUDA in torch needs."""
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
 def resolve_device(name: str) -> str:
     """``auto`` → ``cuda`` if available else ``cpu``; ``cuda`` without CUDA raises DeviceError."""
     if name not in ("auto", "cpu", "cuda") and not name.startswith("cuda:"):
         raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda")
-    if name == "cpu":
-        return "cpu"
+    if name == "cpu" or (name == "auto" and not _gpu_driver()):
+        return "cpu"  # without importing torch (seconds): the generator's commands need it only for CUDA
     try:
         import torch
 

@@ -2,7 +2,7 @@
 
 The photos get exactly the treatment :mod:`synthface.reconstruct` gives a photo at inference: the
 largest face found by OpenCV's Haar cascade, a square crop around it at the networks' image size,
-and the assumed camera of :func:`~synthface.reconstruct.crop_square` — so FineNet trains on the
+and the assumed camera of :func:`~synthface.photo.crop_square` — so FineNet trains on the
 framing it will later see. Faces are detected once, when the dataset is built (photos where none
 is found are left out and listed in :attr:`PhotoDataset.skipped`); items are read lazily, in the
 process that asks, like :class:`~synthface.data.ShardDataset`.
@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import ConfigError, ReconstructError
-from .reconstruct import DEFAULT_FOV_DEG, DEFAULT_MARGIN, crop_square, detect_face, read_image
+from .photo import DEFAULT_FOV_DEG, DEFAULT_MARGIN, crop_square, detect_face, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """File name endings taken as photos (case-insensitive), searched recursively."""

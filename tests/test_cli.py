@@ -102,3 +102,28 @@ def test_bad_model_files_are_one_line(tmp_path):
 def test_unwritable_out_is_one_line(model_file, tmp_path):
     assert_user_error(run("sample", "--model", model_file, "--out", str(tmp_path / "no" / "p.npz")),
                       "cannot write")
+
+
+def test_the_generator_commands_do_not_import_torch(tmp_path, model_file):
+    """torch costs seconds to import: --help and the generator's commands on the CPU never load it."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from synthface.cli import main\n"
+        "runner = CliRunner()\n"
+        "for args in sys.argv[1:]:\n"
+        "    result = runner.invoke(main, args.split(), catch_exceptions=False)\n"
+        "    assert result.exit_code == 0, (args, result.output)\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = tmp_path / "data"
+    commands = ["--help", "train --help", "evaluate --help", "reconstruct --help",
+                f"generate --n 2 --size 32 --shard-size 2 --out {out} --model {model_file}",
+                f"info {out}", f"verify {out}", f"preview {out} --out {tmp_path / 'p.png'}",
+                f"sample --n 1 --model {model_file}"]
+    done = subprocess.run([sys.executable, "-c", script, *commands], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

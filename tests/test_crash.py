@@ -6,12 +6,12 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from synthface.generate import CRASH_ENV
 from synthface.shards import LOCK, run_lock
 
 from .test_cli import assert_user_error
@@ -20,13 +20,14 @@ from .test_generate import SIZE, cli, gen, load_arrays
 ARGS = ["--n", "10", "--size", str(SIZE), "--shard-size", "4", "--faces-per-draw", "2", "--seed", "6"]
 
 
+DRIVER = Path(__file__).with_name("crash_driver.py")
+
+
 def run_cli(out, model_file, *extra: str, crash: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env.pop(CRASH_ENV, None)
-    if crash:
-        env[CRASH_ENV] = crash
-    return subprocess.run([sys.executable, "-m", "synthface", "generate", "--out", str(out), "--model", model_file,
-                           *ARGS, *extra], env=env, capture_output=True, text=True, timeout=300)
+    """``synthface generate`` in a subprocess; ``crash``: kill it -9 at that event (see crash_driver.py)."""
+    command = [sys.executable, str(DRIVER), crash] if crash else [sys.executable, "-m", "synthface", "generate"]
+    return subprocess.run([*command, "--out", str(out), "--model", model_file, *ARGS, *extra],
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")

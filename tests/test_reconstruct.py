@@ -13,18 +13,10 @@ from PIL import Image
 
 from synthface.cli import main
 from synthface.data import PARAM_VECTOR, ParameterNormalizer
+from synthface.errors import ReconstructError
+from synthface.photo import crop_square, detect_face, photo_focal, read_image
 from synthface.predict import Predictor, feedback_settings, load_checkpoint
-from synthface.reconstruct import (
-    DEPTH_SCALE,
-    ReconstructError,
-    crop_square,
-    detect_face,
-    photo_focal,
-    read_depth_png,
-    read_image,
-    reconstruct,
-    write_outputs,
-)
+from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
 from synthface.render import FaceRenderer
 
 from .test_cli import assert_user_error

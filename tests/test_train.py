@@ -402,8 +402,8 @@ def photos(tmp_path_factory) -> Path:
 
 
 def test_photo_dataset_crops_detected_faces(photos, tmp_path):
+    from synthface.photo import crop_square, detect_face, read_image
     from synthface.photos import PhotoDataset
-    from synthface.reconstruct import crop_square, detect_face, read_image
 
     ds = PhotoDataset(photos, SIZE)
     assert [p.name for p in ds.paths] == ["a.jpg", "c.PNG", "d.jpeg", "b.png"]  # sorted by path: sub/ last

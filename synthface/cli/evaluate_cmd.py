@@ -11,10 +11,8 @@ import click
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..evaluate import ROWS, evaluate
 from ..geometry import resolve_device
 from ..model import MorphableModel
-from ..predict import load_checkpoint
 from ..shards import atomic_write_text
 from .options import DEVICES, model_options
 
@@ -25,6 +23,7 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def _table(result: dict[str, Any]) -> list[str]:
     """The depth-error rows (mean, std, median, p90 in %) and the per-block parameter errors."""
+    from ..evaluate import ROWS
     lines = [f"depth error, % of the face's depth range, aligned along the optical axis ({result['n_samples']} "
              f"{result['split']} samples)",
              f"  {'':<22}{'mean':>8}{'std':>8}{'median':>8}{'p90':>8}{'coverage':>10}"]
@@ -67,6 +66,9 @@ def command(data: tuple[Path, ...], checkpoint: Path, split: str, limit: int | N
     """
     if json_out is not None and not json_out.parent.is_dir():
         raise ConfigError(f"--json {json_out}: directory {json_out.parent} does not exist; create it first")
+    from ..evaluate import evaluate  # these import torch: only when the command runs, never for --help
+    from ..predict import load_checkpoint
+
     device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=device)
     with tqdm(unit="sample", dynamic_ncols=True, disable=None, leave=False) as bar:

@@ -9,8 +9,8 @@ import click
 from ..errors import ConfigError, SynthfaceError
 from ..geometry import resolve_device
 from ..model import MorphableModel
-from ..predict import Predictor, load_checkpoint
-from ..reconstruct import DEFAULT_FOV_DEG, DEFAULT_MARGIN, MESH_FORMATS, read_image, reconstruct, write_outputs
+from ..photo import DEFAULT_FOV_DEG, DEFAULT_MARGIN, read_image
+from ..reconstruct import MESH_FORMATS, reconstruct, write_outputs
 from .options import DEVICES, model_options
 
 
@@ -48,6 +48,8 @@ def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_form
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out {out_dir}: cannot create it ({exc.strerror or exc})") from exc
+    from ..predict import Predictor, load_checkpoint  # imports torch: only when the command runs
+
     device = resolve_device(device)
     failed = 0
     with Predictor(load_checkpoint(checkpoint, device=device), model, device=device) as predictor:

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from ..config import parse_assignment
 from ..model import MorphableModel
-from ..train import LR_SCHEDULES, OPTIMIZERS, STAGES, TrainConfig, train
+from ..train_config import LR_SCHEDULES, OPTIMIZERS, STAGES, TrainConfig
 from .options import DEVICES, model_options
 
 _DEFAULTS = TrainConfig()
@@ -77,6 +77,8 @@ def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_siz
                          val_every=val_every, faces_per_draw=faces_per_draw, seed=seed,
                          real_images=str(real_images) if real_images else "", real_fraction=real_fraction,
                          ).with_overrides(dict(parse_assignment(a) for a in assignments))
+    from ..train import train  # imports torch: only when the command runs, never for --help
+
     main = int(os.environ.get("RANK", "0")) == 0
     bars: dict[str, tqdm] = {}
 

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from ..params import N_SH
 from ..shading import sh_basis, shade, specular
+from ..train_config import DEFAULT_SFS_WEIGHTS
 
 __all__ = [
     "DEFAULT_SFS_WEIGHTS",
@@ -35,12 +36,6 @@ __all__ = [
     "solve_lighting",
     "unsaturated",
 ]
-
-DEFAULT_SFS_WEIGHTS: tuple[float, float, float] = (1.0, 1e-5, 1e-6)
-"""(λ_sh, λ_f, λ_sm) for linear intensities in [0, 1] and depth in mm (Laplacian in mm/pixel²): a
-squared shading residual of 1e-4 (1 % intensity) weighs like a 3 mm fidelity offset. The L1
-Laplacian also penalises the face's own curvature (a sphere of 80 mm at 5 mm/pixel has |Δz| ≈ 0.6),
-so λ_sm must stay small or it flattens the face; a starting point to tune, not the paper's values."""
 
 
 def _mask4(mask: Tensor | None, like: Tensor) -> Tensor:
