@@ -116,7 +116,9 @@ class FacialHairConfig:
     brow_thickness_mm: Range = _f((7.0, 13.0), 0.0, 30.0, "brow thickness at its inner end")
     brow_taper: Range = _f((0.25, 0.8), 0.0, 2.0, "outer end's thickness / inner end's")
     brow_arch_mm: Range = _f((-1.0, 4.0), -20.0, 20.0, "extra lift of the brow's apex")
-    brow_lift_mm: Range = _f((-3.0, 3.0), -20.0, 20.0, "shift of the whole brow (+ = up)")
+    brow_lift_mm: Range = _f((-8.0, -3.0), -20.0, 20.0, "shift of the whole brow (+ = up) from the landmarks' "
+                             "brow line; lower than the line, brows sit on the brow ridge as in photos "
+                             "(measured: a photo-trained detector found 70 % of renders at 0 mm, 78 % here)")
     brow_length: Range = _f((0.8, 1.1), 0.0, 2.0, "brow length, fraction of the landmarks' brow")
     brow_density: Range = _f((0.55, 1.0), 0.0, 1.0, "brow density (0 = none)")
     beard_prob: float = _f(0.3, 0.0, 1.0, "probability of stubble or a beard")
