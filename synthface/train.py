@@ -79,9 +79,6 @@ CONTEXT = ("albedo", "light", "material", "facial_hair", "intrinsics")
 COARSE_FIELDS = ("image", "params", *CONTEXT)
 FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
 _STAGE_SALT = {"coarse": 0, "fine": 1, "real": 2}  # data order of a stage: default_rng([seed, salt, epoch])
-DIGEST_ENV = "SYNTHFACE_TRAIN_DIGEST"
-"""For the DDP tests: when set, every process writes the sha256 of its final weights to
-``OUT/weights-rank<R>.sha256`` (ranks that stayed in sync write the same digest)."""
 
 
 # ---------------------------------------------------------------- processes
@@ -403,14 +400,24 @@ class _Trainer:
             return torch.optim.SGD(net.parameters(), lr=self.config.lr, momentum=0.9)
         return torch.optim.Adam(net.parameters(), lr=self.config.lr)
 
-    def _write_digest(self, stage: str, net: torch.nn.Module) -> None:
-        if os.environ.get(DIGEST_ENV):
-            h = hashlib.sha256()
-            for name, tensor in sorted(net.state_dict().items()):
-                h.update(name.encode())
-                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            with open(self.out / f"weights-rank{self.proc.rank}.sha256", "a") as f:
-                f.write(f"{stage} {h.hexdigest()}\n")
+    def _weights_digest(self, stage: str, net: torch.nn.Module) -> str:
+        """sha256 of ``net``'s weights at the end of ``stage``; under DDP every rank must hold the same
+        (a rank that drifted would otherwise go unnoticed: only rank 0 writes checkpoints)."""
+        h = hashlib.sha256()
+        for name, tensor in sorted(net.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest = h.hexdigest()
+        if self.proc.world > 1:
+            import torch.distributed as dist
+
+            digests: list[Any] = [None] * self.proc.world
+            dist.all_gather_object(digests, digest)
+            if len(set(digests)) > 1:
+                raise SynthfaceError(f"the {self.proc.world} processes ended the {stage} stage with different "
+                                     f"weights ({len(set(digests))} versions); check that every node runs the "
+                                     "same synthface, torch and data, then --resume")
+        return digest
 
     def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
         """Mean of each metric over the processes (every rank calls this at the same steps)."""
@@ -678,9 +685,9 @@ class _Trainer:
                 validate=(lambda: self._validate_coarse(net, val_ds)) if len(val_ds) else None,
                 weights=lambda: {"coarse": net.state_dict(), "fine": None})
         self.coarse_weights = net.state_dict()
-        self._write_digest("coarse", net)
         self.step = step
-        return {"steps": stage_step, "train": last, "val": val_metrics}
+        return {"steps": stage_step, "train": last, "val": val_metrics,
+                "weights_sha256": self._weights_digest("coarse", net)}
 
     def _validate_coarse(self, net: torch.nn.Module, val: ShardDataset) -> dict[str, float]:
         assert self.scene is not None
@@ -747,8 +754,8 @@ class _Trainer:
                 weights=lambda: {"coarse": coarse.state_dict(), "coarse_args": self.coarse_args,
                                  "coarse_iterations": self.coarse_iterations, "fine": net.state_dict()})
         self.step = step
-        self._write_digest("fine", net)
-        return {"steps": stage_step, "train": last, "val": val_metrics}
+        return {"steps": stage_step, "train": last, "val": val_metrics,
+                "weights_sha256": self._weights_digest("fine", net)}
 
     def _fine_batch(self, coarse: CoarseNet, fine: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None,
                     photos: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, float], torch.Tensor]:
@@ -835,18 +842,24 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.P
     lock = locked_run_dir(out, "train") if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a directory (new or empty)")
-    with lock:
-        trainer = _Trainer(paths, out, config, model, progress)
-        try:
-            state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
-            resumed = state.step or None
-            trainer.step = state.step
-            if "coarse" in trainer.stages and state.stage == "coarse":
-                trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
-            if "fine" in trainer.stages:
-                trainer.summary["stages"]["fine"] = trainer.run_fine(state)
-        finally:
-            trainer.close()
+    # torch's global state is the caller's: the run's thread count, seeds and RNG states (set for the
+    # weights' initialisation and restored on resume) stay inside this call.
+    threads = torch.get_num_threads()
+    try:
+        with torch.random.fork_rng(devices=[]), lock:
+            trainer = _Trainer(paths, out, config, model, progress)
+            try:
+                state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
+                resumed = state.step or None
+                trainer.step = state.step
+                if "coarse" in trainer.stages and state.stage == "coarse":
+                    trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
+                if "fine" in trainer.stages:
+                    trainer.summary["stages"]["fine"] = trainer.run_fine(state)
+            finally:
+                trainer.close()
+    finally:
+        torch.set_num_threads(threads)
     return {**trainer.summary, "out": str(out), "step": trainer.step, "resumed_from": resumed,
             "seconds": time.perf_counter() - start, "rank": trainer.proc.rank, "world_size": trainer.proc.world,
             "threads": trainer.threads}

@@ -116,5 +116,7 @@ def command(data: tuple[Path, ...], out: Path, stage: str, steps: int, batch_siz
         photos = summary["real_images"]
         skipped = f", {photos['skipped']} without a detectable face left out" if photos["skipped"] else ""
         parts.append(f"{photos['photos']} photo{'s' if photos['photos'] != 1 else ''}{skipped}")
+    world = summary["world_size"]
+    same = f" (all {world} hold the same weights)" if world > 1 else ""
     click.echo(f"trained {'; '.join(parts)}{resumed} in {summary['seconds']:.1f} s "
-               f"on {summary['world_size']} process(es); checkpoint {where}")
+               f"on {world} process(es){same}; checkpoint {where}")
