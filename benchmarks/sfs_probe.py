@@ -6,7 +6,7 @@ weights and masks unless ``--weights`` / ``--margin`` / ``--albedo-tolerance``),
 that fitted the loss perfectly would output. Albedo and lighting: ``--albedo true --light true`` —
 the sample's own, drawn at the start's geometry (``sfs_appearance="shard"``, the trainer's default
 on shards); ``--albedo mean --light solved`` — the model's mean albedo
-(``synthface.predict.render_mean_albedo``) and lighting solved from the current depth, what photos
+(``synthface.feedback.render_mean_albedo``) and lighting solved from the current depth, what photos
 (and ``sfs_appearance="estimated"``) get. The defaults follow the trainer's ``sfs_appearance``.
 The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's depth
 range) is measured at the start and after ``--steps`` steps, from three starts:
@@ -39,10 +39,11 @@ from common import print_machine
 import synthface
 from synthface.data import ShardDataset
 from synthface.evaluate import depth_error_percent
+from synthface.feedback import render_mean_albedo
 from synthface.models import sfs_loss
 from synthface.models.fine import normalise_depth
 from synthface.models.rendering_layer import laplacian, laplacian_mask, masked_mean
-from synthface.predict import Predictor, load_checkpoint, mean_face_prediction, render_mean_albedo
+from synthface.predict import Predictor, load_checkpoint, mean_face_prediction
 from synthface.render import FaceRenderer, RenderSettings
 from synthface.shading import srgb_to_linear
 from synthface.train import TrainConfig

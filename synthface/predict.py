@@ -1,11 +1,13 @@
 """Inference: load a trainer checkpoint and reconstruct faces (CoarseNet → rendering → FineNet).
 
 A checkpoint is the ``torch.save``d dict the trainer writes (``format="synthface-checkpoint"``,
-``version=1``; see :func:`load_checkpoint`). It is read with ``torch.load(weights_only=True)``
-(plus numpy's array reconstructors, for RNG states): a checkpoint never runs code when loaded.
+``version`` :data:`~synthface.checkpoint.CHECKPOINT_VERSION`; see :func:`load_checkpoint`). It is
+read with ``torch.load(weights_only=True)`` (plus numpy's array reconstructors, for RNG states): a
+checkpoint never runs code when loaded.
 
 :class:`Predictor` runs CoarseNet iteratively from the data mean, each step seeing a rendering
-(PNCC, normals) of the current estimate, renders the final estimate's depth and mask with
+(PNCC, normals) of the current estimate (:mod:`synthface.feedback`: the loop training uses too),
+renders the final estimate's depth and mask with
 :class:`~synthface.render.FaceRenderer`, then refines that depth with FineNet when the checkpoint
 has one. :func:`render_prediction` turns any parameter estimate into the same
 :class:`Prediction`, so baselines (:func:`mean_face_prediction`) and oracles (the ground truth
@@ -25,13 +27,11 @@ import torch
 from .checkpoint import build_coarse, build_fine, read_checkpoint
 from .data import PARAM_VECTOR, ParameterNormalizer
 from .errors import CheckpointError
+from .feedback import FeedbackRenderer, default_context, last, refine
 from .geometry import camera_vertices
 from .model import MorphableModel
-from .models import CoarseNet, FineNet, iterate_coarse, render_feedback
-from .params import MATERIAL_FIELDS, N_SH
-from .render import FaceRenderer, RenderOutput, RenderSettings
-from .sampling import typical_facial_hair
-from .shading import srgb_to_linear
+from .models import CoarseNet, FineNet
+from .render import FaceRenderer
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,38 +122,6 @@ class Prediction:
         return self.coarse_depth if self.fine_depth is None else self.fine_depth
 
 
-def default_context(model: MorphableModel, intrinsics: np.ndarray,
-                    context: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """What the renderer needs besides identity/expression/pose: K, plus mean albedo, typical brows
-    (:func:`~synthface.sampling.typical_facial_hair`), unit ambient light and a matte material (no
-    highlight, no occlusion) unless ``context`` gives them (the background is the renderer's plain
-    default unless given). Depth, mask, PNCC and normals depend on none of them, so a photo needs
-    nothing but its K."""
-    k = np.ascontiguousarray(intrinsics, dtype=np.float32)
-    b = len(k)
-    light = np.zeros((b, N_SH, 3), np.float32)
-    light[:, 0] = 1.0
-    out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light,
-           "material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32),
-           "facial_hair": np.repeat(typical_facial_hair()[None], b, axis=0)}
-    out.update({key: np.asarray(v) for key, v in (context or {}).items()})
-    out["intrinsics"] = k
-    return out
-
-
-def render_mean_albedo(renderer: FaceRenderer, params: Mapping[str, np.ndarray],
-                       intrinsics: np.ndarray) -> tuple[RenderOutput, torch.Tensor]:
-    """Render ``params`` (identity, expression, pose) with :func:`default_context`'s look; returns the
-    output and the linear albedo ρ (B, 3, H, W) float32, 0 off the face: FineNet's SfS albedo — the
-    model's mean albedo, or that of ``params["albedo"]`` (coefficients) when given.
-
-    Under unit ambient light the shading is 1, so the sRGB image is the albedo itself.
-    """
-    out = renderer.render({**default_context(renderer.model, intrinsics), **params})
-    rgb = torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
-    return out, srgb_to_linear(rgb) * torch.from_numpy(out.mask[:, None].astype(np.float32))
-
-
 def render_prediction(renderer: FaceRenderer, params: Mapping[str, np.ndarray], intrinsics: np.ndarray,
                       context: Mapping[str, np.ndarray] | None = None) -> Prediction:
     """Depth, mask and vertices of a parameter estimate (``identity``, ``expression``, ``pose``; physical units)."""
@@ -178,48 +146,49 @@ def mean_face_prediction(renderer: FaceRenderer, pose: np.ndarray, intrinsics: n
     return render_prediction(renderer, zeros, intrinsics, context)
 
 
-def feedback_settings(image_size: int, faces_per_draw: int = 64) -> RenderSettings:
-    """Render settings for CoarseNet's feedback (PNCC and normals) at ``image_size``."""
-    return RenderSettings(image_size=image_size, faces_per_draw=faces_per_draw, normals=True, pncc=True)
-
-
 class Predictor:
     """Reconstructs faces with a checkpoint's networks; owns a renderer unless given one (call :meth:`close`).
 
-    ``renderer`` (optional) must render ``model`` with normals and PNCC (:func:`feedback_settings`) at
-    the images' size; by default one is created on first use and re-created if the image size changes.
-    The networks are moved to ``device`` (in place: the checkpoint's modules are shared).
+    ``renderer`` (optional) must render ``model`` with normals and PNCC
+    (:func:`~synthface.feedback.feedback_settings`) at the images' size; by default one is created on
+    first use and re-created if the image size changes. The networks are moved to ``device`` (in
+    place: the checkpoint's modules are shared).
     """
 
     def __init__(self, checkpoint: Checkpoint, model: MorphableModel, *, device: str | torch.device = "cpu",
                  renderer: FaceRenderer | None = None) -> None:
         check_model(checkpoint, model)
-        if renderer is not None and not (renderer.settings.normals and renderer.settings.pncc):
-            raise ValueError("the renderer must be built with RenderSettings(normals=True, pncc=True)")
         self.checkpoint, self.model, self.device = checkpoint, model, torch.device(device)
         self.coarse = checkpoint.coarse.to(self.device)
         self.fine = checkpoint.fine.to(self.device) if checkpoint.fine is not None else None
-        self._renderer, self._own_renderer = renderer, renderer is None
+        self._given = renderer
+        self._feedback: FeedbackRenderer | None = None
+        if renderer is not None:
+            self._feedback = FeedbackRenderer(model, checkpoint.normalizer, renderer.settings.image_size,
+                                              device=self.device, renderer=renderer)
+
+    def feedback(self, image_size: int) -> FeedbackRenderer:
+        """The feedback renderer for images of ``image_size`` pixels."""
+        f = self._feedback
+        if f is not None and f.image_size == image_size:
+            return f
+        if self._given is not None:
+            raise ValueError(f"the given renderer draws {self._given.settings.image_size} px but the images are "
+                             f"{image_size} px")
+        if f is not None:
+            f.release()
+        self._feedback = FeedbackRenderer(self.model, self.checkpoint.normalizer, image_size, device=self.device)
+        return self._feedback
 
     def renderer(self, image_size: int) -> FaceRenderer:
         """The renderer for images of ``image_size`` pixels."""
-        r = self._renderer
-        if r is not None and r.settings.image_size == image_size:
-            return r
-        if not self._own_renderer:
-            raise ValueError(f"the given renderer draws {r.settings.image_size} px but the images are "  # type: ignore[union-attr]
-                             f"{image_size} px")
-        if r is not None:
-            r.release()
-        geometry = "cpu" if self.device.type == "cpu" else str(self.device)
-        self._renderer = FaceRenderer(self.model, feedback_settings(image_size), device=geometry)
-        return self._renderer
+        return self.feedback(image_size).renderer
 
     def close(self) -> None:
         """Release the renderer this predictor created (a given one stays the caller's)."""
-        if self._own_renderer and self._renderer is not None:
-            self._renderer.release()
-            self._renderer = None
+        if self._feedback is not None:
+            self._feedback.release()
+            self._feedback = None
 
     def __enter__(self) -> Predictor:
         return self
@@ -229,13 +198,10 @@ class Predictor:
 
     @torch.no_grad()
     def estimate(self, images: torch.Tensor, context: Mapping[str, np.ndarray]) -> torch.Tensor:
-        """CoarseNet's final normalised estimate (B, N), iterated from zeros (the training data's mean)."""
-        renderer = self.renderer(images.shape[-1])
-        start = torch.zeros(len(images), self.checkpoint.normalizer.dim, device=self.device)
-        steps = iterate_coarse(self.coarse, images, start,
-                               lambda e: render_feedback(renderer, self.checkpoint.normalizer, e, dict(context)),
-                               steps=self.checkpoint.coarse_iterations)
-        return steps[-1]
+        """CoarseNet's final normalised estimate (B, N), refined from zeros (the training data's mean)."""
+        feedback = self.feedback(images.shape[-1])
+        return last(refine(self.coarse, images, lambda e: feedback.feedback(e, context),
+                           self.checkpoint.coarse_iterations))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor | np.ndarray, intrinsics: torch.Tensor | np.ndarray,

@@ -59,14 +59,12 @@ from .checkpoint import (
 )
 from .data import ParameterNormalizer, ShardDataset
 from .errors import ConfigError, ShardError, SynthfaceError
+from .feedback import FeedbackRenderer, default_context, last, refine
 from .geometry import camera_vertices, resolve_device
-from .gl import create_context
 from .loaders import load_model
 from .model import MorphableModel
-from .models import CoarseNet, FineNet, coarse_step, render_feedback, sfs_loss
+from .models import CoarseNet, FineNet, sfs_loss
 from .photos import PhotoDataset
-from .predict import default_context, render_mean_albedo
-from .render import FaceRenderer, RenderSettings
 from .resources import file_sha256
 from .shading import srgb_to_linear
 from .shards import LOCK, MANIFEST, atomic_write_text, locked_run_dir, read_attrs, read_manifest
@@ -293,57 +291,8 @@ def masked_depth_error(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Ten
     return ((depth - truth).abs() * m).sum() / m.sum().clamp_min(1.0)
 
 
-class _Scene:
-    """The one GL renderer of a process, with what it needs to turn estimates into images."""
-
-    def __init__(self, model: MorphableModel, normalizer: ParameterNormalizer, image_size: int,
-                 faces_per_draw: int, device: torch.device, gl_device: int) -> None:
-        self.normalizer, self.device = normalizer, device
-        settings = RenderSettings(image_size=image_size, faces_per_draw=faces_per_draw, normals=True, pncc=True)
-        ctx = create_context(gl_device)
-        try:
-            self.renderer = FaceRenderer(model, settings, ctx=ctx,
-                                         device="cpu" if device.type == "cpu" else str(device))
-        except BaseException:
-            ctx.release()
-            raise
-        self.ctx = ctx
-
-    def release(self) -> None:
-        self.renderer.release()
-        self.ctx.release()
-
-    def feedback(self, estimate: torch.Tensor, context: dict[str, np.ndarray]) -> torch.Tensor:
-        return render_feedback(self.renderer, self.normalizer, estimate, context)
-
-    def coarse_maps(self, estimate: torch.Tensor, context: dict[str, np.ndarray], *,
-                    own_albedo: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Depth (B,1,H,W) mm, mask (B,1,H,W) and linear albedo ρ (B,3,H,W) of an estimate
-        (ρ: :func:`~synthface.predict.render_mean_albedo`): the model's mean albedo, or with
-        ``own_albedo`` the context's albedo coefficients, drawn where the estimate puts the face."""
-        k = context["intrinsics"]
-        params = self.normalizer.to_params(estimate, k)
-        if own_albedo:  # the sample's albedo, brows and stubble, darkened by its occlusion as the renderer drew it
-            for key in ("albedo", "material", "facial_hair"):
-                params[key] = context[key]
-        out, rho = render_mean_albedo(self.renderer, params, k)
-        depth = torch.from_numpy(out.depth[:, None]).to(self.device)
-        mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(self.device)
-        return depth, mask, rho.to(self.device)
-
-
 def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(batch[k].numpy()) for k in CONTEXT}
-
-
-def _run_coarse(net: torch.nn.Module, scene: _Scene, image: torch.Tensor, context: dict[str, np.ndarray],
-                iterations: int) -> torch.Tensor:
-    """The final estimate (B, N) of ``iterations`` refinements from zero (no gradient)."""
-    with torch.no_grad():
-        est = torch.zeros(len(image), scene.normalizer.dim, device=image.device)
-        for _ in range(iterations):
-            est = coarse_step(net, image, scene.feedback(est, context), est)
-    return est
 
 
 # ---------------------------------------------------------------- the run
@@ -381,7 +330,7 @@ class _Trainer:
             self.device = torch.device("cpu")
         self.threads = _set_threads(config, self.proc)
         self.writer: Any = None
-        self.scene: _Scene | None = None
+        self.scene: FeedbackRenderer | None = None
         self.photos: PhotoDataset | None = None
         self.summary: dict[str, Any] = {"stages": {}}
 
@@ -559,9 +508,10 @@ class _Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=state.step if state.step else None)
-        self.scene = _Scene(self.model, self.normalizer, self.image_size,
-                            min(c.faces_per_draw, c.batch_size // self.proc.world), self.device,
-                            self.proc.local_rank if self.device.type == "cuda" else 0)
+        self.scene = FeedbackRenderer(self.model, self.normalizer, self.image_size,
+                                      faces_per_draw=min(c.faces_per_draw, c.batch_size // self.proc.world),
+                                      device=self.device,
+                                      gl_device=self.proc.local_rank if self.device.type == "cuda" else 0)
         return state
 
     def _check_out(self, resume: bool) -> _State | None:
@@ -659,19 +609,17 @@ class _Trainer:
             target = batch["params"].to(self.device, non_blocking=True)
             k = batch["intrinsics"].to(self.device, non_blocking=True)
             context = _context(batch)
-            est = torch.zeros_like(target)
+            refinements = refine(ddp, image, lambda e, context=context: scene.feedback(e, context), iterations)
             metrics: dict[str, float] = {}
             total = 0.0
             for t in range(iterations):
-                feedback = scene.feedback(est, context)
                 # Gradients of the T refinements accumulate locally; DDP averages them once, in the last backward.
                 sync = ddp.no_sync() if ddp is not net and t < iterations - 1 else contextlib.nullcontext()
-                with sync:
-                    new = coarse_step(ddp, image, feedback, est)
+                with sync:  # around the refinement's forward (next) and its backward
+                    new = next(refinements)
                     loss, mse, vertex_mm = coarse_loss(self.model, self.normalizer, new, target, k,
                                                        c.geometric_weight, weights)
                     (loss / iterations).backward()
-                est = new.detach()
                 total += loss.item() / iterations
                 metrics[f"param_mse_t{t + 1}"] = mse.item()
                 metrics[f"vertex_mm_t{t + 1}"] = vertex_mm.item()
@@ -689,6 +637,14 @@ class _Trainer:
         return {"steps": stage_step, "train": last, "val": val_metrics,
                 "weights_sha256": self._weights_digest("coarse", net)}
 
+    def _coarse_estimate(self, net: torch.nn.Module, image: torch.Tensor,
+                         context: dict[str, np.ndarray]) -> torch.Tensor:
+        """CoarseNet's final estimate (B, N) of ``image`` (no gradient)."""
+        assert self.scene is not None
+        scene = self.scene
+        with torch.no_grad():
+            return last(refine(net, image, lambda e: scene.feedback(e, context), self.coarse_iterations))
+
     def _validate_coarse(self, net: torch.nn.Module, val: ShardDataset) -> dict[str, float]:
         assert self.scene is not None
         sums: dict[str, float] = {}
@@ -697,7 +653,7 @@ class _Trainer:
         with torch.no_grad():
             for batch in self._val_batches(val):
                 image, target = batch["image"].to(self.device), batch["params"].to(self.device)
-                est = _run_coarse(net, self.scene, image, _context(batch), self.coarse_iterations)
+                est = self._coarse_estimate(net, image, _context(batch))
                 k = batch["intrinsics"].to(self.device)
                 _, mse, vertex_mm = coarse_loss(self.model, self.normalizer, est, target, k, 0.0)
                 for name, v in (("param_mse", mse.item()), ("vertex_mm", vertex_mm.item())):
@@ -770,9 +726,9 @@ class _Trainer:
         image = torch.cat([p[0] for p in parts]).to(self.device, non_blocking=True)
         context = {key: np.concatenate([p[1][key] for p in parts]) for key in CONTEXT}
         k = torch.from_numpy(context["intrinsics"]).to(self.device)
-        est = _run_coarse(coarse, self.scene, image, context, self.coarse_iterations)
+        est = self._coarse_estimate(coarse, image, context)
         known = self.config.sfs_appearance == "shard" and batch is not None
-        depth_c, mask, rho = self.scene.coarse_maps(est, context, own_albedo=known)
+        depth_c, mask, rho = self.scene.maps(est, context, own_albedo=known)
         depth_hat = fine(image, depth_c, k, mask)
         linear = srgb_to_linear(image)
         n = len(batch["image"]) if batch is not None else 0

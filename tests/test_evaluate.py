@@ -20,13 +20,13 @@ from synthface.checkpoint import CHECKPOINT_VERSION
 from synthface.cli import main
 from synthface.data import PARAM_VECTOR, ParameterNormalizer, ShardDataset
 from synthface.evaluate import depth_error_percent, evaluate, parameter_errors, summarize
+from synthface.feedback import feedback_settings
 from synthface.generate import GenerateJob, generate
 from synthface.models import CoarseNet, FineNet
 from synthface.predict import (
     CheckpointError,
     Predictor,
     check_model,
-    feedback_settings,
     load_checkpoint,
     mean_face_prediction,
     render_prediction,

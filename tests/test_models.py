@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from synthface.data import ParameterNormalizer
+from synthface.feedback import FeedbackRenderer, last, refine
 from synthface.geometry import project
-from synthface.models import CoarseNet, FineNet, coarse_step, iterate_coarse, normalise_depth
+from synthface.models import CoarseNet, FineNet, coarse_step, normalise_depth
 from synthface.models.rendering_layer import (
     albedo_flat,
     depth_to_normals,
@@ -374,8 +375,9 @@ def test_coarsenet_shapes_gradients_and_steps():
     assert net(torch.rand(1, 9, 32, 32)).shape == (1, 12)
     assert CoarseNet(12, norm="batch")(torch.rand(2, 9, 40, 40)).shape == (2, 12)
     calls = []
-    steps = iterate_coarse(net, x, torch.zeros(3, 12), lambda p: calls.append(p) or feedback, steps=3)
+    steps = list(refine(net, x, lambda p: calls.append(p) or feedback, 3))
     assert len(steps) == 3 and len(calls) == 3 and not calls[0].requires_grad
+    assert torch.equal(calls[0], torch.zeros(3, 12))  # from the training data's mean
 
 
 def blobs(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -403,27 +405,31 @@ def test_coarsenet_overfits_a_tiny_batch():
     assert losses[-1] < 0.25 * losses[0], losses
 
 
-def test_iterate_coarse_with_rendered_feedback(bundled_model, gl_ctx):
+def test_refine_with_rendered_feedback(bundled_model, gl_ctx):
     """The whole CoarseNet loop on the real renderer: decode the estimate, render PNCC + normals, step."""
-    from synthface import sample_params
-    from synthface.models.coarse import render_feedback
+    from synthface import SamplingConfig, sample_params
     from synthface.render import FaceRenderer, RenderSettings
 
-    params = sample_params(bundled_model, seed=0, indices=range(3))
+    params = sample_params(bundled_model, seed=0, indices=range(3), config=SamplingConfig(image_size=64))
     pv = ParameterNormalizer.fit(params)
     assert pv.dim == bundled_model.n_identity + bundled_model.n_expression + 6
     context = {k: v for k, v in params.items() if k not in pv.names}
-    with FaceRenderer(bundled_model, RenderSettings(64, normals=True, pncc=True), ctx=gl_ctx) as r:
-        feedback = render_feedback(r, pv, torch.as_tensor(pv.encode(params)), context)
+    with FaceRenderer(bundled_model, RenderSettings(64, normals=True, pncc=True), ctx=gl_ctx) as r, \
+            FeedbackRenderer(bundled_model, pv, 64, renderer=r) as scene:
+        feedback = scene.feedback(torch.as_tensor(pv.encode(params)), context)
         assert feedback.shape == (3, 6, 64, 64) and feedback.dtype == torch.float32
         assert feedback[:, :3].max() <= 1 and feedback[:, 3:].abs().max() <= 1.0001
         # Normals face the camera; a full head's smooth normals turn slightly away only at its silhouette.
         nz = feedback[:, 5][feedback[:, :3].sum(1) > 0]
         assert (nz < 0.2).float().mean() > 0.95 and nz.median() < -0.3
         net = CoarseNet(pv.dim)
-        steps = iterate_coarse(net, torch.rand(3, 3, 64, 64), torch.zeros(3, pv.dim),
-                               lambda est: render_feedback(r, pv, est, context), steps=2)
-    assert len(steps) == 2 and steps[-1].shape == (3, pv.dim)
+        final = last(refine(net, torch.rand(3, 3, 64, 64), lambda est: scene.feedback(est, context), 2))
+        depth, mask, rho = scene.maps(final, context)
+    assert final.shape == (3, pv.dim) and depth.shape == mask.shape == (3, 1, 64, 64) and rho.shape == (3, 3, 64, 64)
+    assert (depth[mask > 0] > 0).all() and mask.sum() > 0  # the mean face, where the estimate put it
+    with FaceRenderer(bundled_model, RenderSettings(64), ctx=gl_ctx) as plain, \
+            pytest.raises(ValueError, match="normals and PNCC"):
+        FeedbackRenderer(bundled_model, pv, 64, renderer=plain)
 
 
 def test_sfs_loss_models_the_renderers_highlights_and_occlusion(bundled_model, gl_ctx):

@@ -14,8 +14,9 @@ from PIL import Image
 from synthface.cli import main
 from synthface.data import PARAM_VECTOR, ParameterNormalizer
 from synthface.errors import ReconstructError
+from synthface.feedback import feedback_settings
 from synthface.photo import crop_square, detect_face, photo_focal, read_image
-from synthface.predict import Predictor, feedback_settings, load_checkpoint
+from synthface.predict import Predictor, load_checkpoint
 from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
 from synthface.render import FaceRenderer
 

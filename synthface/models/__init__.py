@@ -1,6 +1,6 @@
 """Trainer networks (Richardson et al., CVPR 2017): CoarseNet, the rendering layer, FineNet."""
 
-from .coarse import CoarseNet, coarse_step, iterate_coarse, render_feedback
+from .coarse import CoarseNet, coarse_step
 from .fine import FineNet, normalise_depth
 from .rendering_layer import (
     depth_to_normals,
@@ -16,9 +16,7 @@ __all__ = [
     "coarse_step",
     "depth_to_normals",
     "depth_to_points",
-    "iterate_coarse",
     "normalise_depth",
-    "render_feedback",
     "sfs_loss",
     "shade_depth",
     "solve_lighting",

@@ -1,7 +1,8 @@
 """CoarseNet (Richardson et al., CVPR 2017, Fig. 3): iterative regression of 3DMM parameters.
 
 Each step sees the image together with a rendering of the current estimate (PNCC and normals,
-from :class:`synthface.render.FaceRenderer`) and predicts an *update* of the parameter vector,
+drawn by :class:`synthface.feedback.FeedbackRenderer`; the loop is :func:`synthface.feedback.refine`)
+and predicts an *update* of the parameter vector,
 so the network only has to learn corrections. Parameters travel as one normalised vector
 (:class:`synthface.data.ParameterNormalizer`: per-column ``(p − mean) / std``), in which the
 network's output is ``O(1)`` whatever the units (std units, radians, mm).
@@ -9,14 +10,10 @@ network's output is ``O(1)`` whatever the units (std units, radians, mm).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-
-from ..data import ParameterNormalizer
 
 FEEDBACK_CHANNELS = 6
 """PNCC (3, in [0, 1]) then camera-space normals (3, in [-1, 1]); 0 on the background."""
@@ -91,33 +88,3 @@ def coarse_step(net: CoarseNet, image: Tensor, feedback: Tensor, params: Tensor)
     params (B, N) normalised (:class:`~synthface.data.ParameterNormalizer`). Returns the new (B, N) estimate.
     """
     return params + net(torch.cat([image, feedback], dim=1))
-
-
-def iterate_coarse(net: CoarseNet, image: Tensor, params: Tensor, render_feedback: Callable[[Tensor], Tensor],
-                   steps: int = 3, *, detach: bool = True) -> list[Tensor]:
-    """Apply :func:`coarse_step` ``steps`` times from ``params`` (B, N) (zeros = the data mean).
-
-    ``render_feedback`` maps a normalised estimate (B, N) to its feedback (B, 6, H, W) (e.g.
-    :func:`render_feedback`); rendering is not differentiable. ``detach`` cuts the gradient
-    between steps, so each step learns to correct the estimate it was given (as in training with
-    pre-rendered feedback); without it the additive path carries later losses back to earlier
-    steps. Returns every estimate after a step (len ``steps``): supervise all of them.
-    """
-    estimates = []
-    for _ in range(steps):
-        params = coarse_step(net, image, render_feedback(params.detach()), params.detach() if detach else params)
-        estimates.append(params)
-    return estimates
-
-
-def render_feedback(renderer: Any, normalizer: ParameterNormalizer, estimate: Tensor,
-                    context: dict[str, np.ndarray]) -> Tensor:
-    """Feedback (B, 6, H, W) float32 of a normalised estimate (B, N), rendered with a ``FaceRenderer``
-    built with ``RenderSettings(normals=True, pncc=True)``.
-
-    ``context`` supplies the entries CoarseNet does not regress (albedo, light, background,
-    intrinsics — which also decode the pose —, … in the shard layout, numpy); the result is on ``estimate``'s device.
-    """
-    out = renderer.render({**context, **normalizer.to_params(estimate, context["intrinsics"])})
-    feedback = np.concatenate([out.pncc, out.normals], axis=-1).transpose(0, 3, 1, 2)
-    return torch.from_numpy(np.ascontiguousarray(feedback)).to(estimate.device)

@@ -254,7 +254,7 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
     ``material`` (B, 3) (the shard's ``params/material``; needs ``light``) adds the renderer's
     Blinn-Phong lobe (:func:`synthface.shading.specular`) at the points and normals of ẑ, so images
     with highlights are explained by the same model that drew them; the ambient occlusion is a
-    factor of the albedo, so pass ρ drawn with it (:func:`synthface.predict.render_mean_albedo` with
+    factor of the albedo, so pass ρ drawn with it (:func:`synthface.feedback.render_mean_albedo` with
     the material in the parameters).
 
     Where the image is not trusted to show shading of this albedo, the shading term and the
