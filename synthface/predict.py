@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import build_coarse, build_fine, read_checkpoint
+from .checkpoint import read_checkpoint
 from .data import PARAM_VECTOR, ParameterNormalizer
 from .errors import CheckpointError
 from .feedback import FeedbackRenderer, default_context, last, refine
@@ -64,28 +64,15 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     the file. The model check needs the model in use: :func:`check_model`.
     """
     path = Path(path)
-    raw = read_checkpoint(path)
-    coarse, fine = build_coarse(raw, path), build_fine(raw, path)
-    try:
-        normalizer = ParameterNormalizer.from_state_dict(raw["normalizer"])
-        iterations = int(raw["coarse_iterations"])
-        model = dict(raw["model"])
-        meta = dict(stage=str(raw["stage"]), step=int(raw["step"]), model_name=str(model["name"]),
-                    model_sha256=str(model["sha256"]), image_size=int(raw["image_size"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {first}); "
-                              "use another checkpoint of the run") from exc
-    if normalizer.names != PARAM_VECTOR or normalizer.dim != coarse.n_params:
-        raise CheckpointError(f"{path}: normalizer layout {dict(zip(normalizer.names, normalizer.sizes, strict=True))} "
-                              f"does not match CoarseNet's {coarse.n_params} outputs; the checkpoint is inconsistent")
-    if iterations < 1:
-        raise CheckpointError(f"{path}: coarse_iterations is {iterations}; it must be at least 1")
+    ckpt = read_checkpoint(path)
+    coarse, fine = ckpt.coarse_net(path), ckpt.fine_net(path)
     for net in (coarse, fine):
         if net is not None:
             net.to(device).eval().requires_grad_(False)
-    return Checkpoint(path=path, coarse=coarse, coarse_iterations=iterations, fine=fine, normalizer=normalizer,
-                      train_config=dict(raw.get("train_config") or {}), data=list(raw.get("data") or []), **meta)
+    return Checkpoint(path=path, stage=ckpt.stage, step=ckpt.step, coarse=coarse,
+                      coarse_iterations=ckpt.coarse_iterations, fine=fine, normalizer=ckpt.normalizer,
+                      model_name=ckpt.model_name, model_sha256=ckpt.model_sha256, image_size=ckpt.image_size,
+                      train_config=ckpt.train_config, data=ckpt.data)
 
 
 def check_model(checkpoint: Checkpoint, model: MorphableModel) -> None:

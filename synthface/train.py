@@ -50,15 +50,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from . import __version__
-from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    CheckpointError,
-    read_checkpoint,
-    save_checkpoint,
-)
+from .checkpoint import TrainingCheckpoint, build_net, read_checkpoint, save_checkpoint
 from .data import ParameterNormalizer, ShardDataset
-from .errors import ConfigError, ShardError, SynthfaceError
+from .errors import CheckpointError, ConfigError, ShardError, SynthfaceError
 from .feedback import FeedbackRenderer, default_context, last, refine
 from .geometry import camera_vertices, resolve_device
 from .loaders import load_model
@@ -333,6 +327,8 @@ class _Trainer:
         self.scene: FeedbackRenderer | None = None
         self.photos: PhotoDataset | None = None
         self.summary: dict[str, Any] = {"stages": {}}
+        self.coarse_source = "the --set coarse_* settings"
+        """Where CoarseNet's arguments and weights come from (a checkpoint's path once one is read)."""
 
     # ---- helpers
 
@@ -384,26 +380,24 @@ class _Trainer:
             for k, v in metrics.items():
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
 
-    def _checkpoint(self, state: dict[str, Any]) -> None:
-        if self.proc.main:
-            self.summary["checkpoint"] = str(save_checkpoint(state, self.out))
-
-    def _base_state(self, stage: str, step: int, stage_step: int, n_train: int) -> dict[str, Any]:
+    def _checkpoint(self, stage: str, step: int, stage_step: int, n_train: int, coarse: dict[str, Any],
+                    fine: dict[str, Any] | None, opt: torch.optim.Optimizer, metrics: dict[str, float]) -> None:
+        """Write the run's state after ``step`` (rank 0)."""
+        if not self.proc.main:
+            return
         c = self.config
-        return {
-            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "synthface_version": __version__,
-            "stage": stage, "step": step, "stage_step": stage_step,
-            "coarse_args": self.coarse_args, "coarse_iterations": self.coarse_iterations,
-            "fine_args": _fine_args(c), "normalizer": self.normalizer.state_dict(),
-            "model": {"name": self.model.name, "sha256": self.model.sha256}, "image_size": self.image_size,
-            "rng": _rng_state(),
-            "data_state": {"order": "numpy.random.default_rng([seed, stage_salt, epoch]).permutation(n_train), "
-                                    "batches of batch_size, rank r takes [r::world_size]",
-                           "seed": c.seed, "stage_salt": _STAGE_SALT[stage], "n_train": n_train,
-                           "batch_size": c.batch_size, "world_size": self.proc.world,
-                           "epoch": stage_step // max(1, n_train // c.batch_size), "batches_consumed": stage_step},
-            "train_config": c.to_dict(), "data": self.records,
-        }
+        ckpt = TrainingCheckpoint(
+            stage=stage, step=step, stage_step=stage_step, coarse=coarse, coarse_args=self.coarse_args,
+            coarse_iterations=self.coarse_iterations, fine=fine, fine_args=_fine_args(c), normalizer=self.normalizer,
+            model_name=self.model.name, model_sha256=self.model.sha256, image_size=self.image_size,
+            optimizer=opt.state_dict(), rng=_rng_state(), metrics=metrics, train_config=c.to_dict(),
+            data=self.records, synthface_version=__version__,
+            data_state={"order": "numpy.random.default_rng([seed, stage_salt, epoch]).permutation(n_train), "
+                                 "batches of batch_size, rank r takes [r::world_size]",
+                        "seed": c.seed, "stage_salt": _STAGE_SALT[stage], "n_train": n_train,
+                        "batch_size": c.batch_size, "world_size": self.proc.world,
+                        "epoch": stage_step // max(1, n_train // c.batch_size), "batches_consumed": stage_step})
+        self.summary["checkpoint"] = str(save_checkpoint(ckpt, self.out))
 
     def _datasets(self, fields: Sequence[str], normalize: Any) -> tuple[ShardDataset, ShardDataset]:
         c = self.config
@@ -420,7 +414,8 @@ class _Trainer:
     def _end_step(self, stage: str, metrics: dict[str, float], step: int, stage_step: int,
                   opt: torch.optim.Optimizer, val_metrics: dict[str, float], n_train: int, *,
                   validate: Callable[[], dict[str, float]] | None,
-                  weights: Callable[[], dict[str, Any]]) -> tuple[dict[str, float], dict[str, float]]:
+                  weights: Callable[[], tuple[dict[str, Any], dict[str, Any] | None]],
+                  ) -> tuple[dict[str, float], dict[str, float]]:
         """After an optimizer step: check the loss, log, validate, checkpoint, report progress.
 
         Returns the last logged training metrics and the latest validation metrics.
@@ -437,9 +432,7 @@ class _Trainer:
             val_metrics = validate()
             self._log(f"val/{stage}", val_metrics, step)
         if self._due(stage_step, c.checkpoint_every):
-            ckpt = self._base_state(stage, step, stage_step, n_train)
-            ckpt.update(weights(), optimizer=opt.state_dict(), metrics=val_metrics)
-            self._checkpoint(ckpt)
+            self._checkpoint(stage, step, stage_step, n_train, *weights(), opt, val_metrics)
         if self.progress is not None and self.proc.main:
             self.progress(stage, stage_step, c.steps, metrics)
         return last, val_metrics
@@ -483,16 +476,15 @@ class _Trainer:
                     raise ConfigError("--stage fine needs a trained CoarseNet: pass --coarse-checkpoint "
                                       "(a checkpoint of a coarse or all run)")
                 coarse_ckpt = read_checkpoint(coarse_checkpoint)
-                if coarse_ckpt["coarse"] is None:
-                    raise CheckpointError(f"{coarse_checkpoint}: holds no CoarseNet weights")
-                if coarse_ckpt["model"].get("sha256") != self.model.sha256:
-                    raise ConfigError(f"{coarse_checkpoint} was trained with model {coarse_ckpt['model'].get('name')}"
-                                      f" ({str(coarse_ckpt['model'].get('sha256'))[:12]}…), not "
+                if coarse_ckpt.model_sha256 != self.model.sha256:
+                    raise ConfigError(f"{coarse_checkpoint} was trained with model {coarse_ckpt.model_name}"
+                                      f" ({coarse_ckpt.model_sha256[:12]}…), not "
                                       f"{self.model.name!r}; pass the same --model")
-                state.coarse = coarse_ckpt["coarse"]
-                self.coarse_args = dict(coarse_ckpt["coarse_args"])
-                self.coarse_iterations = int(coarse_ckpt["coarse_iterations"])
-                self.normalizer = ParameterNormalizer.from_state_dict(coarse_ckpt["normalizer"])
+                state.coarse = coarse_ckpt.coarse
+                self.coarse_source = str(coarse_checkpoint)
+                self.coarse_args = coarse_ckpt.coarse_args
+                self.coarse_iterations = coarse_ckpt.coarse_iterations
+                self.normalizer = coarse_ckpt.normalizer
         if state.coarse is None:
             # Fitted on the training split, the same on every rank (deterministic).
             self.normalizer = ShardDataset(self.data, "train", c.val_fraction, ("params",), "fit").normalizer
@@ -554,15 +546,14 @@ class _Trainer:
         if not latest.exists():
             return None  # stopped before its first checkpoint: start again
         ckpt = read_checkpoint(latest)
-        if ckpt["stage"] not in self.stages:
-            raise CheckpointError(f"{latest}: stage {ckpt['stage']!r} is not part of --stage {self.config.stage}")
-        self.normalizer = ParameterNormalizer.from_state_dict(ckpt["normalizer"])
-        self.coarse_args = dict(ckpt["coarse_args"])
-        self.coarse_iterations = int(ckpt["coarse_iterations"])
-        if ckpt["coarse"] is None:
-            raise CheckpointError(f"{latest}: holds no CoarseNet weights; it is corrupt")
-        return _State(stage=ckpt["stage"], step=int(ckpt["step"]), stage_step=int(ckpt["stage_step"]),
-                      coarse=ckpt["coarse"], fine=ckpt["fine"], optimizer=ckpt.get("optimizer"), rng=ckpt.get("rng"))
+        if ckpt.stage not in self.stages:
+            raise CheckpointError(f"{latest}: stage {ckpt.stage!r} is not part of --stage {self.config.stage}")
+        self.normalizer = ckpt.normalizer
+        self.coarse_source = str(latest)
+        self.coarse_args = ckpt.coarse_args
+        self.coarse_iterations = ckpt.coarse_iterations
+        return _State(stage=ckpt.stage, step=ckpt.step, stage_step=ckpt.stage_step, coarse=ckpt.coarse,
+                      fine=ckpt.fine, optimizer=ckpt.optimizer, rng=ckpt.rng)
 
     def _write_run_file(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -574,13 +565,9 @@ class _Trainer:
     # ---- stages
 
     def _coarse_net(self, weights: dict[str, Any] | None) -> CoarseNet:
-        a = self.coarse_args
+        """CoarseNet of ``coarse_args``: fresh (seeded) or with ``weights`` of :attr:`coarse_source`."""
         torch.manual_seed(self.config.seed)
-        net = CoarseNet(int(a["n_params"]), widths=tuple(a["widths"]), blocks=int(a["blocks"]),
-                        hidden=int(a["hidden"]), norm=str(a["norm"]))
-        if weights is not None:
-            net.load_state_dict(weights)
-        return net.to(self.device)
+        return build_net(CoarseNet, self.coarse_args, weights, self.coarse_source).to(self.device)
 
     def run_coarse(self, state: _State) -> dict[str, Any]:
         c, scene = self.config, self.scene
@@ -631,7 +618,7 @@ class _Trainer:
             last, val_metrics = self._end_step(
                 "coarse", metrics, step, stage_step, opt, val_metrics, len(train_ds),
                 validate=(lambda: self._validate_coarse(net, val_ds)) if len(val_ds) else None,
-                weights=lambda: {"coarse": net.state_dict(), "fine": None})
+                weights=lambda: (net.state_dict(), None))
         self.coarse_weights = net.state_dict()
         self.step = step
         return {"steps": stage_step, "train": last, "val": val_metrics,
@@ -707,8 +694,7 @@ class _Trainer:
             last, val_metrics = self._end_step(
                 "fine", metrics, step, stage_step, opt, val_metrics, len(train_ds),
                 validate=(lambda: self._validate_fine(coarse, net, val_ds)) if len(val_ds) else None,
-                weights=lambda: {"coarse": coarse.state_dict(), "coarse_args": self.coarse_args,
-                                 "coarse_iterations": self.coarse_iterations, "fine": net.state_dict()})
+                weights=lambda: (coarse.state_dict(), net.state_dict()))
         self.step = step
         return {"steps": stage_step, "train": last, "val": val_metrics,
                 "weights_sha256": self._weights_digest("fine", net)}

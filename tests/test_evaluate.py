@@ -273,7 +273,7 @@ class Evil:
     ("keys", "missing coarse_iterations, normalizer"),
     ("shapes", "CoarseNet weights do not fit the recorded architecture .RuntimeError: Error.s. in loading state_dict"),
     ("no coarse", "holds no CoarseNet weights"),
-    ("iterations", "coarse_iterations is 0"),
+    ("iterations", "coarse_iterations 0"),
 ])
 def test_bad_checkpoints_are_named(tmp_path, ckpt_file, normalizer, model, damage, message):
     path = tmp_path / "bad.pt"

@@ -19,7 +19,7 @@ import torch
 from click.testing import CliRunner
 
 from synthface import load_config, load_model
-from synthface.checkpoint import CHECKPOINT_VERSION, build_coarse, build_fine, read_checkpoint
+from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
 from synthface.cli import main
 from synthface.data import ParameterNormalizer
 from synthface.errors import CheckpointError, ConfigError
@@ -94,22 +94,23 @@ def test_checkpoint_contract(coarse_run, dataset, model):
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["latest.pt", *(f"step-{s:07d}.pt" for s in range(1, 5))]  # no temporaries left
     latest = read_checkpoint(folder / "latest.pt")
-    assert CONTRACT <= set(latest)
+    raw = latest.to_dict()  # the on-disk contract
+    assert CONTRACT <= set(raw)
     assert (folder / "latest.pt").read_bytes() == (folder / "step-0000004.pt").read_bytes()
-    assert latest["format"] == "synthface-checkpoint" and latest["version"] == CHECKPOINT_VERSION
-    assert (latest["stage"], latest["step"], latest["stage_step"]) == ("fine", 4, 2)
-    assert latest["model"] == {"name": model.name, "sha256": model.sha256} and latest["image_size"] == SIZE
-    assert set(latest["coarse_args"]) == {"n_params", "widths", "blocks", "norm", "hidden"}
-    assert latest["coarse_iterations"] == 3 and latest["train_config"]["steps"] == 2
-    assert latest["data"][0]["manifest_sha256"] == hashlib.sha256((dataset / "manifest.json").read_bytes()).hexdigest()
-    normalizer = ParameterNormalizer.from_state_dict(latest["normalizer"])
-    assert normalizer.dim == latest["coarse_args"]["n_params"] == model.n_identity + model.n_expression + 6
-    coarse, fine = build_coarse(latest), build_fine(latest)
+    assert raw["format"] == "synthface-checkpoint" and raw["version"] == CHECKPOINT_VERSION
+    assert (latest.stage, latest.step, latest.stage_step) == ("fine", 4, 2)
+    assert raw["model"] == {"name": model.name, "sha256": model.sha256} and latest.image_size == SIZE
+    assert set(latest.coarse_args) == {"n_params", "widths", "blocks", "norm", "hidden"}
+    assert latest.coarse_iterations == 3 and latest.train_config["steps"] == 2
+    assert latest.data[0]["manifest_sha256"] == hashlib.sha256((dataset / "manifest.json").read_bytes()).hexdigest()
+    normalizer = ParameterNormalizer.from_state_dict(raw["normalizer"])
+    assert normalizer.dim == latest.coarse_args["n_params"] == model.n_identity + model.n_expression + 6
+    coarse, fine = latest.coarse_net(), latest.fine_net()
     assert coarse.n_params == normalizer.dim and fine is not None
     end_of_coarse = read_checkpoint(folder / "step-0000002.pt")
-    assert (end_of_coarse["stage"], end_of_coarse["stage_step"], end_of_coarse["fine"]) == ("coarse", 2, None)
-    for k, v in end_of_coarse["coarse"].items():  # the fine stage trains FineNet only
-        assert torch.equal(v, latest["coarse"][k]), k
+    assert (end_of_coarse.stage, end_of_coarse.stage_step, end_of_coarse.fine) == ("coarse", 2, None)
+    for k, v in end_of_coarse.coarse.items():  # the fine stage trains FineNet only
+        assert torch.equal(v, latest.coarse[k]), k
     assert (out / "run.json").is_file()
 
 
@@ -164,20 +165,20 @@ def test_exact_resume_after_crashes(tmp_path, dataset, model, deterministic):
     run = tmp_path / "crashed"
     with pytest.raises(_Crash):
         train(dataset, run, config, model=model, progress=_crash_at(2))
-    assert read_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
+    assert read_checkpoint(run / "checkpoints" / "latest.pt").step == 2
     with pytest.raises(_Crash):
         train(dataset, run, config, model=model, resume=True, progress=_crash_at(3))  # global steps 3, 4, 5
-    assert read_checkpoint(run / "checkpoints" / "latest.pt")["stage_step"] == 2
+    assert read_checkpoint(run / "checkpoints" / "latest.pt").stage_step == 2
     summary = train(dataset, run, config, model=model, resume=True)
     assert summary["resumed_from"] == 5 and summary["step"] == 6
     a = read_checkpoint(straight / "checkpoints" / "latest.pt")
     b = read_checkpoint(run / "checkpoints" / "latest.pt")
-    assert a["step"] == b["step"] == 6
+    assert a.step == b.step == 6
     for net in ("coarse", "fine"):
-        for k in a[net]:
-            assert torch.equal(a[net][k], b[net][k]), (net, k)
-    for k, state in a["optimizer"]["state"].items():
-        assert torch.equal(state["exp_avg_sq"], b["optimizer"]["state"][k]["exp_avg_sq"])
+        for k in getattr(a, net):
+            assert torch.equal(getattr(a, net)[k], getattr(b, net)[k]), (net, k)
+    for k, state in a.optimizer["state"].items():
+        assert torch.equal(state["exp_avg_sq"], b.optimizer["state"][k]["exp_avg_sq"])
     digest = summary["stages"]["fine"]["weights_sha256"]  # what DDP ranks compare: the weights' sha256
     assert digest == first["stages"]["fine"]["weights_sha256"] != first["stages"]["coarse"]["weights_sha256"]
 
@@ -206,10 +207,10 @@ def test_fine_stage_from_a_coarse_checkpoint(tmp_path, coarse_run, dataset, mode
     summary = train(dataset, tmp_path / "fine", config, model=model, coarse_checkpoint=given)
     assert list(summary["stages"]) == ["fine"] and np.isfinite(summary["stages"]["fine"]["train"]["loss"])
     ckpt = read_checkpoint(tmp_path / "fine" / "checkpoints" / "latest.pt")
-    assert (ckpt["stage"], ckpt["step"]) == ("fine", 1)
+    assert (ckpt.stage, ckpt.step) == ("fine", 1)
     coarse = read_checkpoint(given)
-    assert all(torch.equal(v, ckpt["coarse"][k]) for k, v in coarse["coarse"].items())
-    assert torch.equal(ckpt["normalizer"]["mean"], coarse["normalizer"]["mean"])
+    assert all(torch.equal(v, ckpt.coarse[k]) for k, v in coarse.coarse.items())
+    assert np.array_equal(ckpt.normalizer.mean, coarse.normalizer.mean)
 
 
 def test_fine_loss_uses_the_shards_lighting(tmp_path, coarse_run, dataset, model):
@@ -250,7 +251,7 @@ def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, dataset, mode
         train(dataset, tmp_path / "run", config, model=model)
     folder = tmp_path / "run" / "checkpoints"
     assert sorted(p.name for p in folder.iterdir()) == ["latest.pt", "step-0000001.pt"]
-    assert read_checkpoint(folder / "latest.pt")["step"] == 1
+    assert read_checkpoint(folder / "latest.pt").step == 1
 
 
 def _free_port() -> int:
@@ -274,18 +275,18 @@ def test_ddp_two_cpu_processes_stay_in_sync(tmp_path, dataset, model_file, model
     # rank 0 alone reports; the ranks compared their weights' sha256 at the end of each stage
     assert "on 2 process(es) (all 2 hold the same weights)" in proc.stdout and proc.stdout.count("trained ") == 1
     ddp = read_checkpoint(out / "checkpoints" / "step-0000002.pt")
-    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 4
+    assert read_checkpoint(out / "checkpoints" / "latest.pt").step == 4
 
     single = TrainConfig(stage="coarse", steps=2, batch_size=4, optimizer="sgd", lr=0.01, coarse_iterations=2,
                          faces_per_draw=1, val_every=0, num_workers=0)
     train(dataset, tmp_path / "single", single, model=model)
     ref = read_checkpoint(tmp_path / "single" / "checkpoints" / "latest.pt")
-    torch.manual_seed(ref["train_config"]["seed"])  # the initial weights, as train() draws them
-    a = ref["coarse_args"]
+    torch.manual_seed(ref.train_config["seed"])  # the initial weights, as train() draws them
+    a = ref.coarse_args
     init = CoarseNet(a["n_params"], widths=tuple(a["widths"]), blocks=a["blocks"], hidden=a["hidden"]).state_dict()
-    for k, w in ref["coarse"].items():
+    for k, w in ref.coarse.items():
         moved = (w - init[k]).norm()
-        assert (ddp["coarse"][k] - w).norm() <= 1e-3 * moved + 1e-7, k  # float noise only, not half a batch
+        assert (ddp.coarse[k] - w).norm() <= 1e-3 * moved + 1e-7, k  # float noise only, not half a batch
 
 
 # ---------------------------------------------------------------- CLI
@@ -301,7 +302,7 @@ def test_cli_trains_and_resumes(tmp_path, dataset, model_file):
     result = cli(*base, "--steps", "2", "--resume")
     assert result.exit_code == 0, result.output
     assert "(resumed at step 1)" in result.stdout
-    assert read_checkpoint(out / "checkpoints" / "latest.pt")["step"] == 2
+    assert read_checkpoint(out / "checkpoints" / "latest.pt").step == 2
     assert_user_error(cli(*base, "--steps", "3", "--resume", "--lr", "0.5"), "other settings (lr=0.0001)")
 
 
@@ -324,6 +325,14 @@ def test_cli_errors(tmp_path, dataset, model_file, coarse_run):
     torch.save({"state_dict": {}}, foreign)
     assert_user_error(cli(*base, "--out", str(tmp_path / "g"), "--stage", "fine", "--coarse-checkpoint",
                           str(foreign)), f"{foreign}: not a synthface checkpoint")
+    # A real checkpoint with a damaged normalizer or CoarseNet arguments: one line naming it, as evaluate says.
+    raw = read_checkpoint(run / "checkpoints" / "latest.pt").to_dict()
+    for damage, fragment in (({"normalizer": {"mean": "x"}}, "malformed checkpoint"),
+                             ({"coarse_args": {**raw["coarse_args"], "widths": [3]}}, "CoarseNet weights do not fit")):
+        bad = tmp_path / "bad.pt"
+        torch.save({**raw, **damage}, bad)
+        assert_user_error(cli(*base, "--out", str(tmp_path / "h"), "--stage", "fine", "--coarse-checkpoint", str(bad),
+                              "--steps", "1"), f"{bad}: {fragment}")
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
     latest = copy / "checkpoints" / "latest.pt"
@@ -386,13 +395,13 @@ def test_kill_9_during_training_then_resume_matches_a_straight_run(tmp_path, dat
     proc.kill()
     assert proc.wait() == -9, "the run ended before it could be killed"
     # Whole, though the process died; step-3 is written before latest.pt, so latest may still be step 2.
-    killed_at = read_checkpoint(run / "checkpoints" / "latest.pt")["step"]
+    killed_at = read_checkpoint(run / "checkpoints" / "latest.pt").step
     assert 2 <= killed_at < 10
     assert start(run, True).wait(timeout=300) == 0
     a = read_checkpoint(straight / "checkpoints" / "latest.pt")
     b = read_checkpoint(run / "checkpoints" / "latest.pt")
-    assert a["step"] == b["step"] == 10
-    assert all(torch.equal(v, b["coarse"][k]) for k, v in a["coarse"].items())
+    assert a.step == b.step == 10
+    assert all(torch.equal(v, b.coarse[k]) for k, v in a.coarse.items())
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries
 
 
@@ -450,7 +459,7 @@ def test_fine_stage_trains_on_real_photos(tmp_path, coarse_run, dataset, model, 
         config = TrainConfig(stage="fine", steps=2, val_every=0, real_images=str(folder), real_fraction=fraction,
                              **{**TINY, "batch_size": 8 if fraction < 1 else 4})
         summary = train(dataset, tmp_path / name, config, model=model, coarse_checkpoint=given)
-        return summary, read_checkpoint(tmp_path / name / "checkpoints" / "latest.pt")["fine"]
+        return summary, read_checkpoint(tmp_path / name / "checkpoints" / "latest.pt").fine
 
     summary, mixed = fine_weights(photos, 0.5, "mixed")
     assert summary["real_images"] == {"photos": 4, "skipped": 1}
@@ -503,7 +512,7 @@ def test_set_overrides_any_training_setting(tmp_path, dataset, model_file):
                  "--coarse-iterations", "1", "--set", "coarse_norm=batch", "--set", "shape_weight=0.5")
     assert result.exit_code == 0, result.output
     stored = read_checkpoint(tmp_path / "r" / "checkpoints" / "latest.pt")
-    assert stored["coarse_args"]["norm"] == "batch" and stored["train_config"]["shape_weight"] == 0.5
+    assert stored.coarse_args["norm"] == "batch" and stored.train_config["shape_weight"] == 0.5
 
 
 def test_cosine_schedule_decays_to_a_hundredth():
