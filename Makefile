@@ -7,7 +7,7 @@ TORCH  ?= torch==2.13.0
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEMO   ?= demo
 
-.PHONY: demo test install install-dev system-deps lint clean
+.PHONY: demo test test-fast install install-dev system-deps lint clean
 
 ## Mesa's EGL + llvmpipe for headless OpenGL (moderngl backend="egl"); skipped when already present.
 system-deps:
@@ -39,6 +39,9 @@ demo: install
 ## The whole test suite (the same command .ci/run uses).
 test: install-dev
 	$(BIN)/python -m pytest
+
+test-fast: install-dev  # the suite without the tests marked slow (DDP, Ray, kill -9, training to a target)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: install-dev
 	$(BIN)/ruff check synthface tests bfm_assets benchmarks

@@ -19,7 +19,8 @@ from synthface.render import FaceRenderer, RenderSettings
 from synthface.resources import file_sha256
 
 from .conftest import make_model
-from .test_cli import assert_user_error, run
+from .helpers import assert_user_error
+from .helpers import cli as run
 from .test_render import frontal_config, interior
 
 COLOURS = {"red.png": (220, 30, 30), "green.jpg": (30, 200, 40), "sub/blue.png": (20, 40, 230)}

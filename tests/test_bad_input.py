@@ -9,8 +9,7 @@ import sys
 import pytest
 import torch
 
-from .test_cli import assert_user_error
-from .test_generate import cli
+from .helpers import assert_user_error, cli
 
 
 def _files(tmp_path) -> dict:

@@ -6,23 +6,11 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from synthface import __version__, load_config, sample_params
-from synthface.cli import main
 
-
-def run(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def assert_user_error(result, fragment: str) -> None:
-    assert result.exit_code != 0
-    lines = result.stderr.strip().splitlines()
-    assert lines and lines[-1].startswith("error: "), result.stderr
-    assert sum(line.startswith("error:") for line in lines) == 1
-    assert fragment in lines[-1]
-    assert "Traceback" not in result.output
+from .helpers import assert_user_error
+from .helpers import cli as run
 
 
 def test_version_and_help():

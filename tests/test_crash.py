@@ -14,8 +14,7 @@ import pytest
 
 from synthface.shards import LOCK, run_lock
 
-from .test_cli import assert_user_error
-from .test_generate import SIZE, cli, gen, load_arrays
+from .helpers import SIZE, assert_user_error, cli, gen, load_arrays
 
 ARGS = ["--n", "10", "--size", str(SIZE), "--shard-size", "4", "--faces-per-draw", "2", "--seed", "6"]
 

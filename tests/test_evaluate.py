@@ -13,11 +13,9 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from synthface import load_config, load_model
 from synthface.checkpoint import CHECKPOINT_VERSION
-from synthface.cli import main
 from synthface.data import PARAM_VECTOR, ParameterNormalizer, ShardDataset
 from synthface.evaluate import depth_error_percent, evaluate, parameter_errors, summarize
 from synthface.feedback import feedback_settings
@@ -34,7 +32,7 @@ from synthface.predict import (
 from synthface.render import FaceRenderer
 
 from .conftest import make_model
-from .test_cli import assert_user_error
+from .helpers import assert_user_error, cli
 
 SIZE = 32
 N = 32
@@ -312,13 +310,13 @@ def test_checkpoint_of_another_model_is_refused(ckpt_file, renderer):
 
 # ---------------------------------------------------------------- the command
 
-def cli(*args: str):
-    return CliRunner().invoke(main, ["evaluate", *map(str, args)], catch_exceptions=False)
+def evaluate_cli(*args: object):
+    return cli("evaluate", *args)
 
 
 def test_cli_prints_the_table_and_writes_json(data, ckpt_file, model_file, tmp_path):
     out = tmp_path / "eval.json"
-    result = cli("--data", data, "--checkpoint", ckpt_file, "--model", model_file, "--split", "all",
+    result = evaluate_cli("--data", data, "--checkpoint", ckpt_file, "--model", model_file, "--split", "all",
                  "--limit", 20, "--device", "cpu", "--json", out)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -338,11 +336,12 @@ def test_cli_errors_are_one_line(data, ckpt_file, model_file, tmp_path):
     bad = tmp_path / "cut.pt"
     bad.write_bytes(ckpt_file.read_bytes()[:1000])
     common = ("--model", model_file, "--split", "all", "--device", "cpu")
-    assert_user_error(cli("--data", data, "--checkpoint", bad, *common), "cut.pt: not a readable")
-    assert_user_error(cli("--data", data, "--checkpoint", tmp_path / "none.pt", *common), "checkpoint not found")
-    assert_user_error(cli("--data", data, "--checkpoint", ckpt_file, "--split", "all"), "pass --model")
-    assert_user_error(cli("--data", data, "--checkpoint", ckpt_file, *common, "--json", tmp_path / "no" / "x.json"),
-                      "does not exist")
+    assert_user_error(evaluate_cli("--data", data, "--checkpoint", bad, *common), "cut.pt: not a readable")
+    assert_user_error(evaluate_cli("--data", data, "--checkpoint", tmp_path / "none.pt", *common),
+                      "checkpoint not found")
+    assert_user_error(evaluate_cli("--data", data, "--checkpoint", ckpt_file, "--split", "all"), "pass --model")
+    assert_user_error(evaluate_cli("--data", data, "--checkpoint", ckpt_file, *common,
+                                   "--json", tmp_path / "no" / "x.json"), "does not exist")
     # a corrupt image chunk: found when the sample is read, named by shard and sample
     corrupt = tmp_path / "d"
     corrupt.mkdir()
@@ -353,5 +352,5 @@ def test_cli_errors_are_one_line(data, ckpt_file, model_file, tmp_path):
     with open(corrupt / "shard-000001.h5", "r+b") as fh:
         fh.seek(chunk.byte_offset)
         fh.write((bytes(range(7, 256)) * (chunk.size // 249 + 1))[:chunk.size])  # junk (all-0xff passes Fletcher-32)
-    assert_user_error(cli("--data", corrupt, "--checkpoint", ckpt_file, *common),
+    assert_user_error(evaluate_cli("--data", corrupt, "--checkpoint", ckpt_file, *common),
                       "shard-000001.h5: cannot read 'image' of sample 19")

@@ -8,10 +8,8 @@ import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from synthface import load_config, load_model, sample_params
-from synthface.cli import main
 from synthface.generate import PLAN, GenerateJob, generate
 from synthface.params import (
     BACKGROUND_FIELDS,
@@ -24,30 +22,7 @@ from synthface.params import (
 )
 from synthface.resources import file_sha256
 
-from .test_cli import assert_user_error
-
-SIZE = 32
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
-
-
-def gen(out, model_file, *extra: str, n: int = 10):
-    result = cli("generate", "--n", str(n), "--out", str(out), "--size", str(SIZE), "--model", model_file,
-                 "--faces-per-draw", "4", *extra)
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def load_arrays(out) -> dict[str, np.ndarray]:
-    manifest = json.loads((out / "manifest.json").read_text())
-    parts: dict[str, list] = {}
-    for shard in manifest["shards"]:
-        with h5py.File(out / shard["file"], "r") as f:
-            f.visititems(lambda name, obj: parts.setdefault(name, []).append(obj[()])
-                         if isinstance(obj, h5py.Dataset) else None)
-    return {k: np.concatenate(v) for k, v in parts.items()}
+from .helpers import SIZE, assert_user_error, cli, gen, load_arrays
 
 
 def test_shards_follow_the_design_table(tmp_path, model_file):
@@ -200,6 +175,7 @@ def test_shard_range_jobs_build_the_same_dataset(tmp_path, model_file):
     assert (parts / "manifest.json").read_text() == (tmp_path / "whole" / "manifest.json").read_text()
 
 
+@pytest.mark.slow
 def test_ray_backend_gives_the_local_backends_arrays(tmp_path, model_file):
     pytest.importorskip("ray")
     gen(tmp_path / "local", model_file, "--shard-size", "4", "--seed", "2", n=10)

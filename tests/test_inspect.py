@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .test_cli import assert_user_error
-from .test_generate import cli, gen, load_arrays
+from .helpers import assert_user_error, cli, gen, load_arrays
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,8 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from click.testing import CliRunner
 from PIL import Image
 
-from synthface.cli import main
 from synthface.data import PARAM_VECTOR, ParameterNormalizer
 from synthface.errors import ReconstructError
 from synthface.feedback import feedback_settings
@@ -20,7 +18,7 @@ from synthface.predict import Predictor, load_checkpoint
 from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
 from synthface.render import FaceRenderer
 
-from .test_cli import assert_user_error
+from .helpers import assert_user_error, cli
 from .test_evaluate import checkpoint_dict
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -110,7 +108,7 @@ def test_reconstruct_writes_mesh_depth_and_overlay(astronaut, ckpt_file, bundled
 
 
 def reconstruct_cli(*args):
-    return CliRunner().invoke(main, ["reconstruct", *map(str, args)], catch_exceptions=False)
+    return cli("reconstruct", *args)
 
 
 def test_cli_happy_path_and_per_file_errors(astronaut, ckpt_file, model_file, tmp_path):

@@ -16,11 +16,9 @@ import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from synthface import load_config, load_model
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
-from synthface.cli import main
 from synthface.data import ParameterNormalizer
 from synthface.errors import CheckpointError, ConfigError
 from synthface.generate import GenerateJob, generate
@@ -32,7 +30,7 @@ from synthface.train import (
     train,
 )
 
-from .test_cli import assert_user_error
+from .helpers import assert_user_error, cli
 
 SIZE = 32
 TINY = {"coarse_widths": (8, 16), "coarse_blocks": 1, "coarse_hidden": 32, "fine_widths": (8, 16), "fine_head": 16,
@@ -69,10 +67,6 @@ def coarse_run(tmp_path_factory, dataset, model) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("train-run") / "run"
     config = TrainConfig(stage="all", steps=2, checkpoint_every=1, val_every=1, **TINY)
     return out, train(dataset, out, config, model=model)
-
-
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
 def test_both_stages_run_with_finite_losses(coarse_run):
@@ -260,6 +254,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_stay_in_sync(tmp_path, dataset, model_file, model):
     """torchrun, 2 gloo processes: both ranks end with identical weights, and CoarseNet equals a
     single-process run on the same global batches (DDP averages the two half-batch gradients)."""
@@ -365,6 +360,7 @@ def test_corrupt_shard_is_one_error_line(tmp_path, dataset, model_file):
     assert_user_error(result, "shard-000001.h5")
 
 
+@pytest.mark.slow
 def test_kill_9_during_training_then_resume_matches_a_straight_run(tmp_path, dataset, model_file):
     """SIGKILL the trainer right after a checkpoint lands; --resume must end where a straight run ends."""
     import subprocess
@@ -549,6 +545,7 @@ def test_vertex_distance_ignores_a_shift_along_the_optical_axis(model):
     assert float(vertex_distance(model, norm, turned, target, k)) > 1.0
 
 
+@pytest.mark.slow
 def test_coarse_net_learns_the_pose_from_images(tmp_path, bundled_model):
     """Not just finite losses: a short run on the bundled model must read the pose from the image,
     well below the mean pose's error on held-out faces (the recipe's effect, small and fast)."""
