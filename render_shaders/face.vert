@@ -1,7 +1,7 @@
 #version 430
 // Many faces per draw: instance i reads its camera-space vertices from SSBOs and lands in tile i of an
 // atlas. Clip distances cut each face at its tile's borders, so tiles never bleed into each other.
-// Pixel convention (DESIGN.md): pixel (u, v) covers [u, u+1) x [v, v+1); GL window row r is image row v,
+// Pixel convention (README, "Conventions"): pixel (u, v) covers [u, u+1) x [v, v+1); GL window row r is image row v,
 // so the framebuffer reads back top row first without a flip.
 
 layout(std430, binding = 0) readonly buffer Positions { float positions[]; };  // (B*V*3) camera mm

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from .augment import Degradations, degrade
 from .errors import ConfigError, ShardError
-from .params import FACIAL_HAIR_FIELDS, MATERIAL_FIELDS, POSE_FIELDS
+from .params import FACIAL_HAIR_FIELDS, MATERIAL_FIELDS, POSE, POSE_FIELDS
 from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, read_attrs, read_manifest
 
 PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
@@ -45,6 +45,7 @@ PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
 POSE_CODE_FIELDS: tuple[str, ...] = ("yaw", "pitch", "roll", "x_over_z", "y_over_z", "log_z_over_f")
 """Columns of the ``pose`` block in the trainer's vector (:func:`encode_pose`): the image sees the
 face's position as ``tx/tz, ty/tz`` and its distance only through its size in pixels, ``tz/fx``."""
+POSE_CODE = {name: i for i, name in enumerate(POSE_CODE_FIELDS)}
 
 Split = Literal["train", "val", "all"]
 Array = np.ndarray | torch.Tensor
@@ -156,16 +157,18 @@ def encode_pose(pose: Array, intrinsics: Array) -> Array:
     looks (``log(tz/fx)``); with K given, the code and the pose determine each other.
     """
     lib: Any = torch if isinstance(pose, torch.Tensor) else np
-    tz = pose[..., 5]
-    return _stack([pose[..., 0], pose[..., 1], pose[..., 2], pose[..., 3] / tz, pose[..., 4] / tz,
-                   lib.log(tz / intrinsics[..., 0, 0])])
+    tz = pose[..., POSE["tz"]]
+    return _stack([pose[..., POSE["yaw"]], pose[..., POSE["pitch"]], pose[..., POSE["roll"]],
+                   pose[..., POSE["tx"]] / tz, pose[..., POSE["ty"]] / tz, lib.log(tz / intrinsics[..., 0, 0])])
 
 
 def decode_pose(code: Array, intrinsics: Array) -> Array:
     """The inverse of :func:`encode_pose`: code (..., 6) and K (..., 3, 3) → pose (..., 6) (rad, mm); differentiable."""
     lib: Any = torch if isinstance(code, torch.Tensor) else np
-    tz = intrinsics[..., 0, 0] * lib.exp(code[..., 5])
-    return _stack([code[..., 0], code[..., 1], code[..., 2], code[..., 3] * tz, code[..., 4] * tz, tz])
+    c = POSE_CODE
+    tz = intrinsics[..., 0, 0] * lib.exp(code[..., c["log_z_over_f"]])
+    return _stack([code[..., c["yaw"]], code[..., c["pitch"]], code[..., c["roll"]],
+                   code[..., c["x_over_z"]] * tz, code[..., c["y_over_z"]] * tz, tz])
 
 
 @dataclass(frozen=True, eq=False)
@@ -277,26 +280,29 @@ class ParameterNormalizer:
         return {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in physical.items()}
 
     @classmethod
-    def fit(cls, blocks: Mapping[str, np.ndarray], names: Sequence[str] = PARAM_VECTOR,
-            min_std: float = 1e-6) -> ParameterNormalizer:
+    def fit(cls, blocks: Mapping[str, np.ndarray] | Iterable[Mapping[str, np.ndarray]],
+            names: Sequence[str] = PARAM_VECTOR, min_std: float = 1e-6) -> ParameterNormalizer:
         """Mean and std per column of the vector of physical ``blocks[name]`` (N, size) (with
-        ``blocks["intrinsics"]`` when ``"pose"`` is among ``names``); columns with std < ``min_std`` get std 1."""
-        if "pose" in names and "intrinsics" not in blocks:
-            raise ValueError("fitting the pose code needs the camera: pass 'intrinsics' (N, 3, 3) with the blocks")
-        coded = {n: encode_pose(np.asarray(blocks[n], np.float64), np.asarray(blocks["intrinsics"], np.float64))
-                 if n == "pose" else np.asarray(blocks[n], np.float64) for n in names}
-        flat = np.concatenate([coded[n].reshape(len(coded[n]), -1) for n in names], -1)
-        sizes = [coded[n].reshape(len(coded[n]), -1).shape[1] for n in names]
-        return cls._from_moments(names, sizes, len(flat), flat.sum(0), np.square(flat).sum(0), min_std)
+        ``blocks["intrinsics"]`` when ``"pose"`` is among ``names``); columns with std < ``min_std`` get std 1.
 
-    @classmethod
-    def _from_moments(cls, names: Sequence[str], sizes: Sequence[int], n: int, total: np.ndarray,
-                      total_sq: np.ndarray, min_std: float) -> ParameterNormalizer:
-        if n < 1:
+        ``blocks`` may also be an iterable of such mappings (chunks of one set, e.g. one per shard):
+        the moments are summed over them, so a large training split is never in memory at once."""
+        chunks = [blocks] if isinstance(blocks, Mapping) else blocks
+        n, total, total_sq, sizes = 0, 0.0, 0.0, None
+        for chunk in chunks:
+            if "pose" in names and "intrinsics" not in chunk:
+                raise ValueError("fitting the pose code needs the camera: pass 'intrinsics' (N, 3, 3) with the blocks")
+            coded = [encode_pose(np.asarray(chunk[m], np.float64), np.asarray(chunk["intrinsics"], np.float64))
+                     if m == "pose" else np.asarray(chunk[m], np.float64) for m in names]
+            coded = [c.reshape(len(c), -1) for c in coded]
+            sizes = [c.shape[1] for c in coded]
+            flat = np.concatenate(coded, axis=1)
+            n, total, total_sq = n + len(flat), total + flat.sum(0), total_sq + np.square(flat).sum(0)
+        if n < 1 or sizes is None:
             raise ConfigError("cannot fit the parameter normalizer: the training split is empty "
-                             "(lower val_fraction or add data)")
-        mean = total / n
-        std = np.sqrt(np.maximum(total_sq / n - mean**2, 0.0))
+                              "(lower val_fraction or add data)")
+        mean = np.asarray(total) / n
+        std = np.sqrt(np.maximum(np.asarray(total_sq) / n - mean**2, 0.0))
         return cls(tuple(names), tuple(sizes), mean, np.where(std >= min_std, std, 1.0))
 
     def state_dict(self) -> dict[str, Any]:
@@ -508,25 +514,21 @@ class ShardDataset(Dataset):
         return item
 
     def _fit_normalizer(self, train: np.ndarray) -> ParameterNormalizer:
-        """Streaming mean/std of the training split's stored parameters (params are small: one read per shard)."""
-        names = (*PARAM_VECTOR, "intrinsics")
-        n, total, total_sq, sizes = 0, 0.0, 0.0, None
+        """:meth:`ParameterNormalizer.fit` over the training split's stored parameters, one shard at a time."""
+        return ParameterNormalizer.fit(self._train_parameters(train))
+
+    def _train_parameters(self, train: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
+        """Per shard with training rows: its stored parameter blocks and K (params are small: one read per shard)."""
         for k, shard in enumerate(self._shards):
             rows = train[self._offsets[k]:self._offsets[k + 1]]
             if not rows.any():
                 continue
             try:
                 with h5py.File(shard.path, "r") as f:
-                    raw = {m: f[FIELDS[m].dataset][()][rows].astype(np.float64) for m in names}
+                    blocks = {m: f[FIELDS[m].dataset][()][rows] for m in (*PARAM_VECTOR, "intrinsics")}
             except (OSError, KeyError) as exc:
                 raise ShardError(f"{shard.path}: cannot read parameters ({exc}); run 'synthface verify'") from exc
-            raw["pose"] = encode_pose(raw["pose"], raw["intrinsics"])
-            blocks = [raw[m] for m in PARAM_VECTOR]
-            sizes = [b.shape[1] for b in blocks]
-            flat = np.concatenate(blocks, axis=1)
-            n, total, total_sq = n + len(flat), total + flat.sum(0), total_sq + np.square(flat).sum(0)
-        return ParameterNormalizer._from_moments(PARAM_VECTOR, sizes or [], n, np.asarray(total),
-                                                 np.asarray(total_sq), 1e-6)
+            yield blocks
 
     # ---- processes
 

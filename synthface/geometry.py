@@ -4,7 +4,7 @@ Everything is a batched matrix product over B faces; functions take numpy
 arrays (computed with numpy) or torch tensors (computed with torch on their
 device, e.g. CUDA), and return the same kind.
 
-Conventions (DESIGN.md): model space is y up, +z out of the face; camera space
+Conventions (README, "Conventions"): model space is y up, +z out of the face; camera space
 is OpenCV's (x right, y down, z forward). ``pose`` maps model → camera as
 ``X_cam = R · F · X + t`` with the axis flip ``F = diag(1, -1, -1)`` and
 ``R = Rz(roll) · Ry(yaw) · Rx(pitch)`` (right-handed rotations about the

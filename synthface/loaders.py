@@ -113,8 +113,8 @@ def load_model(path: str | Path | None = None, *, landmarks: str | Path | None =
     except OSError as exc:
         raise ModelFileError(f"{p}: cannot read model file ({exc.strerror or exc})") from exc
     if path is None:
-        model = dataclasses.replace(model, source="bundled", _cache={})
+        model = dataclasses.replace(model, source="bundled")
     if landmarks is not None:
         lm = read_landmark_file(Path(landmarks), model.n_vertices)
-        model = dataclasses.replace(model, landmark_indices=lm, _cache={})
+        model = dataclasses.replace(model, landmark_indices=lm)
     return model

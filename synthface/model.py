@@ -73,7 +73,9 @@ class MorphableModel:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     regions: np.ndarray | None = None
     """(V,) uint8 class ids of :data:`SEGMENTATION_CLASSES` per vertex; None: all face."""
-    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    """torch copies of the bases per (device, dtype), made on first use; not an argument, so
+    ``dataclasses.replace`` gives every derived model a cache of its own."""
 
     def __post_init__(self) -> None:
         v = self.mean_shape.shape[0]

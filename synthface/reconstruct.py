@@ -50,7 +50,7 @@ class Reconstruction:
     """``identity``, ``expression``, ``pose`` of the estimate (shard layout, one row each)."""
 
 
-def shade_depth(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+def depth_relief(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """(H, W) float32 Lambertian shading in [0, 1] of a depth map lit from the camera; 0 off the mask.
 
     Points and normals come from the rendering layer (the back-projection the SfS loss uses; one-sided
@@ -72,7 +72,7 @@ def shade_depth(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) -> 
 def make_overlay(crop: np.ndarray, depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray,
                  alpha: float = 0.7) -> np.ndarray:
     """The shaded reconstruction (grey) blended with weight ``alpha`` over the crop where it covers it."""
-    shade = shade_depth(depth, mask, intrinsics)[..., None]
+    shade = depth_relief(depth, mask, intrinsics)[..., None]
     grey = 255.0 * (0.15 + 0.85 * shade)
     a = alpha * mask[..., None].astype(np.float32)
     return np.clip((1.0 - a) * crop.astype(np.float32) + a * grey, 0, 255).round().astype(np.uint8)

@@ -70,7 +70,7 @@ RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
 
 
 def shard_layout(model: MorphableModel, image_size: int, extras: tuple[str, ...] = ()) -> dict[str, ShardField]:
-    """Every dataset of a shard for ``model`` at ``image_size``: the DESIGN.md table plus ``extras``."""
+    """Every dataset of a shard for ``model`` at ``image_size``: README's shard table plus ``extras``."""
     s = image_size
     fields = [
         ShardField("image", (s, s, 3), np.dtype(np.uint8), True),

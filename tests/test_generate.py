@@ -1,4 +1,4 @@
-"""generate: shards exactly as DESIGN.md's table, determinism across workers/shard sizes, resume, refusals."""
+"""generate: shards exactly as README's shard table, determinism across workers/shard sizes, resume, refusals."""
 
 from __future__ import annotations
 
