@@ -276,12 +276,14 @@ def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers
     _check_shard_range((lo, hi), len(shards))
     done: dict[str, str] = {}
     todo = []
+    recorded = _recorded_sha256(out)
     for name, first, count in shards[lo:hi]:
-        if (out / name).is_file() and _complete(out / name, first, count):
-            done[name] = file_sha256(out / name)
+        sha = _kept(out / name, first, count, job, model, recorded.get(name))
+        if sha is not None:
+            done[name] = sha
             if progress is not None:
                 progress(count)
-        else:
+        else:  # missing, damaged, foreign or of another plan: (re)written
             todo.append((str(out), name, first, count))
     folder = job.config.background.directory  # the stored job's (on --resume), not necessarily the flags'
     if job.config.background.mode == "images":
@@ -330,12 +332,10 @@ def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[st
     """Write the manifest once every shard exists (None before that); the plan goes last."""
     sha = {}
     for name, first, count in job.shards():
-        if name in known:
-            sha[name] = known[name]
-        elif (out / name).is_file() and _complete(out / name, first, count):
-            sha[name] = file_sha256(out / name)
-        else:
+        kept = known.get(name) or _kept(out / name, first, count, job, model)
+        if kept is None:
             return None
+        sha[name] = kept
     manifest = {
         "format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "synthface_version": __version__,
         "seed": job.seed, "n": job.n, "image_size": job.config.image_size, "config": job.config.to_dict(),
@@ -351,13 +351,33 @@ def _finalize(out: Path, job: GenerateJob, model: MorphableModel, known: dict[st
     return manifest
 
 
-def _complete(path: Path, first: int, count: int) -> bool:
-    """A shard under its final name was renamed into place whole; check it is the one planned."""
+def _recorded_sha256(out: Path) -> dict[str, str]:
+    """The shards' sha256 as a finished run's manifest records them (none for an interrupted run)."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        return {str(e["file"]): str(e["sha256"]) for e in manifest["shards"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _kept(path: Path, first: int, count: int, job: GenerateJob, model: MorphableModel,
+          sha256: str | None = None) -> str | None:
+    """The sha256 of the shard at ``path`` if it is exactly the one planned — renamed into place whole
+    (attributes readable), of this run's seed, model and config and of its index range, and with the
+    recorded ``sha256`` if there is one — else None: a resumed run rewrites it rather than bless a
+    damaged or foreign file."""
+    if not path.is_file():
+        return None
     try:
         attrs = read_attrs(path)
     except ShardError:
-        return False
-    return int(attrs["first_index"]) == first and int(attrs["count"]) == count
+        return None
+    want = _shard_attrs(model, job)
+    if (int(attrs.get("first_index", -1)), int(attrs.get("count", -1))) != (first, count) \
+            or any(str(attrs.get(k)) != str(want[k]) for k in ("seed", "model_sha256", "config")):
+        return None
+    actual = file_sha256(path)
+    return actual if sha256 is None or actual == sha256 else None
 
 
 Task = tuple[str, str, int, int]  # out dir, shard file name, first index, count

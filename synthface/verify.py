@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +61,15 @@ def verify_dataset(out_dir: str | Path, *, on_shard: Callable[[str], None] | Non
             continue
         if file_sha256(path) != entry["sha256"]:
             problems.append(Problem(name, "sha256 differs from the manifest (corrupted or modified)"))
-        problems += [Problem(name, p) for p in _check_shard(path, entry, size, widths)]
+        problems += [Problem(name, p) for p in _check_shard(path, entry, size, widths, manifest)]
     if expected_next != manifest.get("n"):
         problems.append(Problem("manifest.json", f"shards hold {expected_next} samples, manifest says "
                                                  f"{manifest.get('n')}"))
     return problems
 
 
-def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int, ...]]) -> list[str]:
+def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int, ...]],
+                 manifest: dict) -> list[str]:
     out: list[str] = []
     try:
         with h5py.File(path, "r") as f:
@@ -78,6 +80,18 @@ def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int
             for key in ("first_index", "count"):
                 if int(attrs.get(key, -1)) != entry[key]:
                     out.append(f"attribute {key}={attrs.get(key)} but the manifest says {entry[key]}")
+            # The run it belongs to: a shard copied in from another run (seed, model, config) is foreign.
+            model = manifest.get("model") or {}
+            for key, want in (("seed", manifest.get("seed")), ("model_sha256", model.get("sha256"))):
+                if want is not None and str(attrs.get(key)) != str(want):
+                    out.append(f"attribute {key}={attrs.get(key)} but the manifest says {want} "
+                               "(a shard of another run)")
+            try:
+                config = json.loads(str(attrs.get("config")))
+            except ValueError:
+                config = None
+            if "config" in manifest and config != manifest["config"]:
+                out.append("attribute config differs from the manifest's (a shard of another run)")
             n = entry["count"]
             fixed = _FIXED | (_FORMAT2 if attrs.get("format_version") >= 2 else {})
             for name, (shape_of, kind) in fixed.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -119,6 +120,36 @@ def test_disk_full_or_permission_error_is_clean_and_resumable(where, fragment, t
     assert not list(out.glob(".shard-*")), "the failed shard's temporary file was removed"
     assert not (out / "manifest.json").exists()
     assert cli("generate", "--out", str(out), "--model", model_file, *ARGS, "--resume").exit_code == 0
+    a, b = load_arrays(reference), load_arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def _flip_middle_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", ["flipped byte", "shard of another seed"])
+def test_resume_rewrites_damaged_or_foreign_shards(damage, tmp_path, model_file, reference):
+    """--resume of a finished dataset keeps only shards that are exactly the planned ones (sha256 in the
+    manifest, seed, model, config, index range) and rewrites the rest; verify names them before."""
+    out = tmp_path / "d"
+    shutil.copytree(reference, out)
+    if damage == "flipped byte":
+        _flip_middle_byte(out / "shard-000001.h5")
+        expected = "sha256 differs"
+    else:
+        other = tmp_path / "other"
+        gen(other, model_file, *[a if a != "6" else "1" for a in ARGS[2:]], n=10)  # --seed 1
+        shutil.copy(other / "shard-000001.h5", out / "shard-000001.h5")
+        expected = "attribute seed=1 but the manifest says 6"
+    report = cli("verify", str(out))
+    assert report.exit_code != 0 and expected in report.output, report.output
+    assert cli("generate", "--out", str(out), "--model", model_file, *ARGS, "--resume").exit_code == 0
+    assert cli("verify", str(out)).exit_code == 0
+    assert (out / "manifest.json").read_text() == (reference / "manifest.json").read_text()
     a, b = load_arrays(reference), load_arrays(out)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
