@@ -28,12 +28,13 @@ import numpy as np
 from . import __version__
 from .backgrounds import BackgroundImages
 from .config import SamplingConfig, config_from_dict
-from .errors import ConfigError, SynthfaceError
+from .errors import ConfigError, ShardError, SynthfaceError
 from .geometry import resolve_device
 from .gl import create_context
 from .loaders import load_model
 from .model import MorphableModel
 from .render import FaceRenderer, RenderSettings
+from .resources import file_sha256
 from .sampling import ParameterSampler
 from .shards import (
     CODECS,
@@ -43,10 +44,8 @@ from .shards import (
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
     SHARD_FORMAT,
-    ShardError,
     ShardWriter,
     atomic_write_text,
-    file_sha256,
     locked_run_dir,
     read_attrs,
 )

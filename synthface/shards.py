@@ -8,6 +8,7 @@ one sample per chunk, so a DataLoader's random read decompresses one sample.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
@@ -25,7 +26,6 @@ from .errors import ShardError, SynthfaceError
 from .model import N_LANDMARKS, SEGMENTATION_CLASSES, MorphableModel
 from .params import param_layout
 from .render import RenderOutput
-from .resources import file_sha256
 
 SHARD_FORMAT = "synthface-shard"
 SHARD_VERSION = 2
@@ -141,7 +141,13 @@ class ShardWriter:
     """Writes one shard of ``count`` samples, batch by batch, then commits it atomically.
 
     ``with ShardWriter(...) as w: w.write(params, rendered); ...`` — leaving the block normally
-    commits (all ``count`` samples must have been written); an exception removes the temporary file.
+    commits (all ``count`` samples must have been written); an exception discards the shard.
+
+    The HDF5 file is assembled in memory (HDF5's core driver; its compressed size, which
+    ``--shard-size`` bounds) and reaches the disk in one :func:`atomic_write`. Why: HDF5 meets a full
+    disk in the middle of its own writes with errors it cannot recover from (RuntimeErrors from
+    flushes, then a crash at exit); a plain write of finished bytes fails with an ``OSError``, and
+    the temporary file is removed.
     """
 
     def __init__(self, path: Path, *, model: MorphableModel, image_size: int, first_index: int, count: int,
@@ -151,11 +157,11 @@ class ShardWriter:
         self.path, self.count, self.first_index = Path(path), count, first_index
         self.layout = shard_layout(model, image_size, extras)
         self.param_paths = {k: f.shard_path for k, f in param_layout(model).items()}
-        self.tmp = temp_name(self.path)
         self.written = 0
         self.sha256: str | None = None
         try:
-            self.file = h5py.File(self.tmp, "w", libver="latest")
+            self.file = h5py.File(f"{self.path.name}.in-memory", "w", libver="latest", driver="core",
+                                  backing_store=False)
             for f in self.layout.values():
                 chunks = (1, *f.shape) if f.per_sample else None
                 # Fletcher-32 per chunk: a chunk the codec could not shrink is stored raw, and damage to it
@@ -189,26 +195,23 @@ class ShardWriter:
         self.written += n
 
     def commit(self) -> str:
-        """Close, fsync, rename into place; returns the shard's sha256."""
+        """Write the finished file atomically (temporary name, fsync, rename); returns its sha256."""
         if self.written != self.count:
             raise ShardError(f"shard {self.path.name}: {self.written} of {self.count} samples written")
+        self.file.flush()
+        image = self.file.id.get_file_image()
+        self.file.close()
         try:
-            self.file.close()
-            with open(self.tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            self.sha256 = file_sha256(self.tmp)
-            os.replace(self.tmp, self.path)
-            _fsync_dir(self.path.parent)
+            atomic_write(self.path, image)
         except OSError as exc:
-            self._discard()
             raise ShardError(f"cannot finish shard {self.path}: {exc.strerror or exc}; check free space") from exc
+        self.sha256 = hashlib.sha256(image).hexdigest()
         return self.sha256
 
     def _discard(self) -> None:
         file = getattr(self, "file", None)
         if file is not None and file.id.valid:
             file.close()
-        self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
         return self

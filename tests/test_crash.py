@@ -153,3 +153,39 @@ def test_resume_rewrites_damaged_or_foreign_shards(damage, tmp_path, model_file,
     a, b = load_arrays(reference), load_arrays(out)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 400 KB tmpfs (root only): the disk fills up for real, inside HDF5's and our own writes."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_real_full_disk_is_one_error_then_resume_finishes(small_filesystem, model_file):
+    """No tracebacks, no crash, no temporaries when the disk fills up; after space is freed (the tmpfs
+    grown), --resume finishes the dataset identical to an uninterrupted run."""
+    out = small_filesystem / "d"
+    bigger = ("--size", "64", "--n", "48")  # ~0.7 MB: more than the 400 KB there is
+    full = run_cli(out, model_file, *bigger)
+    assert full.returncode == 1, full.stderr
+    lines = full.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot finish shard") and "No space left on device" in lines[-1]
+    assert "Traceback" not in full.stderr and sum(line.startswith("error:") for line in lines) == 1
+    assert not list(out.glob(".*.tmp")) and not (out / "manifest.json").exists()
+    subprocess.run(["mount", "-o", "remount,size=8m", str(small_filesystem)], check=True)
+    resumed = run_cli(out, model_file, *bigger, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    straight = small_filesystem.parent / "straight"
+    assert run_cli(straight, model_file, *bigger).returncode == 0
+    assert (out / "manifest.json").read_text() == (straight / "manifest.json").read_text()
+    a, b = load_arrays(straight), load_arrays(out)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
