@@ -270,7 +270,11 @@ def run_lock(out: Path, command: str) -> Iterator[None]:
     """
     path = out / LOCK
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # read-only mount, no write permission, chattr +i, full disk
+            raise SynthfaceError(f"--out {out} is not writable ({exc.strerror or exc}); check its permissions "
+                                 "and mount, or choose another --out") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -285,8 +289,12 @@ def run_lock(out: Path, command: str) -> Iterator[None]:
             pass
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{command}, pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{command}, pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as exc:
+            raise SynthfaceError(f"--out {out} is not writable ({exc.strerror or exc}); free space there or "
+                                 "choose another --out") from exc
         yield
     finally:
         # The file means something only while locked; openers racing with this unlink re-check the inode.

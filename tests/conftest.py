@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import numpy as np
 import pytest
 import trimesh
@@ -92,3 +95,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _mount_tmpfs(where, options: str) -> None:
+    """Mount a tmpfs at ``where`` (root only; the test is skipped where that is not allowed)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A real 400 KB tmpfs: the disk fills up for real, inside HDF5's and our own writes."""
+    mount = tmp_path / "small"
+    _mount_tmpfs(mount, "size=400k")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An existing, empty directory on a read-only mount (``--out`` that cannot be written)."""
+    mount = tmp_path / "ro"
+    _mount_tmpfs(mount, "size=1m")
+    (mount / "out").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+    yield mount / "out"
+    subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -155,20 +155,6 @@ def test_resume_rewrites_damaged_or_foreign_shards(damage, tmp_path, model_file,
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """A real 400 KB tmpfs (root only): the disk fills up for real, inside HDF5's and our own writes."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_a_real_full_disk_is_one_error_then_resume_finishes(small_filesystem, model_file):
     """No tracebacks, no crash, no temporaries when the disk fills up; after space is freed (the tmpfs
     grown), --resume finishes the dataset identical to an uninterrupted run."""
@@ -189,3 +175,8 @@ def test_a_real_full_disk_is_one_error_then_resume_finishes(small_filesystem, mo
     a, b = load_arrays(straight), load_arrays(out)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_an_unwritable_out_is_one_error_line(read_only_dir, model_file):
+    result = cli("generate", "--out", str(read_only_dir), "--model", model_file, *ARGS)
+    assert_user_error(result, "is not writable (Read-only file system)")

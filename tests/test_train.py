@@ -301,6 +301,12 @@ def test_cli_trains_and_resumes(tmp_path, dataset, model_file):
     assert_user_error(cli(*base, "--steps", "3", "--resume", "--lr", "0.5"), "other settings (lr=0.0001)")
 
 
+def test_train_into_an_unwritable_out_is_one_error_line(read_only_dir, dataset, model_file):
+    result = cli("train", "--data", str(dataset), "--model", model_file, "--out", str(read_only_dir),
+                 "--batch-size", "8", "--steps", "1")
+    assert_user_error(result, "is not writable (Read-only file system)")
+
+
 def test_cli_errors(tmp_path, dataset, model_file, coarse_run):
     run, _ = coarse_run
     base = ["train", "--data", str(dataset), "--model", model_file, "--batch-size", "8"]
