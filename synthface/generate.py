@@ -19,6 +19,8 @@ import os
 import queue
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,6 +137,7 @@ def _write_shard(out_dir: str, name: str, first: int, count: int) -> tuple[str, 
     model, job = _WORKER["model"], _WORKER["job"]
     sampler, renderer, progress, event = (_WORKER[k] for k in ("sampler", "renderer", "progress", "events"))
     f = job.faces_per_draw
+    _WORKER.get("started", _no_event)(name)
     renderer.timings.clear()
     times = {"sample": 0.0, "write": 0.0}
     with ShardWriter(Path(out_dir) / name, model=model, image_size=job.config.image_size, first_index=first,
@@ -394,34 +397,63 @@ def _run_local(todo: list[Task], model: MorphableModel, job: GenerateJob, device
         finally:
             _release_worker()
     ctx = multiprocessing.get_context("spawn")  # GL and CUDA state must never be forked
-    counts = ctx.Queue()
+    messages = ctx.Queue()  # from the workers: k (k more samples done) or ("started", shard name)
     results: Results = {}
-    with ctx.Pool(min(workers, len(todo)), initializer=_init_pool_worker,
-                  initargs=(model, job, device, counts, backgrounds, events)) as pool:
-        pending = [pool.apply_async(_write_shard, task) for task in todo]
+    started: set[str] = set()
+
+    def drain(timeout: float | None) -> None:
+        try:
+            while True:
+                message = messages.get(timeout=timeout) if timeout else messages.get_nowait()
+                timeout = None
+                if isinstance(message, tuple):
+                    started.add(message[1])
+                elif progress is not None:
+                    progress(message)
+        except queue.Empty:
+            pass
+
+    pool = ProcessPoolExecutor(min(workers, len(todo)), mp_context=ctx, initializer=_init_pool_worker,
+                               initargs=(model, job, device, messages, backgrounds, events))
+    try:
+        pending = {pool.submit(_write_shard, *task) for task in todo}
         while pending:
-            try:
-                k = counts.get(timeout=0.1)
-                if progress is not None:
-                    progress(k)
-            except queue.Empty:
-                pass
-            for r in [r for r in pending if r.ready()]:
-                name, sha, times = r.get()  # re-raises a worker's SynthfaceError here
+            drain(0.1)
+            done, pending = wait(pending, timeout=0, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    name, sha, times = future.result()  # re-raises a worker's SynthfaceError here
+                except BrokenProcessPool:
+                    drain(None)
+                    lost = sorted(started - set(results)) or sorted(t[1] for t in todo if t[1] not in results)
+                    raise SynthfaceError(f"a worker process died while writing {lost[0]} (killed by a signal, e.g. "
+                                         "by the out-of-memory killer); free memory or lower --workers, then run "
+                                         "generate --resume to finish") from None
                 results[name] = (sha, times)
-                pending.remove(r)
-        while progress is not None:
-            try:
-                progress(counts.get_nowait())
-            except queue.Empty:
-                break
+        drain(None)
+    except BaseException:
+        _stop(pool)  # an error, Ctrl-C or SIGTERM: no worker goes on writing after this run ends
+        raise
+    pool.shutdown()
     return results
 
 
-def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, counts: Any,
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's workers now (Python < 3.14 has no public call for it) and shut it down."""
+    terminate = getattr(pool, "terminate_workers", None)
+    if terminate is not None:
+        terminate()
+    else:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_pool_worker(model: MorphableModel, job: GenerateJob, device: str, messages: Any,
                       backgrounds: BackgroundImages | None, events: Events | None) -> None:
     os.environ.setdefault("LP_NUM_THREADS", "1")  # llvmpipe: one raster thread per worker process
-    _init_worker(model, job, device, counts.put, backgrounds, events)
+    _init_worker(model, job, device, messages.put, backgrounds, events)
+    _WORKER["started"] = lambda name: messages.put(("started", name))
 
 
 def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any) -> tuple[str, str, dict]:

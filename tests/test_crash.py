@@ -180,3 +180,47 @@ def test_a_real_full_disk_is_one_error_then_resume_finishes(small_filesystem, mo
 def test_an_unwritable_out_is_one_error_line(read_only_dir, model_file):
     result = cli("generate", "--out", str(read_only_dir), "--model", model_file, *ARGS)
     assert_user_error(result, "is not writable (Read-only file system)")
+
+
+def test_a_dead_worker_is_one_error_line_then_resume_finishes(tmp_path, model_file, reference):
+    """kill -9 of pool workers (as the out-of-memory killer would): no hang, one line naming the
+    shard, and --resume gives the uninterrupted dataset."""
+    out = tmp_path / "d"
+    died = run_cli(out, model_file, "--workers", "2", crash="batch:1")  # each worker dies after its first batch
+    assert died.returncode == 1, died.stderr
+    last = died.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: a worker process died while writing shard-00000") and "--resume" in last
+    assert "Traceback" not in died.stderr
+    assert run_cli(out, model_file, "--workers", "2", "--resume").returncode == 0
+    assert (out / "manifest.json").read_text() == (reference / "manifest.json").read_text()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_whole_process_tree(tmp_path, model_file):
+    """SIGTERM to generate --workers 2 ends it as Ctrl-C does: one line, exit 143, and no worker left
+    writing after it (the process group is empty); --resume finishes the run."""
+    import time
+
+    out = tmp_path / "d"
+    command = [sys.executable, "-m", "synthface", "generate", "--out", str(out), "--model", model_file, *ARGS,
+               "--n", "400", "--workers", "2"]
+    proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not list(out.glob("shard-*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "error: terminated; nothing was left half-written"
+    assert "Traceback" not in err
+    for _ in range(50):  # the workers were terminated with the parent
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("worker processes outlived the terminated run")
+    assert not (out / "manifest.json").exists()
+    assert run_cli(out, model_file, "--n", "400", "--workers", "2", "--resume").returncode == 0

@@ -6,7 +6,9 @@ every bad flag becomes one ``error: ...`` line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -27,11 +29,29 @@ from . import (
 )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program stands so that it unwinds as from Ctrl-C: worker pools are
+    stopped and temporaries removed, instead of the process vanishing and orphaning its workers."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 class SynthfaceGroup(click.Group):
     """A click group that maps errors to one ``error:`` line instead of tracebacks or usage dumps."""
 
     def main(self, args=None, prog_name=None, **extra):  # type: ignore[override]
         extra.pop("standalone_mode", None)
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+        try:
+            self._run(args, prog_name, **extra)
+        finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _run(self, args, prog_name, **extra):  # type: ignore[no-untyped-def]
         try:
             rv = super().main(args, prog_name, standalone_mode=False, **extra)
         except click.exceptions.Exit as exc:
@@ -41,9 +61,11 @@ class SynthfaceGroup(click.Group):
             where = f"synthface {sub} --help" if sub else "synthface --help"
             click.echo(f"error: {exc.format_message().rstrip('.')}; see '{where}'", err=True)
             sys.exit(2)
-        except click.Abort:
-            click.echo("error: interrupted; nothing was left half-written", err=True)
-            sys.exit(130)
+        except click.Abort as exc:
+            terminated = isinstance(exc.__cause__, Terminated)
+            click.echo(f"error: {'terminated' if terminated else 'interrupted'}; nothing was left half-written",
+                       err=True)
+            sys.exit(143 if terminated else 130)
         except SynthfaceError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
