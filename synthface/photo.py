@@ -15,7 +15,10 @@ Torch-free: shared by ``reconstruct`` (inference) and :class:`~synthface.photos.
 from __future__ import annotations
 
 import functools
+import io
 import math
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,9 @@ DEFAULT_FOV_DEG = 50.0
 """Assumed field of view (degrees) across the longer side of a photo whose camera is unknown."""
 DEFAULT_MARGIN = 0.4
 """Fraction of the detected box's side added on each side of it for the square crop (side = 1.8 × box)."""
+MAX_PHOTO_PIXELS = 100_000_000
+"""Photos whose header claims more pixels are refused before decoding: a 40 kB PNG can claim
+50000 × 50000 (7.5 GB decoded). 100 MP is more than any camera's photo (a 6000 × 8000 one is 48 MP)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,8 +46,26 @@ def _cascade():  # -> cv2.CascadeClassifier
     return cascade
 
 
+def _header_size(raw: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) as the file's header claims it (Pillow reads only the header), or None if
+    Pillow does not know the format."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: the caller decides
+        try:
+            with Image.open(io.BytesIO(raw.tobytes())) as im:
+                return im.size
+        except Image.DecompressionBombError as exc:  # beyond twice Pillow's own limit: "w x h pixels"
+            found = re.search(r"(\d+) pixels", str(exc))
+            return (int(found.group(1)), 1) if found else (MAX_PHOTO_PIXELS + 1, 1)
+        except (OSError, ValueError, SyntaxError):  # UnidentifiedImageError is an OSError
+            return None
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """A photo as (H, W, 3) uint8 RGB; raises :class:`ReconstructError` naming the file if it is not one."""
+    """A photo as (H, W, 3) uint8 RGB; raises :class:`ReconstructError` naming the file if it is not
+    one, or if its header claims more than :data:`MAX_PHOTO_PIXELS` (refused before decoding)."""
     import cv2
 
     path = Path(path)
@@ -49,7 +73,16 @@ def read_image(path: str | Path) -> np.ndarray:
         raw = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise ReconstructError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    size = _header_size(raw) if raw.size else None
+    if size is not None and size[0] * size[1] > MAX_PHOTO_PIXELS:
+        shape = f"{size[0]} × {size[1]} pixels" if size[1] > 1 else f"{size[0]} pixels"
+        raise ReconstructError(f"{path}: {shape} is more than the {MAX_PHOTO_PIXELS:,} synthface decodes; "
+                               "downscale the photo")
+    try:
+        bgr = cv2.imdecode(raw, cv2.IMREAD_COLOR) if raw.size else None
+    except cv2.error as exc:  # e.g. OpenCV's own pixel limit on a format Pillow does not read
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        raise ReconstructError(f"{path}: OpenCV cannot decode it ({first})") from exc
     if bgr is None:
         raise ReconstructError(f"{path}: not an image OpenCV can decode (JPEG, PNG, TIFF, BMP, WebP, ...)")
     return np.ascontiguousarray(bgr[:, :, ::-1])

@@ -4,6 +4,8 @@ one-line-error check, a small dataset on disk and its arrays."""
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 
 import h5py
 import hdf5plugin  # noqa: F401  (registers the Blosc filter for h5py)
@@ -48,3 +50,13 @@ def load_arrays(out) -> dict[str, np.ndarray]:
             f.visititems(lambda name, obj: parts.setdefault(name, []).append(obj[()])
                          if isinstance(obj, h5py.Dataset) else None)
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def header_bomb(width: int = 50000, height: int = 50000) -> bytes:
+    """A valid little PNG whose header claims ``width`` × ``height`` RGB pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(1000))) + \
+        chunk(b"IEND", b"")

@@ -18,7 +18,7 @@ from synthface.predict import Predictor, load_checkpoint
 from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
 from synthface.render import FaceRenderer
 
-from .helpers import assert_user_error, cli
+from .helpers import assert_user_error, cli, header_bomb
 from .test_evaluate import checkpoint_dict
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -131,6 +131,14 @@ def test_cli_happy_path_and_per_file_errors(astronaut, ckpt_file, model_file, tm
     result = reconstruct_cli(fake, photo, "--checkpoint", ckpt_file, "--out", out2, "--device", "cpu")
     assert_user_error(result, "fake.jpg: not an image")
     assert (out2 / "astronaut.obj").is_file() and not (out2 / "fake.obj").exists()
+    # a 1 kB PNG whose header claims 50000 × 50000 pixels: refused before decoding; the next photo is done
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(header_bomb())
+    out3 = tmp_path / "out3"
+    result = reconstruct_cli(bomb, photo, "--checkpoint", ckpt_file, "--out", out3, "--device", "cpu")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "bomb.png: 2500000000 pixels is more than the 100,000,000 synthface decodes" in result.stderr
+    assert (out3 / "astronaut.obj").is_file() and not (out3 / "bomb.obj").exists()
     # whole-run errors
     assert_user_error(reconstruct_cli(photo, "--checkpoint", tmp_path / "nope.pt", "--out", out),
                       "checkpoint not found")

@@ -30,7 +30,7 @@ from synthface.train import (
     train,
 )
 
-from .helpers import assert_user_error, cli
+from .helpers import assert_user_error, cli, header_bomb
 
 SIZE = 32
 TINY = {"coarse_widths": (8, 16), "coarse_blocks": 1, "coarse_hidden": 32, "fine_widths": (8, 16), "fine_head": 16,
@@ -450,6 +450,13 @@ def test_photo_dataset_crops_detected_faces(photos, tmp_path):
         PhotoDataset(empty, SIZE)
     with pytest.raises(ConfigError, match="not a directory"):
         PhotoDataset(photos / "a.jpg", SIZE)
+    # a header claiming 50000 × 50000 pixels is left out (with why) before decoding; the rest trains
+    bombed = tmp_path / "bombed"
+    shutil.copytree(photos, bombed)
+    (bombed / "bomb.png").write_bytes(header_bomb())
+    ds = PhotoDataset(bombed, SIZE)
+    assert len(ds) == 4 and dict((p.name, why) for p, why in ds.skipped)["bomb.png"].endswith(
+        "2500000000 pixels is more than the 100,000,000 synthface decodes; downscale the photo")
 
 
 def test_fine_stage_trains_on_real_photos(tmp_path, coarse_run, dataset, model, photos):
