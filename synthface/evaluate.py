@@ -178,6 +178,11 @@ def evaluate(data: str | os.PathLike | Sequence[str | os.PathLike], checkpoint: 
     if n == 0:
         raise ConfigError(f"the {split!r} split of {', '.join(map(str, paths))} is empty (val_fraction "
                           f"{val_fraction}); use --split all or more data")
+    size = int(ds[0]["image"].shape[-1])
+    if size != checkpoint.image_size:  # the networks would run, on a framing they never saw
+        raise ConfigError(f"{checkpoint.path} was trained on {checkpoint.image_size} px images but "
+                          f"{', '.join(map(str, paths))} holds {size} px ones; evaluate on data of its size "
+                          f"(synthface generate --size {checkpoint.image_size})")
     loader = DataLoader(Subset(ds, range(n)), batch_size=batch_size, shuffle=False)
     normalizer = checkpoint.normalizer
     keys = [k for k in ROWS if k != "fine" or checkpoint.fine is not None]

@@ -480,6 +480,10 @@ class _Trainer:
                     raise ConfigError(f"{coarse_checkpoint} was trained with model {coarse_ckpt.model_name}"
                                       f" ({coarse_ckpt.model_sha256[:12]}…), not "
                                       f"{self.model.name!r}; pass the same --model")
+                if coarse_ckpt.image_size != self.image_size:
+                    raise ConfigError(f"{coarse_checkpoint} was trained on {coarse_ckpt.image_size} px images but "
+                                      f"--data holds {self.image_size} px ones; train FineNet on data of the "
+                                      "CoarseNet's size, or train a CoarseNet on this data")
                 state.coarse = coarse_ckpt.coarse
                 self.coarse_source = str(coarse_checkpoint)
                 self.coarse_args = coarse_ckpt.coarse_args

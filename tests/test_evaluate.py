@@ -342,6 +342,12 @@ def test_cli_errors_are_one_line(data, ckpt_file, model_file, tmp_path):
     assert_user_error(evaluate_cli("--data", data, "--checkpoint", ckpt_file, "--split", "all"), "pass --model")
     assert_user_error(evaluate_cli("--data", data, "--checkpoint", ckpt_file, *common,
                                    "--json", tmp_path / "no" / "x.json"), "does not exist")
+    # a checkpoint of another image size: refused, not scored on a framing it never saw
+    raw = torch.load(ckpt_file, weights_only=False)
+    other = tmp_path / "64px.pt"
+    torch.save({**raw, "image_size": 2 * SIZE}, other)
+    assert_user_error(evaluate_cli("--data", data, "--checkpoint", other, *common),
+                      f"was trained on {2 * SIZE} px images but {data} holds {SIZE} px ones")
     # a corrupt image chunk: found when the sample is read, named by shard and sample
     corrupt = tmp_path / "d"
     corrupt.mkdir()

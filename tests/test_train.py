@@ -328,6 +328,10 @@ def test_cli_errors(tmp_path, dataset, model_file, coarse_run):
                           str(foreign)), f"{foreign}: not a synthface checkpoint")
     # A real checkpoint with a damaged normalizer or CoarseNet arguments: one line naming it, as evaluate says.
     raw = read_checkpoint(run / "checkpoints" / "latest.pt").to_dict()
+    other = tmp_path / "other-size.pt"
+    torch.save({**raw, "image_size": 2 * SIZE}, other)
+    assert_user_error(cli(*base, "--out", str(tmp_path / "s"), "--stage", "fine", "--coarse-checkpoint", str(other),
+                          "--steps", "1"), f"was trained on {2 * SIZE} px images but --data holds {SIZE} px ones")
     for damage, fragment in (({"normalizer": {"mean": "x"}}, "malformed checkpoint"),
                              ({"coarse_args": {**raw["coarse_args"], "widths": [3]}}, "CoarseNet weights do not fit")):
         bad = tmp_path / "bad.pt"
