@@ -186,3 +186,27 @@ def test_ray_backend_gives_the_local_backends_arrays(tmp_path, model_file):
     a, b = load_arrays(tmp_path / "local"), load_arrays(tmp_path / "ray")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_shard_plan_is_lazy_and_exact():
+    """Shards are computed on access: a plan of 10^12 samples costs nothing; items as before."""
+    for n, size in ((10, 4), (8, 4), (1, 1000), (1001, 1000)):
+        plan = GenerateJob(n=n, shard_size=size).shards()
+        want = [(f"shard-{k:06d}.h5", first, min(size, n - first)) for k, first in enumerate(range(0, n, size))]
+        assert len(plan) == len(want) and list(plan) == want and plan[-1] == want[-1] and plan[1:] == want[1:]
+    huge = GenerateJob(n=10**12).shards()
+    assert len(huge) == 10**9 and huge[10**9 - 1] == ("shard-999999999.h5", 10**12 - 1000, 1000)
+    with pytest.raises(IndexError):
+        huge[10**9]
+
+
+def test_a_dataset_larger_than_the_free_disk_is_refused(tmp_path, model_file):
+    """Estimated before anything is written, with the figures; the estimate is an upper bound."""
+    out = tmp_path / "d"
+    result = cli("generate", "--n", "1000000000000", "--out", str(out), "--model", model_file)
+    assert_user_error(result, "--n 1000000000000 at 200 px needs about 182 PB")
+    assert "pass --force" in result.stderr and not out.exists()
+    gen(out, model_file, "--shard-size", "4", n=8)
+    job = GenerateJob(n=8, shard_size=4, config=load_config(overrides={"image_size": SIZE}), faces_per_draw=4)
+    written = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
+    assert 0.2 * job.estimated_bytes() < written <= job.estimated_bytes()

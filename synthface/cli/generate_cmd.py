@@ -37,11 +37,12 @@ from .options import DEVICES, SHARD_RANGE, model_options, sampling_options
 @click.option("--ray-address", default=None, help="Ray cluster address ('auto' on a cluster node); default: local.")
 @click.option("--shard-range", type=SHARD_RANGE, default=None,
               help="Write only shards START..STOP-1 (e.g. one SLURM array task); same flags in every task.")
+@click.option("--force", is_flag=True, help="Start even if the dataset looks larger than the free disk space.")
 @model_options
 @sampling_options
 def command(count: int, out: Path, seed: int, shard_size: int, workers: int, device: str, resume: bool,
             extras: tuple[str, ...], codec: str, faces_per_draw: int, backend: str, ray_address: str | None,
-            shard_range: tuple[int, int] | None, model: MorphableModel, config: SamplingConfig) -> None:
+            shard_range: tuple[int, int] | None, force: bool, model: MorphableModel, config: SamplingConfig) -> None:
     """Generate COUNT synthetic faces: image, depth, mask, landmarks and parameters.
 
     Sample i depends only on (seed, i): any --workers or --shard-size gives the same arrays.
@@ -59,7 +60,8 @@ def command(count: int, out: Path, seed: int, shard_size: int, workers: int, dev
             bar.update(k)
 
         manifest = generate(out, job, model=model, workers=workers, device=device, resume=resume,
-                            shard_range=shard_range, backend=backend, ray_address=ray_address, progress=tick)
+                            shard_range=shard_range, backend=backend, ray_address=ray_address, progress=tick,
+                            force=force)
     seconds = time.perf_counter() - start
     if manifest is None:
         click.echo(f"wrote shards {shard_range[0]}..{shard_range[1] - 1} ({done} samples) to {out}; the "
