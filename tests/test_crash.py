@@ -160,7 +160,9 @@ def test_a_real_full_disk_is_one_error_then_resume_finishes(small_filesystem, mo
     grown), --resume finishes the dataset identical to an uninterrupted run."""
     out = small_filesystem / "d"
     bigger = ("--size", "64", "--n", "48")  # ~0.7 MB: more than the 400 KB there is
-    full = run_cli(out, model_file, *bigger)
+    refused = run_cli(out, model_file, *bigger)  # the estimate sees it coming ...
+    assert refused.returncode == 1 and "pass --force" in refused.stderr and not out.exists()
+    full = run_cli(out, model_file, *bigger, "--force")  # ... past it, the disk fills up for real
     assert full.returncode == 1, full.stderr
     lines = full.stderr.strip().splitlines()
     assert lines[-1].startswith("error: cannot finish shard") and "No space left on device" in lines[-1]
