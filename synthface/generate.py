@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import socket
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -296,6 +297,8 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        _check_ray_address(ray_address)  # before the plan is written: Ray itself retries for minutes
     if out.exists() and not out.is_dir():
         raise SynthfaceError(f"--out {out} is a file; give a directory (new or empty)")
     if backend == "local":  # fail on a missing EGL before anything is written (Ray nodes check their own)
@@ -531,6 +534,25 @@ def _ray_shard(model: MorphableModel, job: GenerateJob, device: str, *task: Any)
         _init_worker(model, job, device, None)
         _WORKER["key"] = key
     return _write_shard(*task)
+
+
+RAY_CONNECT_TIMEOUT_S = 10.0
+"""How long an explicit ``--ray-address`` may take to accept a TCP connection."""
+
+
+def _check_ray_address(address: str | None) -> None:
+    """An explicit ``HOST:PORT`` (or ``ray://HOST:PORT``) must accept a connection; None and ``auto``
+    are Ray's to resolve."""
+    if address is None or address == "auto":
+        return
+    host, sep, port = address.split("://", 1)[-1].rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise SynthfaceError(f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); check "
+                             "--ray-address (e.g. 'auto' on a cluster node) and that the head node runs") from exc
 
 
 def _run_ray(todo: list[Task], model: MorphableModel, job: GenerateJob, device: str, workers: int,

@@ -210,3 +210,14 @@ def test_a_dataset_larger_than_the_free_disk_is_refused(tmp_path, model_file):
     job = GenerateJob(n=8, shard_size=4, config=load_config(overrides={"image_size": SIZE}), faces_per_draw=4)
     written = sum(p.stat().st_size for p in out.glob("shard-*.h5"))
     assert 0.2 * job.estimated_bytes() < written <= job.estimated_bytes()
+
+
+def test_an_unreachable_ray_address_is_one_error_line(tmp_path, model_file):
+    """Ray itself retries a dead address for minutes: it is probed first, before anything is written."""
+    out = tmp_path / "d"
+    result = cli("generate", "--n", "4", "--out", str(out), "--size", str(SIZE), "--model", model_file,
+                 "--backend", "ray", "--ray-address", "127.0.0.1:1")
+    assert_user_error(result, "cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not out.exists()
+    assert_user_error(cli("generate", "--n", "4", "--out", str(out), "--model", model_file, "--backend", "ray",
+                          "--ray-address", "nonsense"), "expected HOST:PORT, ray://HOST:PORT or auto")
