@@ -20,7 +20,7 @@ import queue
 import shutil
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -47,6 +47,7 @@ from .shards import (
     MANIFEST,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
+    PLAN,
     SHARD_FORMAT,
     ShardWriter,
     atomic_write_text,
@@ -54,7 +55,6 @@ from .shards import (
     read_attrs,
 )
 
-PLAN = ".synthface-run.json"
 Events = Callable[[str], None]
 """``generate(events=...)``: called in the process that writes, with ``"batch"`` after each batch is
 written into a shard, ``"commit"`` after each shard is renamed into place and ``"manifest"`` when the
@@ -230,12 +230,14 @@ def _model_record(model: MorphableModel) -> dict[str, str]:
 
 
 def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool, join: bool,
-             force: bool = False) -> GenerateJob:
+             force: bool = False, expect: Mapping[str, Any] | None = None) -> GenerateJob:
     """Start a run in ``out``, or take up the one there; returns the job that decides its bytes.
 
     ``resume``: the stored plan (interrupted run) or manifest (finished run) wins over ``job``.
     ``join``: several jobs share one run by shard range, so a plan with the same job is accepted.
-    ``force``: start a new run even if it looks larger than the free disk space.
+    ``force``: start a new run even if it looks larger than the free disk space. ``expect``: values
+    (``n``, ``seed``, ``image_size``) the caller asked for explicitly; a resumed run that recorded
+    others is refused rather than silently finished with its own.
     """
     plan = out / PLAN
     stored_path = plan if plan.is_file() else out / MANIFEST if (out / MANIFEST).is_file() else None
@@ -262,9 +264,19 @@ def _prepare(out: Path, job: GenerateJob, model: MorphableModel, *, resume: bool
         raise SynthfaceError(f"{out} was started with model {stored['model'].get('name', '?')} "
                              f"(sha256 {stored['model']['sha256'][:12]}…); pass the same --model")
     if resume:
+        stored_job = GenerateJob.from_dict(stored["job"])
+        recorded = {"n": stored_job.n, "seed": stored_job.seed, "image_size": stored_job.config.image_size}
+        given = dict(expect or {})
+        differ = [k for k, v in given.items() if k in recorded and recorded[k] != v]
+        if differ:
+            flags = {"n": "--n", "seed": "--seed", "image_size": "--size"}
+            then = ", ".join(f"{flags[k]} {recorded[k]}" for k in differ)
+            now = ", ".join(f"{flags[k]} {given[k]}" for k in differ)
+            raise ConfigError(f"--resume: {out} was started with {then} (given: {now}); pass the recorded "
+                              "values, or start a new run in an empty --out")
         for tmp in out.glob(".*.tmp"):  # partial shards / manifest of the interrupted run
             tmp.unlink()
-        return GenerateJob.from_dict(stored["job"])
+        return stored_job
     if stored["job"] != job.to_dict():
         differ = sorted(k for k in stored["job"] if stored["job"][k] != job.to_dict().get(k))
         raise SynthfaceError(f"--shard-range: {out} holds a run with other settings ({', '.join(differ)}); "
@@ -277,7 +289,7 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
              backend: str = "local", ray_address: str | None = None,
              progress: Callable[[int], None] | None = None,
              stats: dict[str, float] | None = None, events: Events | None = None,
-             force: bool = False) -> dict[str, Any] | None:
+             force: bool = False, expect: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
     """Generate (or finish, with ``resume``) a dataset in ``out``; returns the manifest.
 
     ``shard_range=(a, b)`` writes only shards a..b-1, so disjoint jobs (a SLURM array, say) can
@@ -288,7 +300,8 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
     (sample, geometry, upload, draw, readback, compose, write, commit), summed over workers.
     ``events`` (see :data:`Events`) must be picklable with ``workers > 1``; Ray workers do not call it.
     A new run whose :meth:`GenerateJob.estimated_bytes` exceed the free disk space is refused unless
-    ``force``.
+    ``force``. With ``resume``, ``expect`` (e.g. ``{"n": 500}``: what the user gave explicitly) must
+    agree with the run's recorded ``n``, ``seed``, ``image_size``.
     """
     out = Path(out)
     model = model or load_model()
@@ -308,20 +321,20 @@ def generate(out: str | Path, job: GenerateJob, *, model: MorphableModel | None 
         if job.config.background.mode == "images" else None
     if shard_range is not None:  # jobs of one run by shard range may run at once: no run lock
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                progress, stats, backgrounds, events, force)
+                                progress, stats, backgrounds, events, force, expect)
     with locked_run_dir(out, "generate"):
         return _generate_locked(out, job, model, workers, device, resume, shard_range, backend, ray_address,
-                                progress, stats, backgrounds, events, force)
+                                progress, stats, backgrounds, events, force, expect)
 
 
 def _generate_locked(out: Path, job: GenerateJob, model: MorphableModel, workers: int, device: str,
                      resume: bool, shard_range: tuple[int, int] | None, backend: str, ray_address: str | None,
                      progress: Callable[[int], None] | None, stats: dict[str, float] | None,
                      backgrounds: BackgroundImages | None, events: Events | None,
-                     force: bool) -> dict[str, Any] | None:
+                     force: bool, expect: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if shard_range is not None and not resume:
         _check_shard_range(shard_range, len(job.shards()))  # before _prepare writes the plan
-    job = _prepare(out, job, model, resume=resume, join=shard_range is not None, force=force)
+    job = _prepare(out, job, model, resume=resume, join=shard_range is not None, force=force, expect=expect)
     shards = job.shards()
     lo, hi = shard_range if shard_range is not None else (0, len(shards))
     _check_shard_range((lo, hi), len(shards))

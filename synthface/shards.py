@@ -243,6 +243,9 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError as exc:
+        if (Path(out_dir) / PLAN).is_file():
+            raise ShardError(f"{out_dir} is a dataset still being generated, or an interrupted run (no manifest "
+                             f"yet); wait for it, or run 'synthface generate --resume --out {out_dir}'") from exc
         raise ShardError(f"{path}: no manifest; is {out_dir} a synthface dataset?") from exc
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ShardError(f"{path}: unreadable manifest ({exc}); run 'synthface verify'") from exc
@@ -257,6 +260,8 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+PLAN = ".synthface-run.json"
+"""The plan of a generate run that has not written its manifest yet (see :mod:`synthface.generate`)."""
 LOCK = ".synthface.lock"
 """Lock file of a run directory (generate's --out, train's --out): see :func:`run_lock`."""
 
@@ -307,6 +312,9 @@ def locked_run_dir(out: Path, command: str) -> Iterator[None]:
     """Create ``out`` if needed and hold its :func:`run_lock` while the block runs; a directory
     created here and still empty afterwards (a run refused before it wrote) is removed again."""
     created = not out.exists()
+    if created and out.is_symlink():  # a dangling link, or a loop (a → a): "File exists" would puzzle
+        raise SynthfaceError(f"--out {out} is a symbolic link to nothing (dangling or a loop); remove it or "
+                             "point it at a directory")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -128,6 +128,12 @@ def test_refusals(tmp_path, model_file):
     done = tmp_path / "done"
     gen(done, model_file, n=2)
     assert_user_error(cli("generate", *args, "--out", str(done)), "pass --resume")
+    # --resume takes the run's recorded settings; flags that say otherwise are refused, not ignored
+    resume = ["generate", "--model", model_file, "--out", str(done), "--resume"]
+    assert_user_error(cli(*resume, "--n", "3"), "was started with --n 2 (given: --n 3)")
+    assert_user_error(cli(*resume, "--n", "2", "--seed", "5", "--size", "64"),
+                      f"was started with --seed 0, --size {SIZE} (given: --seed 5, --size 64)")
+    assert cli(*resume, "--n", "2", "--seed", "0").exit_code == 0
     assert_user_error(cli("generate", "--n", "0", "--out", str(tmp_path / "x")), "Invalid value for '--n'")
     assert_user_error(cli("generate", "--n", "2", "--out", str(tmp_path / "x"), "--shard-size", "0"),
                       "Invalid value for '--shard-size'")

@@ -15,6 +15,17 @@ from ..shards import CODECS, DEFAULT_CODEC
 from .options import DEVICES, SHARD_RANGE, model_options, sampling_options
 
 
+def _explicit(count: int, seed: int, config: SamplingConfig) -> dict[str, int]:
+    """What the command line itself set of the values a resumed run records (not click's defaults)."""
+    ctx = click.get_current_context()
+    given = {"n": count}
+    if ctx.get_parameter_source("seed") == click.core.ParameterSource.COMMANDLINE:
+        given["seed"] = seed
+    if ctx.params.get("size") is not None:
+        given["image_size"] = config.image_size
+    return given
+
+
 @click.command("generate")
 @click.option("--n", "count", type=click.IntRange(min=1), required=True, help="Number of samples.")
 @click.option("--out", type=click.Path(file_okay=True, path_type=Path), required=True,
@@ -26,7 +37,8 @@ from .options import DEVICES, SHARD_RANGE, model_options, sampling_options
               help="Worker processes, each with its own GL context.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where geometry is computed (rendering always uses OpenGL).")
-@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out (its stored settings win).")
+@click.option("--resume", is_flag=True, help="Finish an interrupted run in --out with its recorded settings "
+              "(--n, and --seed/--size if given, must match them).")
 @click.option("--extras", type=click.Choice(EXTRAS), multiple=True, help="Also store these per-pixel maps.")
 @click.option("--codec", type=click.Choice(sorted(CODECS)), default=DEFAULT_CODEC, show_default=True,
               help="Lossless compression of images/depth/masks.")
@@ -61,7 +73,7 @@ def command(count: int, out: Path, seed: int, shard_size: int, workers: int, dev
 
         manifest = generate(out, job, model=model, workers=workers, device=device, resume=resume,
                             shard_range=shard_range, backend=backend, ray_address=ray_address, progress=tick,
-                            force=force)
+                            force=force, expect=_explicit(count, seed, config))
     seconds = time.perf_counter() - start
     if manifest is None:
         click.echo(f"wrote shards {shard_range[0]}..{shard_range[1] - 1} ({done} samples) to {out}; the "
