@@ -134,6 +134,15 @@ def test_refusals(tmp_path, model_file):
     assert_user_error(cli(*resume, "--n", "2", "--seed", "5", "--size", "64"),
                       f"was started with --seed 0, --size {SIZE} (given: --seed 5, --size 64)")
     assert cli(*resume, "--n", "2", "--seed", "0").exit_code == 0
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert_user_error(cli("generate", *args, "--out", str(loop)), "is a symbolic link to nothing (dangling or a loop)")
+    # a run that has not written its manifest yet: the readers say so, and how to finish it
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    (pending / PLAN).write_text("{}")
+    for command in ("info", "verify"):
+        assert_user_error(cli(command, str(pending)), "still being generated, or an interrupted run")
     assert_user_error(cli("generate", "--n", "0", "--out", str(tmp_path / "x")), "Invalid value for '--n'")
     assert_user_error(cli("generate", "--n", "2", "--out", str(tmp_path / "x"), "--shard-size", "0"),
                       "Invalid value for '--shard-size'")
