@@ -547,8 +547,11 @@ class _Trainer:
         if self.proc.main:  # a checkpoint being written when the run was killed
             for tmp in (out / "checkpoints").glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
-        if not latest.exists():
-            return None  # stopped before its first checkpoint: start again
+        if not latest.exists():  # killed between the step file and latest.pt: the newest step file is as good
+            steps = sorted((out / "checkpoints").glob("step-*.pt"))
+            if not steps:
+                return None  # stopped before its first checkpoint: start again
+            latest = steps[-1]
         ckpt = read_checkpoint(latest)
         if ckpt.stage not in self.stages:
             raise CheckpointError(f"{latest}: stage {ckpt.stage!r} is not part of --stage {self.config.stage}")
