@@ -447,12 +447,16 @@ class _Trainer:
         stages = ("coarse", "fine") if c.stage == "all" else (c.stage,)
         self.stages = stages
         # Every rank validates the same things before rank 0 writes anything, so errors agree.
-        probe = ShardDataset(self.data, "train", c.val_fraction, ("image",), None)
-        self.records, models = _data_records(self.data)
+        self.records, models = _data_records(self.data)  # before the datasets: no warnings about data refused
+        if len(models) > 1:
+            raise ConfigError(f"the --data directories were generated with {len(models)} different morphable models "
+                              f"(sha256 {', '.join(m[:12] + '…' for m in sorted(models))}); one run trains on "
+                              "data of one model: pass only the directories made with the same --model")
         if models != {self.model.sha256}:
             raise ConfigError(f"the shards were generated with another morphable model (sha256 "
                               f"{', '.join(m[:12] + '…' for m in sorted(models))}) than {self.model.name!r} "
                               f"({self.model.sha256[:12]}…); pass the model they were made with as --model")
+        probe = ShardDataset(self.data, "train", c.val_fraction, ("image",), None)
         if len(probe) < c.batch_size:
             raise ConfigError(f"the training split of {', '.join(map(str, self.data))} has {len(probe)} samples, "
                               f"fewer than --batch-size {c.batch_size}; add data or lower --batch-size")

@@ -318,6 +318,11 @@ def test_cli_errors(tmp_path, dataset, model_file, coarse_run):
     assert_user_error(cli(*base, "--out", str(junk), "--resume"), "holds no synthface training run")
     assert_user_error(cli(*base, "--out", str(tmp_path / "f"), "--stage", "fine"), "--coarse-checkpoint")
     assert_user_error(cli("train", "--data", str(dataset), "--out", str(tmp_path / "m")), "another morphable model")
+    bundled = tmp_path / "bundled-data"  # data of two models in one run: one clear line, no warning before it
+    assert cli("generate", "--n", "2", "--size", str(SIZE), "--out", str(bundled)).exit_code == 0
+    mixed = cli(*base, "--data", str(bundled), "--out", str(tmp_path / "mixed"))
+    assert_user_error(mixed, "generated with 2 different morphable models")
+    assert "Warning" not in mixed.stderr
     assert_user_error(cli(*base[:-1], "200", "--out", str(tmp_path / "b")), "fewer than --batch-size 200")
     assert_user_error(cli(*base, "--out", str(tmp_path / "x"), "--data", str(tmp_path / "nowhere")), "nowhere")
     assert not (tmp_path / "f").exists() and not (tmp_path / "b").exists()
