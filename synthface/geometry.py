@@ -77,8 +77,16 @@ def transform(points, pose):
 def camera_vertices(model: MorphableModel, params: dict[str, Any]):
     """Camera-space vertices (B, V, 3) in mm for a parameter batch (shard ``params/`` layout).
 
-    Uses ``identity``, ``expression`` and ``pose``; numpy arrays give numpy, torch tensors torch.
+    Uses ``identity`` (B, K_id), ``expression`` (B, K_exp) and ``pose`` (B, 6); numpy arrays give
+    numpy, torch tensors torch. Other shapes raise a ValueError naming them.
     """
+    want = {"identity": model.n_identity, "expression": model.n_expression, "pose": 6}
+    shapes = {k: tuple(params[k].shape) for k in want}
+    batch = shapes["pose"][:1]
+    if any(len(s) != 2 or s[1] != want[k] or s[:1] != batch for k, s in shapes.items()):
+        raise ValueError(f"camera_vertices needs identity (B, {model.n_identity}), expression "
+                         f"(B, {model.n_expression}) and pose (B, 6) of {model.name!r}; got "
+                         + ", ".join(f"{k} {s}" for k, s in shapes.items()))
     return transform(model.shape(params["identity"], params["expression"]), params["pose"])
 
 

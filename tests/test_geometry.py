@@ -127,3 +127,11 @@ def test_models_without_expressions_or_albedo_components():
     np.testing.assert_allclose(verts, camera_vertices(model, to_torch(params)).numpy(), atol=1e-3)
     mean = np.broadcast_to(model.albedo_mean, (3, *model.albedo_mean.shape))
     np.testing.assert_allclose(model.albedo(params["albedo"]), mean)
+
+
+def test_camera_vertices_names_mismatched_shapes(sphere_model):
+    params = sample_params(sphere_model, seed=0, indices=range(2))
+    for key, bad in (("identity", np.zeros((2, sphere_model.n_identity + 1), np.float32)),
+                     ("pose", np.zeros((3, 6), np.float32)), ("expression", np.zeros(sphere_model.n_expression))):
+        with pytest.raises(ValueError, match=f"camera_vertices needs identity .* got .*{key}"):
+            camera_vertices(sphere_model, {**params, key: bad})
