@@ -195,7 +195,17 @@ def _collate(items: list[Any]) -> Any:
 def _loader(dataset: ShardDataset, sampler: Sampler, num_workers: int, pin: bool) -> Iterator[dict[str, Any]]:
     loader = DataLoader(_Reader(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
                         pin_memory=pin, prefetch_factor=2 if num_workers else None)
-    for batch in loader:
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except RuntimeError as exc:  # torch's words for a worker killed underneath it (OOM killer, kill -9)
+            if "DataLoader worker" not in str(exc):
+                raise
+            raise SynthfaceError(f"a data-loading worker process died ({str(exc).strip().splitlines()[0]}); free "
+                                 "memory or lower --num-workers, then run train --resume") from exc
         if isinstance(batch, _Failure):
             raise ShardError(batch.message)
         yield batch

@@ -6,6 +6,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import torch
 from synthface import load_config, load_model
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
 from synthface.data import ParameterNormalizer
-from synthface.errors import CheckpointError, ConfigError
+from synthface.errors import CheckpointError, ConfigError, SynthfaceError
 from synthface.generate import GenerateJob, generate
 from synthface.models import CoarseNet
 from synthface.train import (
@@ -610,3 +611,22 @@ def test_a_second_run_on_the_same_out_is_refused(tmp_path, dataset, model_file):
     assert_user_error(cli("train", "--data", str(dataset), "--model", model_file, "--out", str(missing),
                           "--batch-size", "999"), "fewer than --batch-size 999")
     assert not missing.exists()  # refused before writing: the directory it created is gone again
+
+
+class _DiesInAWorker:
+    """A dataset whose reads kill the process reading them when that is a DataLoader worker."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int):
+        if torch.utils.data.get_worker_info() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return {"x": torch.zeros(1)}
+
+
+def test_a_killed_data_loading_worker_is_one_error():
+    from synthface.train import _loader
+
+    with pytest.raises(SynthfaceError, match=r"a data-loading worker process died \(DataLoader worker .*\); free"):
+        next(_loader(_DiesInAWorker(), [[0, 1], [2, 3]], 1, False))  # type: ignore[arg-type]
