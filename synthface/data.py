@@ -1,9 +1,9 @@
 """``ShardDataset``: a torch Dataset over synthface shards, with a deterministic train/val split.
 
 Index: the constructor reads each directory's ``manifest.json`` (or, for a shard file given
-directly, its attributes) and builds a global position → (shard, row) map. It validates every
-shard's ``format``/``format_version``/``first_index``/``count`` with
-:func:`synthface.shards.read_attrs` (one header read per shard, no sample data) and checks the
+directly, its attributes) through :func:`synthface.shards.open_source`, which validates every
+shard's format, version, index range, seed and model (one header read per shard, no sample
+data), and builds a global position → (shard, row) map. It checks the
 requested datasets' shapes in one shard per source; corruption inside sample data can only be
 seen when a sample is read, and raises :class:`~synthface.errors.ShardError` then.
 
@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from .augment import Degradations, degrade
 from .errors import ConfigError, ShardError
 from .params import FACIAL_HAIR_FIELDS, MATERIAL_FIELDS, POSE, POSE_FIELDS
-from .shards import MANIFEST, MANIFEST_VERSION, SHARD_FORMAT, read_attrs, read_manifest
+from .shards import open_source
 
 PARAM_VECTOR: tuple[str, ...] = ("identity", "expression", "pose")
 """Blocks of the trainer's flat parameter vector, in order (see :class:`ParameterNormalizer`)."""
@@ -552,41 +552,10 @@ class ShardDataset(Dataset):
 # ---------------------------------------------------------------- construction helpers
 
 def _open_source(path: Path, source: int) -> _Source:
-    """A dataset directory (via its manifest) or one shard file (via its attributes), validated."""
-    if path.is_dir():
-        manifest = read_manifest(path)
-        where = path / MANIFEST
-        if manifest.get("format_version") != MANIFEST_VERSION or manifest.get("shard_format") != SHARD_FORMAT:
-            raise ShardError(f"{where}: manifest format_version {manifest.get('format_version')!r} / shard format "
-                             f"{manifest.get('shard_format')!r} is not {MANIFEST_VERSION} / {SHARD_FORMAT}; "
-                             "regenerate the dataset with this synthface")
-        try:
-            seed, sha = int(manifest["seed"]), str(manifest["model"]["sha256"])
-            entries = [(e["file"], int(e["first_index"]), int(e["count"])) for e in manifest["shards"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ShardError(f"{where}: malformed manifest ({exc!r}); run 'synthface verify'") from exc
-        shards = []
-        for name, first, count in entries:
-            file = path / name
-            if not file.is_file():
-                raise ShardError(f"{file}: shard missing (listed in {where}); "
-                                 f"finish it with 'synthface generate --resume --out {path}'")
-            attrs = read_attrs(file)
-            got = (int(attrs.get("first_index", -1)), int(attrs.get("count", -1)), int(attrs.get("seed", -1)),
-                   str(attrs.get("model_sha256", "")))
-            if got != (first, count, seed, sha):
-                raise ShardError(f"{file}: attributes (first_index, count, seed, model) = {got[:3]} do not match "
-                                 f"{where} ({first}, {count}, {seed}); the shard belongs to another run")
-            shards.append(_Shard(file, first, count, source))
-        return _Source(path, seed, sha, tuple(shards))
-    if path.is_file():
-        attrs = read_attrs(path)
-        try:
-            shard = _Shard(path, int(attrs["first_index"]), int(attrs["count"]), source)
-            return _Source(path, int(attrs["seed"]), str(attrs["model_sha256"]), (shard,))
-        except KeyError as exc:
-            raise ShardError(f"{path}: shard attribute {exc} missing; regenerate it") from exc
-    raise ShardError(f"{path}: no such dataset directory or shard file")
+    """:func:`~synthface.shards.open_source`, with each shard tagged by the source's position."""
+    src = open_source(path)
+    return _Source(path, src.seed, src.model_sha256,
+                   tuple(_Shard(s.path, s.first_index, s.count, source) for s in src.shards))
 
 
 def _check_sources(sources: list[_Source], reads: Sequence[str], fields: Sequence[str]) -> dict[str, tuple[int, ...]]:

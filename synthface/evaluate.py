@@ -44,7 +44,7 @@ from .model import MorphableModel
 from .params import ANGLES
 from .predict import Checkpoint, Predictor, mean_face_prediction
 from .render import FaceRenderer
-from .shards import MANIFEST, read_attrs, read_manifest
+from .shards import open_source
 
 ROWS: dict[str, str] = {"mean_face": "mean face", "mean_face_true_pose": "mean face, true pose",
                         "coarse": "CoarseNet", "fine": "CoarseNet+FineNet"}
@@ -146,9 +146,7 @@ def _depth_table(rows: dict[str, list[DepthError]]) -> dict[str, dict[str, Any]]
 
 def _dataset_model(path: Path) -> str:
     """The model sha256 a dataset directory or shard file was generated with."""
-    if path.is_dir():
-        return str(read_manifest(path)["model"]["sha256"]) if (path / MANIFEST).exists() else ""
-    return str(read_attrs(path).get("model_sha256", ""))
+    return open_source(path).model_sha256
 
 
 def evaluate(data: str | os.PathLike | Sequence[str | os.PathLike], checkpoint: Checkpoint, model: MorphableModel,

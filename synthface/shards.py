@@ -260,6 +260,70 @@ def read_manifest(out_dir: Path) -> dict[str, Any]:
     return manifest
 
 
+@dataclass(frozen=True)
+class ShardRef:
+    """One shard of a source: its file and the global indices it holds."""
+
+    path: Path
+    first_index: int
+    count: int
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """What :func:`open_source` found: a dataset directory or a lone shard file, checked."""
+
+    path: Path
+    """As given: a dataset directory or a shard file."""
+    seed: int
+    model_sha256: str
+    shards: tuple[ShardRef, ...]
+    manifest: dict[str, Any] | None
+    """The directory's manifest; None for a shard file."""
+
+
+def open_source(path: Path) -> DataSource:
+    """A dataset directory (via its manifest) or one shard file (via its attributes), validated once:
+    manifest format and version, the shard list, each listed shard present and of this run (first
+    index, count, seed, model). Every problem is a :class:`ShardError` naming the file and the fix.
+    The readers (``ShardDataset``, ``info``, ``train``, ``evaluate``) open data only through this."""
+    if path.is_dir():
+        manifest = read_manifest(path)
+        where = path / MANIFEST
+        if manifest.get("format_version") != MANIFEST_VERSION or manifest.get("shard_format") != SHARD_FORMAT:
+            raise ShardError(f"{where}: manifest format_version {manifest.get('format_version')!r} / shard format "
+                             f"{manifest.get('shard_format')!r} is not {MANIFEST_VERSION} / {SHARD_FORMAT}; "
+                             "regenerate the dataset with this synthface")
+        try:
+            seed, sha = int(manifest["seed"]), str(manifest["model"]["sha256"])
+            entries = [(e["file"], int(e["first_index"]), int(e["count"])) for e in manifest["shards"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ShardError(f"{where}: malformed manifest ({exc!r}); run 'synthface verify'") from exc
+        shards = []
+        for name, first, count in entries:
+            file = path / name
+            if not file.is_file():
+                raise ShardError(f"{file}: shard missing (listed in {where}); "
+                                 f"finish it with 'synthface generate --resume --out {path}'")
+            attrs = read_attrs(file)
+            got = (int(attrs.get("first_index", -1)), int(attrs.get("count", -1)), int(attrs.get("seed", -1)),
+                   str(attrs.get("model_sha256", "")))
+            if got != (first, count, seed, sha):
+                raise ShardError(f"{file}: attributes (first_index, count, seed, model) = {got[:3]} do not match "
+                                 f"{where} ({first}, {count}, {seed}); the shard belongs to another run")
+            shards.append(ShardRef(file, first, count))
+        return DataSource(path, seed, sha, tuple(shards), manifest)
+    if path.is_file():
+        attrs = read_attrs(path)
+        try:
+            shard = ShardRef(path, int(attrs["first_index"]), int(attrs["count"]))
+            return DataSource(path, int(attrs["seed"]), str(attrs["model_sha256"]), (shard,), None)
+        except KeyError as exc:
+            raise ShardError(f"{path}: shard attribute {exc} missing; regenerate it") from exc
+    raise ShardError(f"{path}: no such dataset directory or shard file")
+
+
+
 PLAN = ".synthface-run.json"
 """The plan of a generate run that has not written its manifest yet (see :mod:`synthface.generate`)."""
 LOCK = ".synthface.lock"

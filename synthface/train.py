@@ -61,7 +61,7 @@ from .models import CoarseNet, FineNet, sfs_loss
 from .photos import PhotoDataset
 from .resources import file_sha256
 from .shading import srgb_to_linear
-from .shards import LOCK, MANIFEST, atomic_write_text, locked_run_dir, read_attrs, read_manifest
+from .shards import LOCK, MANIFEST, atomic_write_text, locked_run_dir, open_source
 from .train_config import RESUMABLE_CHANGES, TrainConfig
 
 RUN_FILE = "run.json"
@@ -215,11 +215,10 @@ def _data_records(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], set[str]
     """(record per data path: path + sha256 of its manifest, or of the shard file), model sha256s."""
     records, models = [], set()
     for p in paths:
+        models.add(open_source(p).model_sha256)
         if p.is_dir():
-            models.add(str(read_manifest(p)["model"]["sha256"]))
             records.append({"path": str(p.resolve()), "manifest_sha256": file_sha256(p / MANIFEST)})
         else:
-            models.add(str(read_attrs(p).get("model_sha256", "")))
             records.append({"path": str(p.resolve()), "sha256": file_sha256(p)})
     return records, models
 

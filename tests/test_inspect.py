@@ -75,7 +75,7 @@ def test_info_names_a_truncated_or_missing_shard(damaged):
     path.write_bytes(path.read_bytes()[:2000])
     assert_user_error(cli("info", str(damaged)), "shard-000001.h5: not a readable HDF5 shard")
     path.unlink()
-    assert_user_error(cli("info", str(damaged)), "shard-000001.h5: missing")
+    assert_user_error(cli("info", str(damaged)), "shard-000001.h5: shard missing (listed in")
 
 
 @pytest.mark.parametrize("damage", ["missing", "empty", "truncated", "flipped chunk"])

@@ -6,21 +6,16 @@ from pathlib import Path
 
 import click
 
-from ..errors import ShardError
-from ..shards import read_attrs, read_manifest
+from ..shards import open_source
 
 
 @click.command("info")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def command(dataset: Path) -> None:
     """Summarise DATASET: samples, shards, image size, model, seed, size on disk."""
-    m = read_manifest(dataset)
-    for shard in m["shards"]:  # cheap (attributes only); 'synthface verify' re-hashes the bytes
-        path = dataset / shard["file"]
-        if not path.is_file():
-            raise ShardError(f"{path}: missing; run 'synthface verify {dataset}' for the whole picture")
-        read_attrs(path)
-    size = sum((dataset / s["file"]).stat().st_size for s in m["shards"])
+    source = open_source(dataset)  # every shard present and of this run (attributes only); verify re-hashes
+    m = source.manifest or {}
+    size = sum(s.path.stat().st_size for s in source.shards)
     rows = [
         ("samples", m["n"]),
         ("shards", f"{len(m['shards'])} of up to {m['job']['shard_size']} samples"),
