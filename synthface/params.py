@@ -95,7 +95,17 @@ class ParamField:
     doc: str
 
 
-def param_layout(model: MorphableModel) -> dict[str, ParamField]:
+@dataclass(frozen=True)
+class ModelDims:
+    """What a layout needs of a model: its coefficient counts (readers of shards made by a model
+    they do not hold, e.g. ``verify``, take them from the shard)."""
+
+    n_identity: int
+    n_expression: int
+    n_albedo: int
+
+
+def param_layout(model: MorphableModel | ModelDims) -> dict[str, ParamField]:
     """Every key of a parameter batch for ``model``, in storage order."""
     f32 = np.dtype(np.float32)
     fields = [

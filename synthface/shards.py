@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import ShardError, SynthfaceError
 from .model import N_LANDMARKS, SEGMENTATION_CLASSES, MorphableModel
-from .params import param_layout
+from .params import ModelDims, param_layout
 from .render import RenderOutput
 
 SHARD_FORMAT = "synthface-shard"
@@ -69,7 +69,13 @@ RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
 }
 
 
-def shard_layout(model: MorphableModel, image_size: int, extras: tuple[str, ...] = ()) -> dict[str, ShardField]:
+FORMAT2_DATASETS = ("segmentation", "params/material", "params/background_shapes", "params/background_sha256",
+                    "params/occluders", "params/hair", "params/facial_hair")
+"""Datasets shard format 2 added (format 1 shards lack them; its ``params/background`` held a colour)."""
+
+
+def shard_layout(model: MorphableModel | ModelDims, image_size: int,
+                 extras: tuple[str, ...] = ()) -> dict[str, ShardField]:
     """Every dataset of a shard for ``model`` at ``image_size``: README's shard table plus ``extras``."""
     s = image_size
     fields = [

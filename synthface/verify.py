@@ -11,21 +11,11 @@ import h5py
 import hdf5plugin  # noqa: F401  (Blosc filters for h5py)
 import numpy as np
 
+from .params import ModelDims
 from .resources import file_sha256
-from .shards import READABLE_SHARD_VERSIONS, SHARD_FORMAT, read_manifest
+from .shards import FORMAT2_DATASETS, READABLE_SHARD_VERSIONS, SHARD_FORMAT, read_manifest, shard_layout
 
-_FIXED = {  # dataset → (per-sample shape given image size s, dtype kind)
-    "image": (lambda s: (s, s, 3), "u"), "depth": (lambda s: (s, s), "f"), "mask": (lambda s: (s, s), "u"),
-    "landmarks/xy": (lambda s: (68, 2), "f"), "landmarks/visible": (lambda s: (68,), "b"),
-    "params/pose": (lambda s: (6,), "f"), "params/light": (lambda s: (9, 3), "f"),
-    "camera/intrinsics": (lambda s: (3, 3), "f"), "index": (lambda s: (), "i"),
-    "params/identity": (None, "f"), "params/expression": (None, "f"), "params/albedo": (None, "f"),
-}
-_FORMAT2 = {  # datasets format 2 added (format 1 shards lack them)
-    "segmentation": (lambda s: (s, s), "u"), "params/material": (lambda s: (3,), "f"),
-    "params/background_shapes": (None, "f"), "params/background_sha256": (lambda s: (), "S"),
-    "params/occluders": (None, "f"), "params/hair": (None, "f"), "params/facial_hair": (None, "f"),
-}
+_MODEL_WIDTHS = ("params/identity", "params/expression", "params/albedo")
 _FINITE = ("depth", "landmarks/xy", "params/identity", "params/expression", "params/albedo", "params/pose",
            "params/light", "camera/intrinsics")
 
@@ -74,9 +64,10 @@ def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int
     try:
         with h5py.File(path, "r") as f:
             attrs = dict(f.attrs)
-            if attrs.get("format") != SHARD_FORMAT or attrs.get("format_version") not in READABLE_SHARD_VERSIONS:
+            version = attrs.get("format_version")
+            if attrs.get("format") != SHARD_FORMAT or version not in READABLE_SHARD_VERSIONS:
                 return [f"not a synthface shard of version {'/'.join(map(str, READABLE_SHARD_VERSIONS))} "
-                        f"(format={attrs.get('format')!r}, version={attrs.get('format_version')!r})"]
+                        f"(format={attrs.get('format')!r}, version={version!r})"]
             for key in ("first_index", "count"):
                 if int(attrs.get(key, -1)) != entry[key]:
                     out.append(f"attribute {key}={attrs.get(key)} but the manifest says {entry[key]}")
@@ -93,15 +84,25 @@ def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int
             if "config" in manifest and config != manifest["config"]:
                 out.append("attribute config differs from the manifest's (a shard of another run)")
             n = entry["count"]
-            fixed = _FIXED | (_FORMAT2 if attrs.get("format_version") >= 2 else {})
-            for name, (shape_of, kind) in fixed.items():
+            # The model's coefficient counts come from the first shard: every other one must agree.
+            for name in _MODEL_WIDTHS:
+                if name in f:
+                    widths.setdefault(name, f[name].shape[1:])
+            dims = ModelDims(*(int(widths.get(name, (0,))[0]) for name in _MODEL_WIDTHS))
+            extras = tuple((manifest.get("job") or {}).get("extras", ()))
+            layout = shard_layout(dims, size, extras)
+            for name, field in layout.items():
+                if version < 2 and name in FORMAT2_DATASETS:
+                    continue
                 if name not in f:
                     out.append(f"dataset {name} missing")
                     continue
                 ds = f[name]
-                want = shape_of(size) if shape_of else tuple(widths.setdefault(name, ds.shape[1:]))
-                if ds.shape != (n, *want) or ds.dtype.kind != kind:
-                    out.append(f"dataset {name} is {ds.shape} {ds.dtype}, expected {(n, *want)} of kind {kind!r}")
+                # format 1's params/background was a colour (3,): its width is not checked there
+                shape = ds.shape[1:] if version < 2 and name == "params/background" else field.shape
+                if ds.shape != (n, *shape) or ds.dtype.kind != field.dtype.kind:
+                    out.append(f"dataset {name} is {ds.shape} {ds.dtype}, expected {(n, *shape)} of kind "
+                               f"{field.dtype.kind!r}")
                     continue
                 if name in _FINITE and not np.isfinite(ds[()]).all():
                     out.append(f"dataset {name} has non-finite values")

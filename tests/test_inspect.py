@@ -98,6 +98,25 @@ def test_preview_names_a_damaged_shard(damaged, tmp_path, damage):
     assert not out.exists()
 
 
+def test_verify_checks_every_dataset_of_the_layout(tmp_path, model_file):
+    """verify expects the shard layout (shard_layout) of the run, extras included, with the model's
+    coefficient counts agreeing across shards."""
+    import h5py
+
+    out = tmp_path / "d"
+    gen(out, model_file, "--shard-size", "4", "--extras", "normals", n=8)
+    assert cli("verify", str(out)).exit_code == 0
+    with h5py.File(out / "shard-000001.h5", "r+") as f:
+        del f["normals"]
+        identity = f["params/identity"][()]
+        del f["params/identity"]
+        f["params/identity"] = np.zeros((len(identity), identity.shape[1] + 1), np.float32)
+    report = cli("verify", str(out)).output
+    assert "shard-000001.h5: dataset normals missing" in report
+    k = identity.shape[1]
+    assert f"dataset params/identity is (4, {k + 1}) float32, expected (4, {k})" in report
+
+
 def test_verify_and_info_refuse_a_non_dataset(tmp_path):
     assert_user_error(cli("verify", str(tmp_path)), "no manifest")
     (tmp_path / "manifest.json").write_text("{broken")
