@@ -2,7 +2,7 @@
 read safely by everyone.
 
 On disk a checkpoint is a ``torch.save``d dict (``format="synthface-checkpoint"``, ``version``
-:data:`CHECKPOINT_VERSION` — 2: the pose is regressed as :func:`~synthface.data.encode_pose`'s
+:data:`CHECKPOINT_VERSION` — 2: the pose is regressed as :func:`~synthface.targets.encode_pose`'s
 image-relative code) with the networks' weights and constructor arguments, the parameter
 normalizer, the model's name and sha256, the image size, and the trainer's resume state (optimizer,
 RNG, data position). :meth:`TrainingCheckpoint.to_dict` and :meth:`~TrainingCheckpoint.from_dict`
@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import PARAM_VECTOR, ParameterNormalizer
 from .errors import CheckpointError
 from .models import CoarseNet, FineNet
 from .shards import atomic_write
+from .targets import PARAM_VECTOR, ParameterNormalizer
 
 CHECKPOINT_FORMAT = "synthface-checkpoint"
 CHECKPOINT_VERSION = 2
@@ -60,7 +60,7 @@ class TrainingCheckpoint:
     fine_args: dict[str, Any] | None
     """FineNet's constructor arguments."""
     normalizer: ParameterNormalizer
-    """How CoarseNet's outputs map to parameters (layout :data:`~synthface.data.PARAM_VECTOR`)."""
+    """How CoarseNet's outputs map to parameters (layout :data:`~synthface.targets.PARAM_VECTOR`)."""
     model_name: str
     model_sha256: str
     """The morphable model the parameters belong to."""

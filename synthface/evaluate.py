@@ -38,13 +38,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from .data import PARAM_VECTOR, ParameterNormalizer, ShardDataset
+from .data import ShardDataset
 from .errors import CheckpointError, ConfigError
 from .model import MorphableModel
 from .params import ANGLES
 from .predict import Checkpoint, Predictor, mean_face_prediction
 from .render import FaceRenderer
 from .shards import open_source
+from .targets import PARAM_VECTOR, ParameterNormalizer
 
 ROWS: dict[str, str] = {"mean_face": "mean face", "mean_face_true_pose": "mean face, true pose",
                         "coarse": "CoarseNet", "fine": "CoarseNet+FineNet"}

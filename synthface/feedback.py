@@ -5,7 +5,7 @@ One renderer (:class:`FeedbackRenderer`) and one loop (:func:`refine`), used ali
 which keeps the last). The networks themselves (:mod:`synthface.models`) never touch OpenGL: they
 receive the feedback as tensors.
 
-Estimates are normalised parameter vectors (B, N) (:class:`~synthface.data.ParameterNormalizer`);
+Estimates are normalised parameter vectors (B, N) (:class:`~synthface.targets.ParameterNormalizer`);
 the *context* is what CoarseNet does not regress but the renderer needs — K, albedo, light,
 material, brows — as numpy arrays in the shard layout (:func:`default_context` fills it for a photo).
 """
@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import ParameterNormalizer
 from .gl import create_context
 from .model import MorphableModel
 from .models import coarse_step
@@ -27,6 +26,7 @@ from .params import MATERIAL_FIELDS, N_SH
 from .render import FaceRenderer, RenderOutput, RenderSettings
 from .sampling import typical_facial_hair
 from .shading import srgb_to_linear
+from .targets import ParameterNormalizer
 
 
 def feedback_settings(image_size: int, faces_per_draw: int = 64) -> RenderSettings:

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 
 from .checkpoint import read_checkpoint
-from .data import PARAM_VECTOR, ParameterNormalizer
 from .errors import CheckpointError
 from .feedback import FeedbackRenderer, default_context, last, refine
 from .geometry import camera_vertices
 from .model import MorphableModel
 from .models import CoarseNet, FineNet
 from .render import FaceRenderer
+from .targets import PARAM_VECTOR, ParameterNormalizer
 
 
 @dataclass(frozen=True, eq=False)

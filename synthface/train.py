@@ -2,11 +2,11 @@
 
 Stages (each ``TrainConfig.steps`` optimizer steps):
 
-* **coarse** — CoarseNet regresses the normalised (:class:`~synthface.data.ParameterNormalizer`)
+* **coarse** — CoarseNet regresses the normalised (:class:`~synthface.targets.ParameterNormalizer`)
   identity / expression / pose vector from the image, starting at zero (the training mean) and
   refining it ``coarse_iterations`` times with PNCC + normals of the current estimate rendered by
   one :class:`~synthface.render.FaceRenderer` (GL). The pose is regressed as the image-relative
-  code of :func:`~synthface.data.encode_pose` (``tx/tz, ty/tz, log(tz/fx)``; K comes with each
+  code of :func:`~synthface.targets.encode_pose` (``tx/tz, ty/tz, log(tz/fx)``; K comes with each
   sample). Every iteration is supervised: squared error in normalised parameter space (identity
   and expression columns weighted by ``shape_weight``) plus ``geometric_weight`` × the mean
   camera-space vertex distance (mm) after aligning the mean depth (:func:`vertex_distance`).
@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from . import __version__
 from .checkpoint import TrainingCheckpoint, build_net, read_checkpoint, save_checkpoint
-from .data import ParameterNormalizer, ShardDataset
+from .data import ShardDataset
 from .errors import CheckpointError, ConfigError, ShardError, SynthfaceError
 from .feedback import FeedbackRenderer, default_context, last, refine
 from .geometry import camera_vertices, resolve_device
@@ -62,6 +62,7 @@ from .photos import PhotoDataset
 from .resources import file_sha256
 from .shading import srgb_to_linear
 from .shards import LOCK, MANIFEST, atomic_write_text, locked_run_dir, open_source
+from .targets import ParameterNormalizer
 from .train_config import RESUMABLE_CHANGES, TrainConfig
 
 RUN_FILE = "run.json"

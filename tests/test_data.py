@@ -16,9 +16,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from synthface import load_config
-from synthface.data import FIELDS, PARAM_VECTOR, ParameterNormalizer, ShardDataset, in_val
+from synthface.data import FIELDS, ShardDataset
 from synthface.errors import ConfigError, ShardError, SynthfaceError
 from synthface.generate import GenerateJob, generate
+from synthface.split import in_val
+from synthface.targets import PARAM_VECTOR, ParameterNormalizer
 
 SIZE = 32
 ALL_FIELDS = (*FIELDS, "params")

@@ -16,7 +16,7 @@ import torch
 
 from synthface import load_config, load_model
 from synthface.checkpoint import CHECKPOINT_VERSION
-from synthface.data import PARAM_VECTOR, ParameterNormalizer, ShardDataset
+from synthface.data import ShardDataset
 from synthface.evaluate import depth_error_percent, evaluate, parameter_errors, summarize
 from synthface.feedback import feedback_settings
 from synthface.generate import GenerateJob, generate
@@ -30,6 +30,7 @@ from synthface.predict import (
     render_prediction,
 )
 from synthface.render import FaceRenderer
+from synthface.targets import PARAM_VECTOR, ParameterNormalizer
 
 from .conftest import make_model
 from .helpers import assert_user_error, cli

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from synthface.data import ParameterNormalizer
 from synthface.feedback import FeedbackRenderer, last, refine
 from synthface.geometry import project
 from synthface.models import CoarseNet, FineNet, coarse_step, normalise_depth
@@ -25,6 +24,7 @@ from synthface.models.rendering_layer import (
     unsaturated,
 )
 from synthface.shading import linear_to_srgb, shade, srgb_to_linear
+from synthface.targets import ParameterNormalizer
 
 F64 = torch.float64
 

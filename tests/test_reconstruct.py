@@ -10,13 +10,13 @@ import torch
 import trimesh
 from PIL import Image
 
-from synthface.data import PARAM_VECTOR, ParameterNormalizer
 from synthface.errors import ReconstructError
 from synthface.feedback import feedback_settings
 from synthface.photo import crop_square, detect_face, photo_focal, read_image
 from synthface.predict import Predictor, load_checkpoint
 from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
 from synthface.render import FaceRenderer
+from synthface.targets import PARAM_VECTOR, ParameterNormalizer
 
 from .helpers import assert_user_error, cli, header_bomb
 from .test_evaluate import checkpoint_dict

@@ -20,10 +20,10 @@ import torch
 
 from synthface import load_config, load_model
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
-from synthface.data import ParameterNormalizer
 from synthface.errors import CheckpointError, ConfigError, SynthfaceError
 from synthface.generate import GenerateJob, generate
 from synthface.models import CoarseNet
+from synthface.targets import ParameterNormalizer
 from synthface.train import (
     StepBatches,
     TrainConfig,
@@ -549,7 +549,7 @@ def test_cosine_schedule_decays_to_a_hundredth():
 
 def test_vertex_distance_ignores_a_shift_along_the_optical_axis(model):
     """The geometric term is measured like the depth error: a pure z shift costs nothing, x/y and shape do."""
-    from synthface.data import POSE_CODE_FIELDS
+    from synthface.targets import POSE_CODE_FIELDS
     from synthface.train import vertex_distance
 
     sizes = (model.n_identity, model.n_expression, 6)
