@@ -337,8 +337,19 @@ class _Trainer:
         self.scene: FeedbackRenderer | None = None
         self.photos: PhotoDataset | None = None
         self.summary: dict[str, Any] = {"stages": {}}
+        # Set by prepare(), once, before any stage runs:
+        self.stages: tuple[str, ...] = ()
+        self.records: list[dict[str, Any]] = []
+        self.image_size = 0
+        self.step = 0
+        """Optimizer steps over all stages so far."""
+        self.normalizer: ParameterNormalizer | None = None
+        self.coarse_args: dict[str, Any] = {}
+        self.coarse_iterations = config.coarse_iterations
         self.coarse_source = "the --set coarse_* settings"
         """Where CoarseNet's arguments and weights come from (a checkpoint's path once one is read)."""
+        self.coarse_weights: dict[str, Any] | None = None
+        """CoarseNet's weights once this process trained it (the fine stage then starts from them)."""
 
     # ---- helpers
 
@@ -350,10 +361,18 @@ class _Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(net, device_ids=ids)
 
-    def _optimizer(self, net: torch.nn.Module) -> torch.optim.Optimizer:
-        if self.config.optimizer == "sgd":
-            return torch.optim.SGD(net.parameters(), lr=self.config.lr, momentum=0.9)
-        return torch.optim.Adam(net.parameters(), lr=self.config.lr)
+    def _optimization(self, net: torch.nn.Module, state: _State, *,
+                      resuming: bool) -> tuple[torch.optim.Optimizer, torch.nn.Module]:
+        """A stage's optimizer (with its state and the RNG states restored when resuming that stage)
+        and the net as the step sees it (DDP-wrapped under torchrun) — the same for every stage."""
+        c = self.config
+        opt: torch.optim.Optimizer = torch.optim.SGD(net.parameters(), lr=c.lr, momentum=0.9) \
+            if c.optimizer == "sgd" else torch.optim.Adam(net.parameters(), lr=c.lr)
+        if resuming and state.optimizer is not None:
+            opt.load_state_dict(state.optimizer)
+        if resuming and state.rng is not None:
+            _set_rng_state(state.rng)
+        return opt, self._wrap(net)
 
     def _weights_digest(self, stage: str, net: torch.nn.Module) -> str:
         """sha256 of ``net``'s weights at the end of ``stage``; under DDP every rank must hold the same
@@ -481,33 +500,20 @@ class _Trainer:
                                   f"than the {c.real_batch} per batch; add photos or lower --real-fraction")
             self.summary["real_images"] = {"photos": len(self.photos), "skipped": len(self.photos.skipped)}
 
-        state = self._check_out(resume)
-        coarse_ckpt = None
-        if state is None:
+        resumed = self._resume_point(resume)
+        if resumed is not None:
+            ckpt, path = resumed
+            state = _State(stage=ckpt.stage, step=ckpt.step, stage_step=ckpt.stage_step, coarse=ckpt.coarse,
+                           fine=ckpt.fine, optimizer=ckpt.optimizer, rng=ckpt.rng)
+            self._coarse_settings(ckpt, path)
+        elif stages[0] == "fine":
+            ckpt = self._coarse_checkpoint(coarse_checkpoint)
+            state = _State(stage="fine", coarse=ckpt.coarse)
+            self._coarse_settings(ckpt, coarse_checkpoint)
+        else:
             state = _State(stage=stages[0])
-            if stages[0] == "fine":
-                if coarse_checkpoint is None:
-                    raise ConfigError("--stage fine needs a trained CoarseNet: pass --coarse-checkpoint "
-                                      "(a checkpoint of a coarse or all run)")
-                coarse_ckpt = read_checkpoint(coarse_checkpoint)
-                if coarse_ckpt.model_sha256 != self.model.sha256:
-                    raise ConfigError(f"{coarse_checkpoint} was trained with model {coarse_ckpt.model_name}"
-                                      f" ({coarse_ckpt.model_sha256[:12]}…), not "
-                                      f"{self.model.name!r}; pass the same --model")
-                if coarse_ckpt.image_size != self.image_size:
-                    raise ConfigError(f"{coarse_checkpoint} was trained on {coarse_ckpt.image_size} px images but "
-                                      f"--data holds {self.image_size} px ones; train FineNet on data of the "
-                                      "CoarseNet's size, or train a CoarseNet on this data")
-                state.coarse = coarse_ckpt.coarse
-                self.coarse_source = str(coarse_checkpoint)
-                self.coarse_args = coarse_ckpt.coarse_args
-                self.coarse_iterations = coarse_ckpt.coarse_iterations
-                self.normalizer = coarse_ckpt.normalizer
-        if state.coarse is None:
-            # Fitted on the training split, the same on every rank (deterministic).
-            self.normalizer = ShardDataset(self.data, "train", c.val_fraction, ("params",), "fit").normalizer
-            self.coarse_args = _coarse_args(c, self.normalizer.dim)
-            self.coarse_iterations = c.coarse_iterations
+            self._coarse_settings(None, None)
+        self.step = state.step
 
         if self.proc.world > 1:
             import torch.distributed as dist
@@ -524,8 +530,36 @@ class _Trainer:
                                       gl_device=self.proc.local_rank if self.device.type == "cuda" else 0)
         return state
 
-    def _check_out(self, resume: bool) -> _State | None:
-        """Refuse a non-empty --out that is not this run; with ``resume``, the state to continue from."""
+    def _coarse_checkpoint(self, path: Path | None) -> TrainingCheckpoint:
+        """The --coarse-checkpoint of a fine-only run, checked against this run's model and data."""
+        if path is None:
+            raise ConfigError("--stage fine needs a trained CoarseNet: pass --coarse-checkpoint "
+                              "(a checkpoint of a coarse or all run)")
+        ckpt = read_checkpoint(path)
+        if ckpt.model_sha256 != self.model.sha256:
+            raise ConfigError(f"{path} was trained with model {ckpt.model_name} ({ckpt.model_sha256[:12]}…), not "
+                              f"{self.model.name!r}; pass the same --model")
+        if ckpt.image_size != self.image_size:
+            raise ConfigError(f"{path} was trained on {ckpt.image_size} px images but --data holds "
+                              f"{self.image_size} px ones; train FineNet on data of the CoarseNet's size, or "
+                              "train a CoarseNet on this data")
+        return ckpt
+
+    def _coarse_settings(self, ckpt: TrainingCheckpoint | None, source: Path | None) -> None:
+        """The one place CoarseNet's normalizer, arguments and refinement count are decided: a
+        checkpoint's (resume, --coarse-checkpoint), or new ones fitted to this run's data."""
+        if ckpt is not None:
+            self.normalizer, self.coarse_args = ckpt.normalizer, ckpt.coarse_args
+            self.coarse_iterations, self.coarse_source = ckpt.coarse_iterations, str(source)
+            return
+        c = self.config  # fitted on the training split: the same on every rank (deterministic)
+        self.normalizer = ShardDataset(self.data, "train", c.val_fraction, ("params",), "fit").normalizer
+        self.coarse_args = _coarse_args(c, self.normalizer.dim)
+        self.coarse_iterations = c.coarse_iterations
+
+    def _resume_point(self, resume: bool) -> tuple[TrainingCheckpoint, Path] | None:
+        """Refuse a non-empty --out that is not this run; with ``resume``, the checkpoint to continue
+        from (None: start from scratch). Reads and checks only; sets nothing."""
         out = self.out  # train() has refused a file
         run_file = out / RUN_FILE
         if not resume:
@@ -569,12 +603,7 @@ class _Trainer:
         ckpt = read_checkpoint(latest)
         if ckpt.stage not in self.stages:
             raise CheckpointError(f"{latest}: stage {ckpt.stage!r} is not part of --stage {self.config.stage}")
-        self.normalizer = ckpt.normalizer
-        self.coarse_source = str(latest)
-        self.coarse_args = ckpt.coarse_args
-        self.coarse_iterations = ckpt.coarse_iterations
-        return _State(stage=ckpt.stage, step=ckpt.step, stage_step=ckpt.stage_step, coarse=ckpt.coarse,
-                      fine=ckpt.fine, optimizer=ckpt.optimizer, rng=ckpt.rng)
+        return ckpt, latest
 
     def _write_run_file(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -597,12 +626,7 @@ class _Trainer:
         if self.proc.world > 1 and self.coarse_args["norm"] == "batch" and self.device.type == "cuda":
             # Batch statistics over all processes (SyncBatchNorm is CUDA-only: on CPU each rank keeps its own).
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        opt = self._optimizer(net)
-        if state.optimizer is not None and state.stage == "coarse":
-            opt.load_state_dict(state.optimizer)
-        if state.rng is not None:
-            _set_rng_state(state.rng)
-        ddp = self._wrap(net)
+        opt, ddp = self._optimization(net, state, resuming=state.stage == "coarse")
         train_ds, val_ds = self._datasets(COARSE_FIELDS, self.normalizer)
         sampler = StepBatches(len(train_ds), c.batch_size, c.seed, "coarse", state.stage_step, c.steps,
                               self.proc.rank, self.proc.world)
@@ -674,7 +698,7 @@ class _Trainer:
         c, scene = self.config, self.scene
         assert scene is not None
         # This process's freshly trained CoarseNet if it ran the coarse stage, else the checkpoint's.
-        coarse = self._coarse_net(getattr(self, "coarse_weights", None) or state.coarse)
+        coarse = self._coarse_net(self.coarse_weights or state.coarse)
         coarse.eval().requires_grad_(False)
         torch.manual_seed(c.seed + 1)
         net = FineNet(4, widths=c.fine_widths, head=c.fine_head)
@@ -682,12 +706,7 @@ class _Trainer:
         if resuming and state.fine is not None:
             net.load_state_dict(state.fine)
         net.to(self.device)
-        opt = self._optimizer(net)
-        if resuming and state.optimizer is not None:
-            opt.load_state_dict(state.optimizer)
-        if resuming and state.rng is not None:
-            _set_rng_state(state.rng)
-        ddp = self._wrap(net)
+        opt, ddp = self._optimization(net, state, resuming=resuming)
         train_ds, val_ds = self._datasets(FINE_FIELDS, None)
         start = state.stage_step if resuming else 0
         step = state.step if resuming else self.step
@@ -814,7 +833,6 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.P
             try:
                 state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
                 resumed = state.step or None
-                trainer.step = state.step
                 if "coarse" in trainer.stages and state.stage == "coarse":
                     trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
                 if "fine" in trainer.stages:
