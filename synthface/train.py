@@ -758,6 +758,11 @@ class _Trainer:
         depth_hat = fine(image, depth_c, k, mask)
         linear = srgb_to_linear(image)
         n = len(batch["image"]) if batch is not None else 0
+        # Where the shards say the face shows (not hair, an occluder, the background), only there is the
+        # image shaded as skin; photos have no such map. FineNet itself sees the coarse mask, as at inference.
+        shown = None
+        if n and self.config.sfs_mask == "visible":
+            shown = torch.cat([batch["mask"].to(self.device, mask.dtype), torch.ones_like(mask[n:])])  # type: ignore[index]
         # Shard samples (the first n rows) with their own lighting, photos with the solved one; in a
         # mixed batch the two parts weigh by their share of it.
         light = torch.from_numpy(context["light"][:n]).to(self.device) if known else None
@@ -769,7 +774,7 @@ class _Trainer:
             share = (rows.stop - rows.start) / len(image)
             part, part_terms = sfs_loss(depth_hat[rows], depth_c[rows], linear[rows], k[rows], mask[rows],
                                         rho[rows], **self.config.sfs_options, light=part_light,
-                                        material=part_material)
+                                        material=part_material, shown=None if shown is None else shown[rows])
             loss = loss + share * part
             terms = {name: terms.get(name, 0.0) + share * v for name, v in part_terms.items()}
         metrics = {"loss": loss.item(), **{name: v.item() for name, v in terms.items()}}

@@ -16,6 +16,7 @@ STAGES = ("coarse", "fine", "all")
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "cosine")
 SFS_APPEARANCES = ("shard", "estimated")
+SFS_MASKS = ("visible", "coarse")
 SHAPE_WEIGHT = 0.2
 """Default weight of identity/expression columns in the coarse parameter loss. Why below 1: at low
 resolution the many hardly visible shape columns drown the 6 pose columns, and pose is what most of
@@ -61,6 +62,12 @@ class TrainConfig:
     model's mean albedo and lighting solved by least squares, as photos always get. Why ``shard``:
     with the lighting solved from the coarse normals the loss cannot tell a tilted or flattened
     face from a differently lit one (the bas-relief ambiguity), so it cannot correct the coarse shape."""
+    sfs_mask: str = "visible"
+    """Pixels the SfS shading term (and its lighting solve) uses on shard samples: ``visible`` — the
+    coarse face mask where the shard shows the face (its ``mask``: not hair, an occluder or background);
+    ``coarse`` — the whole coarse face mask, as photos always get. Fidelity and smoothness keep the
+    whole coarse mask either way. Why ``visible``: shaded as skin, hair over the forehead teaches FineNet
+    to bend the skin under it."""
     sfs_margin: int = 2
     """Pixels along the coarse silhouette left out of the SfS shading term (``sfs_loss``'s ``margin``)."""
     sfs_albedo_tolerance: float = 0.1
@@ -134,6 +141,7 @@ class TrainConfig:
              f"sfs_weights must be three weights >= 0, got {self.sfs_weights}"),
             (self.sfs_appearance in SFS_APPEARANCES,
              f"sfs_appearance must be one of {', '.join(SFS_APPEARANCES)}, got {self.sfs_appearance!r}"),
+            (self.sfs_mask in SFS_MASKS, f"sfs_mask must be one of {', '.join(SFS_MASKS)}, got {self.sfs_mask!r}"),
             (self.sfs_margin >= 0 and self.sfs_albedo_tolerance >= 0,
              f"sfs_margin and sfs_albedo_tolerance must be >= 0, got {self.sfs_margin}, {self.sfs_albedo_tolerance}"),
             (bool(self.coarse_widths) and min(self.coarse_widths) >= 1, "coarse_widths must be positive"),

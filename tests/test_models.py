@@ -311,6 +311,29 @@ def test_sfs_loss_leaves_out_silhouette_and_albedo_edges():
                 assert terms["shading"].item() > 1e-5 and grad > 1e-6
 
 
+def test_sfs_loss_shades_only_shown_pixels():
+    """``shown`` (a shard's mask) leaves pixels where something other than the face's skin shows — hair
+    over the forehead — out of the shading term and the lighting solve: with it the true surface is a
+    zero-loss, zero-gradient point, without it the hair pulls the depth."""
+    size = 40
+    k = intrinsics(size)
+    truth, mask, _ = sphere(size, k, centre=(0.0, 0.0, 330.0))
+    albedo = torch.full((1, 3, 1, 1), 0.6, dtype=F64)
+    image = shade_depth(truth, k, albedo, light(), mask)
+    rows = torch.arange(size, dtype=F64)[:, None].expand(size, size)
+    hair = (rows < 14).to(F64) * mask  # the top rows of the face show dark hair
+    image = image * (1 - hair) + 0.03 * hair
+    for known in (light(), None):
+        for shown, clean in ((None, False), (mask * (1 - hair), True)):
+            z = truth.clone().requires_grad_(True)
+            loss, terms = sfs_loss(z, truth, image, k, mask, albedo, (1.0, 0.0, 0.0), light=known, shown=shown)
+            loss.backward()
+            if clean:
+                assert terms["shading"].item() < 1e-9 and z.grad.abs().max().item() < 1e-8
+            else:
+                assert terms["shading"].item() > 1e-4 and z.grad.abs().max().item() > 1e-6
+
+
 def test_normalise_depth():
     k = intrinsics(64, batch=2).float()
     depth = torch.full((2, 1, 64, 64), 500.0)

@@ -229,6 +229,28 @@ def test_fine_loss_uses_the_shards_lighting(tmp_path, coarse_run, dataset, model
     assert shading(relit, "estimated") == shading(dataset, "estimated")
 
 
+def test_fine_loss_shades_where_the_shards_show_the_face(tmp_path, coarse_run, dataset, model):
+    """``sfs_mask="visible"``: the SfS shading term covers only pixels the shard's ``mask`` shows as face
+    (no hair, occluder or background), so shards whose mask is empty give no shading term at all;
+    ``"coarse"`` shades the whole coarse mask and does not look at the shard's."""
+    given = coarse_run[0] / "checkpoints" / "step-0000002.pt"
+    hidden = tmp_path / "hidden"
+    shutil.copytree(dataset, hidden)
+    for shard in sorted(hidden.glob("*.h5")):
+        with h5py.File(shard, "r+") as f:
+            f["mask"][...] = 0
+
+    def shading(data: Path, sfs_mask: str) -> float:
+        config = TrainConfig(stage="fine", steps=1, val_every=0, sfs_mask=sfs_mask, **TINY)
+        out = tmp_path / f"{data.name}-{sfs_mask}"
+        return train(data, out, config, model=model, coarse_checkpoint=given)["stages"]["fine"]["train"]["shading"]
+
+    assert shading(dataset, "visible") > 0 and shading(hidden, "visible") == 0
+    assert shading(hidden, "coarse") == shading(dataset, "coarse") > 0
+    with pytest.raises(ConfigError, match="sfs_mask"):
+        TrainConfig(sfs_mask="hair")
+
+
 def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, dataset, model, monkeypatch):
     import synthface.train as train_module
 

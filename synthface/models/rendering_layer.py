@@ -235,7 +235,8 @@ def laplacian(depth: Tensor, mask: Tensor | None = None) -> Tensor:
 def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intrinsics: Tensor,
              mask: Tensor, albedo: Tensor, weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS,
              *, light: Tensor | None = None, material: Tensor | None = None, margin: int = 0,
-             albedo_tolerance: float | None = None, albedo_radius: int = 2) -> tuple[Tensor, dict[str, Tensor]]:
+             albedo_tolerance: float | None = None, albedo_radius: int = 2,
+             shown: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """FineNet's unsupervised shape-from-shading loss (CVPR 2017, eq. 5); scalar total and its terms.
 
     ``λ_sh·mean‖ρ⟨l, H(n(ẑ))⟩ − I‖² + λ_f·mean(ẑ − z_coarse)² + λ_sm·mean|Δẑ|``, each a masked mean
@@ -262,13 +263,17 @@ def sfs_loss(depth_hat: Tensor, depth_coarse: Tensor, image_linear: Tensor, intr
     ``margin`` > 0 drops pixels closer than that to the mask's border (:func:`erode`: near the
     coarse silhouette the image may show background or the face's far side), and
     ``albedo_tolerance`` drops pixels near an albedo edge (:func:`albedo_flat` with
-    ``albedo_radius``: the albedo map is placed by the coarse estimate, so its lips and brows are off).
+    ``albedo_radius``: the albedo map is placed by the coarse estimate, so its lips and brows are off),
+    and ``shown`` (B, 1, H, W), where given, keeps only pixels known to show the face's skin (a shard's
+    ``mask``: not hair, an occluder or the background over the coarse face).
 
     Returns ``(total, {"shading", "fidelity", "smoothness"})`` with the unweighted terms.
     """
     lam_sh, lam_f, lam_sm = weights
     m = _mask4(mask, depth_hat)
     valid = normal_mask(m) * unsaturated(image_linear) * erode(m, margin)
+    if shown is not None:
+        valid = valid * _mask4(shown, depth_hat)
     if albedo_tolerance is not None:
         valid = valid * albedo_flat(albedo, m, albedo_radius, albedo_tolerance)
     normals = depth_to_normals(depth_hat, intrinsics, m)
