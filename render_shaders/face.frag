@@ -6,6 +6,8 @@ layout(std430, binding = 4) readonly buffer Lights { float lights[]; };  // (B*9
 layout(std430, binding = 7) readonly buffer Materials { float materials[]; };  // (B*3): specular, shininess, occlusion
 layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            // (B*9) params/hair
 layout(std430, binding = 10) readonly buffer FacialHair { float facial_hair[]; };  // (B*11) params/facial_hair
+layout(std430, binding = 11) readonly buffer Clothes { float clothes[]; };          // (B*13) params/clothes
+layout(std430, binding = 12) readonly buffer Seeds { float seeds[]; };              // (B) texture offset of each sample
 
 #ifndef HAIR_PASS  // 1: the hair shell's program; 0: the head's, which has no discard (early depth test)
 #define HAIR_PASS 0
@@ -15,6 +17,12 @@ uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's stran
 uniform float hair_class;    // class id / 255
 uniform float face_class;    // class id / 255
 uniform float brows_class;   // class id / 255
+uniform float neck_class;    // class id / 255
+uniform float clothes_class; // class id / 255
+uniform float eyes_class;    // class id / 255
+uniform float skin_texture;  // 1: mottle the skin (models with regions); 0: their albedo as it is (BFM files)
+uniform float mouth_class;   // class id / 255
+uniform vec3 pncc_extent;    // mm spanned by the PNCC code's [0, 1] on each axis (model space = v_pncc × this)
 
 in vec3 v_normal;
 in vec3 v_albedo;
@@ -24,6 +32,7 @@ in float v_occlusion;
 flat in float v_region;
 in float v_hair;
 centroid in vec4 v_face_hair;
+centroid in vec2 v_collar;
 in float v_depth;
 flat in int v_instance;
 
@@ -44,6 +53,16 @@ vec3 linear_to_srgb(vec3 c) {
 
 vec3 h_dir(vec3 l, vec3 position) { return normalize(l + normalize(-position)); }  // camera at the origin
 
+// Skin is not one flat colour: blotches of redness a few cm across and a finer mottle (model-space mm,
+// so they stay on the skin as the head turns; the same for every sample's albedo render).
+vec3 mottled_skin(vec3 albedo, vec3 p) {
+    vec2 q = vec2(p.x + 0.5 * p.z, p.y);
+    float blotch = texture(noise, q * 0.012 + seeds[v_instance]).g - 0.5;
+    float mottle = texture(noise, q * 0.045 + vec2(0.5, 0.0) + seeds[v_instance]).r - 0.5;
+    return albedo * (1.0 + skin_texture * 0.06 * mottle)
+           * (1.0 - skin_texture * vec3(0.0, 0.12, 0.15) * blotch);
+}
+
 // Coverage of this sample's brows at brow coordinates (s along, t mm above the landmarks' line; ibug's
 // brow points follow the brow's upper edge), lifted and arched by the sample's parameters.
 float brow_cover(int f) {
@@ -58,7 +77,7 @@ float brow_cover(int f) {
     float across = abs(t - centre) / max(0.5 * width, 0.1);
     float ends = smoothstep(-0.06, 0.05, s) * (1.0 - smoothstep(len - 0.15, len, s));
     // hairs: mottling stretched along them (up at the inner end, outwards along the tail)
-    vec2 q = mix(vec2(s * 12.0, t * 0.12), vec2(s * 2.5, t * 0.6), along) + 0.37 * float(v_instance);
+    vec2 q = mix(vec2(s * 12.0, t * 0.12), vec2(s * 2.5, t * 0.6), along) + seeds[v_instance];
     float hairs = texture(noise, q).g;
     return facial_hair[f + 5] * ends * (1.0 - smoothstep(0.7, 1.1, across + 0.25 * (hairs - 0.5)))
            * mix(1.0, 0.75, along) * (0.8 + 0.4 * hairs);
@@ -67,10 +86,28 @@ float brow_cover(int f) {
 // Stubble or beard coverage: the zone's density, cut at this sample's reach up the face, speckled.
 float beard_cover(int f) {
     float reach = facial_hair[f + 7];
-    float speck = texture(noise, v_pncc.xy * vec2(2.3, 3.1) + 0.61 * float(v_instance)).r;
-    float fine = texture(noise, v_pncc.xy * vec2(19.0, 23.0) + 0.29 * float(v_instance)).b;
+    float speck = texture(noise, v_pncc.xy * vec2(2.3, 3.1) + seeds[v_instance]).r;
+    float fine = texture(noise, v_pncc.xy * vec2(19.0, 23.0) + vec2(0.0, 0.5) + seeds[v_instance]).b;
     float edge = 1.0 - smoothstep(reach - 0.3, reach, v_face_hair.w + 0.1 * (speck - 0.5));
     return facial_hair[f + 6] * v_face_hair.z * edge * (0.8 + 0.25 * (speck - 0.5) + 0.25 * (fine - 0.5));
+}
+
+// The cloth's albedo at model-space position p (mm): its colour, a woven pattern in the second colour
+// (stripes, checks or heather, params/clothes pattern) and soft folds.
+vec3 cloth_albedo(int c, vec3 p) {
+    vec3 base = vec3(clothes[c + 3], clothes[c + 4], clothes[c + 5]);
+    vec3 second = vec3(clothes[c + 7], clothes[c + 8], clothes[c + 9]);
+    float period = max(clothes[c + 10], 0.5), angle = clothes[c + 11];
+    vec2 along = vec2(cos(angle), sin(angle));
+    float a = dot(p.xy, along) / period, b = dot(p.xy, vec2(-along.y, along.x)) / period;
+    float band = smoothstep(0.4, 0.5, abs(fract(a) - 0.5));  // ~a fifth of each period in the second colour
+    int kind = int(clothes[c + 6] + 0.5);
+    float mixing = kind == 1 ? band
+                 : kind == 2 ? 0.6 * max(band, smoothstep(0.4, 0.5, abs(fract(b) - 0.5)))
+                 : kind == 3 ? 0.6 * texture(noise, p.xy * 0.11 + seeds[v_instance]).b : 0.0;
+    vec3 albedo = mix(base, second, mixing);
+    float fold = texture(noise, vec2(p.x * 0.004, p.y * 0.009) + vec2(0.5) + seeds[v_instance]).r - 0.5;
+    return albedo * max(1.0 + 2.0 * clothes[c + 12] * fold, 0.2);
 }
 
 void main() {
@@ -98,6 +135,9 @@ void main() {
     vec3 albedo = v_albedo;
     float alpha = 1.0;
     if (HAIR_PASS == 0) {
+        if (abs(region - eyes_class * 255.0) > 0.5 && abs(region - mouth_class * 255.0) > 0.5) {
+            albedo = mottled_skin(albedo, v_pncc * pncc_extent);
+        }
         int f = 11 * v_instance;
         vec3 colour = vec3(facial_hair[f + 8], facial_hair[f + 9], facial_hair[f + 10]);
         float beard = beard_cover(f);
@@ -106,6 +146,19 @@ void main() {
         albedo = mix(albedo, colour, brow);
         if (brow > 0.4) region = brows_class * 255.0;  // the class follows the drawn brow
         else if (abs(region - brows_class * 255.0) < 0.5) region = face_class * 255.0;
+        // Clothes below this sample's neckline (deeper at the front centre by the V); bare skin above
+        // it is neck. The class follows the cloth, so the edge pass smooths the neckline too.
+        int c = 13 * v_instance;
+        if (v_collar.x > -500.0) {
+            float neckline = clothes[c + 1] + clothes[c + 2] * v_collar.y;
+            if (clothes[c] > 0.5 && v_collar.x > neckline) {
+                albedo = cloth_albedo(c, v_pncc * pncc_extent);
+                ks *= 0.3;  // cloth is duller than skin
+                region = clothes_class * 255.0;
+            } else if (abs(region - clothes_class * 255.0) < 0.5) {
+                region = neck_class * 255.0;
+            }
+        }
     }
     vec3 linear = albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
     if (HAIR_PASS == 1) {
@@ -130,5 +183,5 @@ void main() {
     out_depth = v_depth;
     out_class = region / 255.0;
     out_normal = vec4(n, 1.0);
-    out_pncc = vec4(v_pncc, 1.0);
+    out_pncc = vec4(clamp(v_pncc, 0.0, 1.0), 1.0);  // the bust lies outside the head's box: clamped onto it
 }

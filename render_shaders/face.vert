@@ -25,6 +25,7 @@ in float in_region;          // per-vertex segmentation class id, shared
 in float in_hairline;        // distance from the face/scalp border along the head, mm (synthface.hair)
 in float in_temple;          // temple weight of the hairline's recession, [0, 1]
 in vec4 in_face_hair;        // brow s, brow t (mm), beard zone, beard height (synthface.hair.face_hair_fields)
+in vec2 in_collar;           // depth below the neck's base (mm), V-neck weight (synthface.clothes.collar_fields)
 
 out vec3 v_normal;
 out vec3 v_albedo;
@@ -33,6 +34,7 @@ out vec3 v_position;
 out float v_occlusion;
 flat out float v_region;
 out float v_hair;            // distance past this sample's hairline, mm (hair where > 0)
+centroid out vec2 v_collar;
 centroid out vec4 v_face_hair;  // centroid: MSAA edge pixels must not extrapolate (t jumps to NO_BROW_T)
 out float v_depth;
 flat out int v_instance;
@@ -70,6 +72,7 @@ void main() {
     v_occlusion = in_occlusion;
     v_region = in_region;
     v_face_hair = in_face_hair;
+    v_collar = in_collar;
     v_depth = p.z;
     v_instance = gl_InstanceID;
 }

@@ -3,9 +3,12 @@
 // at its depth, with the occluder class; rectangles fill the quad, ellipses cut it round.
 
 layout(std430, binding = 8) readonly buffer Occluders { float occ[]; };
+layout(std430, binding = 12) readonly buffer Seeds { float seeds[]; };  // (B) texture offset of each sample
 
 uniform sampler2D noise;
 uniform float occluder_class;  // class id / 255
+uniform int max_occluders;
+uniform int n_fields;
 
 flat in int v_row;
 flat in int v_instance;
@@ -24,7 +27,7 @@ vec3 linear_to_srgb(vec3 c) {
 
 void main() {
     if (occ[v_row] > 1.5 && dot(v_local, v_local) > 1.0) discard;  // ellipse
-    float grain = textureLod(noise, 0.5 * v_local + vec2(0.31 * float(v_instance), 0.17 * float(v_row)), 1.0).b - 0.5;
+    float grain = textureLod(noise, 0.5 * v_local + vec2(seeds[v_instance], 0.17 * float(v_row / n_fields - v_instance * max_occluders)), 1.0).b - 0.5;
     vec3 c = vec3(occ[v_row + 6], occ[v_row + 7], occ[v_row + 8]) * (1.0 + 2.0 * occ[v_row + 9] * grain)
              * (1.05 - 0.1 * v_local.y);  // lit from above
     out_colour = vec4(linear_to_srgb(c), 1.0);

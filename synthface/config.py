@@ -128,6 +128,24 @@ class FacialHairConfig:
 
 
 @dataclass(frozen=True)
+class ClothesConfig:
+    """Procedural clothes on the bust of models that have one (see synthface.params.CLOTHES_FIELDS)."""
+
+    bare_prob: float = _f(0.05, 0.0, 1.0, "probability of bare shoulders (no clothes)")
+    neckline_mm: Range = _f((-5.0, 40.0), -60.0, 200.0, "neckline depth below the neck's base (- = a high collar)")
+    v_neck_prob: float = _f(0.25, 0.0, 1.0, "probability of a V or scoop neck")
+    v_neck_mm: Range = _f((20.0, 90.0), 0.0, 300.0, "extra depth of a V neck at the front centre")
+    pattern_probs: tuple[float, float, float, float] = _f((0.55, 0.2, 0.1, 0.15), 0.0, 1.0,
+                                                        "probabilities of plain, stripes, checks, heather")
+    pattern_mm: Range = _f((4.0, 30.0), 0.5, 500.0, "period of stripes and checks")
+    folds: Range = _f((0.1, 0.45), 0.0, 1.0, "contrast of the cloth's soft folds")
+
+    def __post_init__(self) -> None:
+        if sum(self.pattern_probs) <= 0.0:
+            raise ConfigError("config clothes.pattern_probs: all four are 0; give at least one a weight > 0")
+
+
+@dataclass(frozen=True)
 class OccluderConfig:
     """Flat shapes (cards, discs) held in front of the face; off unless ``count`` > 0."""
 
@@ -165,6 +183,7 @@ class SamplingConfig:
     occluders: OccluderConfig = field(default_factory=OccluderConfig)
     hair: HairConfig = field(default_factory=HairConfig)
     facial_hair: FacialHairConfig = field(default_factory=FacialHairConfig)
+    clothes: ClothesConfig = field(default_factory=ClothesConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,6 +45,24 @@ NO_BROW_T = 1000.0
 """Brow coordinate ``t`` (mm) of those vertices."""
 BROW_REACH_MM = 30.0
 """Vertices farther than this from a brow's landmark line get :data:`NO_BROW`."""
+BROW_INNER_X = 0.85
+"""Where a drawn brow begins: its landmark line is cut at this fraction of the inner eye corner's distance
+from the nose bridge. Why: the bundled model's ibug 21/22 sit 7 mm from the midline (brows 13 mm apart,
+meeting over the nose in a frown); in photos a brow's head sits over the inner eye corner."""
+
+
+def _brow_line(lm: np.ndarray, inner: int, tail: int, corner: int) -> np.ndarray:
+    """(M, 3) a brow's drawn line, inner end first: ibug ``inner`` … ``tail``, its inner segment cut where
+    it crosses :data:`BROW_INNER_X` × the eye ``corner``'s distance from the nose bridge (ibug 27)."""
+    step = 1 if tail > inner else -1
+    line = lm[inner:tail + step:step].copy()
+    centre_x = lm[27, 0]
+    x_cut = centre_x + BROW_INNER_X * (lm[corner, 0] - centre_x)
+    a, b = line[0], line[1]
+    f = np.clip((x_cut - a[0]) / (b[0] - a[0]), 0.0, 0.9)  # only ever shortens the first segment
+    line[0] = a + f * (b - a)
+    line[0, 1] = b[1]  # level with the next point: a brow's head, not a slope down to the nose
+    return line
 
 
 def _polyline_coordinates(p: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +91,9 @@ def face_hair_fields(model: MorphableModel) -> np.ndarray:
 
     * ``s``: position along the nearer brow's landmark line, 0 at its inner end, 1 at its tail
       (:data:`NO_BROW` away from the brows, off the front of the face, or on models without them);
-    * ``t``: height above that line (mm; ibug's brow points follow the brow's upper edge; :data:`NO_BROW_T`
-      where ``s`` is :data:`NO_BROW`);
+    * ``t``: height above that line (mm; ibug's brow points follow the brow's upper edge; ±:data:`NO_BROW_T`
+      where ``s`` is :data:`NO_BROW`, on the side of the nearer line the vertex lies: a triangle from a
+      vertex below the brow to one without stays below it);
     * ``beard``: where stubble may grow, 0 … 1 (soft edges; 0 on lips, eyes, nose, ears, scalp);
     * ``height``: on the lower face, from the chin's underside (0) to the nose base (1), tilted up
       towards the sideburns; ``params/facial_hair``'s ``beard_reach`` cuts it.
@@ -84,15 +103,17 @@ def face_hair_fields(model: MorphableModel) -> np.ndarray:
     v = model.mean_shape.astype(np.float64)
     out = np.zeros((len(v), 4), np.float32)
     out[:, 0] = NO_BROW
-    out[:, 1] = NO_BROW_T  # far across: a triangle from a brow vertex to one without stays off the brow
     if model.regions is None or model.landmark_indices is None:
         return out
     lm = v[model.landmark_indices]
     facing = vertex_normals(v[None], model.triangles)[0, :, 2] > 0.2
     cls = {c: model.regions == SEGMENTATION_CLASSES.index(c) for c in SEGMENTATION_CLASSES}
     centre_x = lm[27, 0]  # the nose bridge
-    for line in (lm[21:16:-1], lm[22:27]):  # ibug 21→17 and 22→26: inner end to tail
-        s, t = _polyline_coordinates(v[:, :2], line[:, :2])
+    lines = (_brow_line(lm, 21, 17, 39), _brow_line(lm, 22, 26, 42))  # inner end to tail
+    coordinates = [_polyline_coordinates(v[:, :2], line[:, :2]) for line in lines]
+    t_nearer = np.where(np.abs(coordinates[0][1]) <= np.abs(coordinates[1][1]), coordinates[0][1], coordinates[1][1])
+    out[:, 1] = np.where(t_nearer >= 0, NO_BROW_T, -NO_BROW_T)
+    for line, (s, t) in zip(lines, coordinates, strict=True):
         near = facing & (cls["face"] | cls["brows"]) & (np.abs(t) < BROW_REACH_MM)
         near &= np.abs(v[:, 2] - line[:, 2].mean()) < 30.0  # the brow, not a surface behind it
         near &= (v[:, 0] - centre_x) * np.sign(line[-1, 0] - centre_x) > -2.0  # this brow's side of the nose

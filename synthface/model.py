@@ -20,6 +20,7 @@ from .errors import ModelFileError
 
 SEGMENTATION_CLASSES: tuple[str, ...] = (
     "background", "face", "nose", "brows", "eyes", "lips", "mouth", "ears", "neck", "scalp", "hair", "occluder",
+    "clothes",
 )
 """Class ids of the ``segmentation`` dataset (its index here; stored with the dataset as the attribute
 ``classes``): ``face`` is the skin of the face, ``eyes`` the eyeballs and lashes, ``mouth`` the mouth's

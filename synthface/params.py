@@ -78,6 +78,17 @@ density (0 = none … 1 = full); stubble/beard density (0 = shaven) and reach (h
 chin → nose-base heights); linear RGB colour of both. Drawn on models with ``regions`` and landmarks."""
 FACIAL_HAIR = {name: i for i, name in enumerate(FACIAL_HAIR_FIELDS)}
 
+CLOTHES_PATTERNS: tuple[str, ...] = ("plain", "stripes", "checks", "heather")
+"""Values of the ``pattern`` column of ``params/clothes`` (its index)."""
+CLOTHES_FIELDS: tuple[str, ...] = ("coverage", "neckline_mm", "v_neck_mm", "r", "g", "b", "pattern", "r2", "g2",
+                                   "b2", "pattern_mm", "pattern_angle", "folds")
+"""``params/clothes`` columns: ``coverage`` 1 = dressed, 0 = bare shoulders; the neckline's depth below
+the neck's base (mm along the body; negative: up the neck, a high collar) plus ``v_neck_mm`` more at the
+front centre; linear RGB of the cloth; ``pattern`` indexes :data:`CLOTHES_PATTERNS`, drawn in the second
+colour ``r2..b2`` with period ``pattern_mm`` at ``pattern_angle`` (radians); ``folds`` the contrast of
+the cloth's soft folds. Drawn on models with a bust (``regions`` class ``clothes``) only."""
+CLOTHES = {name: i for i, name in enumerate(CLOTHES_FIELDS)}
+
 MATERIAL_FIELDS: tuple[str, ...] = ("specular", "shininess", "occlusion")
 """``params/material`` columns: Blinn-Phong specular strength (0 = matte) and exponent, and the
 strength of the per-vertex ambient occlusion (0 = none, 1 = full; see :mod:`synthface.occlusion`)."""
@@ -126,6 +137,8 @@ def param_layout(model: MorphableModel | ModelDims) -> dict[str, ParamField]:
                    "procedural hair: coverage, hairline, recession, thickness, colour, strands, sheen"),
         ParamField("facial_hair", (len(FACIAL_HAIR_FIELDS),), f32, "params/facial_hair",
                    "procedural brows and stubble: brow shape, density, beard density and reach, colour"),
+        ParamField("clothes", (len(CLOTHES_FIELDS),), f32, "params/clothes",
+                   "procedural clothes on the bust: coverage, neckline, colours, pattern, folds"),
         ParamField("occluders", (MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), f32, "params/occluders",
                    "flat shapes in front of the face (OCCLUDER_FIELDS); kind 0 = none"),
         ParamField("background_sha256", (), np.dtype("S64"), "params/background_sha256",

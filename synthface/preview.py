@@ -49,7 +49,7 @@ def read_samples(out_dir: str | Path, count: int) -> dict[str, np.ndarray]:
 
 CLASS_COLOURS = np.array([
     (0, 0, 0), (224, 172, 140), (240, 120, 60), (110, 70, 40), (30, 200, 230), (200, 30, 60), (110, 20, 40),
-    (50, 160, 80), (150, 110, 200), (120, 140, 230), (250, 210, 80), (240, 240, 240),
+    (50, 160, 80), (150, 110, 200), (120, 140, 230), (250, 210, 80), (240, 240, 240), (60, 90, 170),
 ], np.uint8)
 """Preview colour of each segmentation class (synthface.model.SEGMENTATION_CLASSES order)."""
 

@@ -29,6 +29,7 @@ import moderngl
 import numpy as np
 
 from .backgrounds import BackgroundImages, fractal_noise
+from .clothes import collar_fields
 from .config import ANTIALIAS
 from .errors import ConfigError, RenderError
 from .geometry import camera_vertices, project, to_torch, vertex_normals
@@ -39,6 +40,7 @@ from .params import (
     BACKGROUND,
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
+    CLOTHES_FIELDS,
     FACIAL_HAIR_FIELDS,
     HAIR,
     HAIR_FIELDS,
@@ -110,9 +112,19 @@ class RenderOutput:
     """(B, H, W, 3) float32 PNCC in [0, 1] (0 on background), if asked for."""
 
 
+def pncc_box(model: MorphableModel) -> tuple[np.ndarray, np.ndarray]:
+    """(3,), (3,) float32 the mean head's bounding box (mm): the bust (class ``clothes``) left out, so
+    a model's face codes the same with or without one."""
+    head = model.mean_shape if model.regions is None else \
+        model.mean_shape[model.regions != SEGMENTATION_CLASSES.index("clothes")]
+    return head.min(axis=0), head.max(axis=0)
+
+
 def pncc_code(model: MorphableModel) -> np.ndarray:
-    """(V, 3) float32: the mean shape's coordinates scaled to [0, 1] per axis (Zhu et al. 2016)."""
-    lo, hi = model.mean_shape.min(axis=0), model.mean_shape.max(axis=0)
+    """(V, 3) float32: the mean shape's coordinates scaled to [0, 1] per axis over the head's box
+    (:func:`pncc_box`; Zhu et al. 2016). The bust lies outside it; the rendered ``pncc`` clamps it onto
+    the box, so every pixel's code is in [0, 1]."""
+    lo, hi = pncc_box(model)
     return ((model.mean_shape - lo) / np.maximum(hi - lo, 1e-6)).astype(np.float32)
 
 
@@ -151,6 +163,14 @@ def rim_triangles(triangles: np.ndarray, n_vertices: int, rings: int = 1) -> np.
     return near[triangles].any(axis=1)
 
 
+def texture_seeds(params: dict[str, np.ndarray]) -> np.ndarray:
+    """(B,) float32 in [0, 1): each sample's offset into the shaders' noise texture (brow hairs, stubble,
+    skin, cloth, occluder grain), from its global ``index`` (the batch position where there is none).
+    Why not the draw's instance number: a sample's slot in a sub-batch would then change its pixels."""
+    index = params["index"] if "index" in params else np.arange(len(params["pose"]))
+    return np.mod(np.asarray(index, np.float64) * 0.6180339887498949, 1.0).astype(np.float32)
+
+
 def scene_defaults(b: int) -> dict[str, np.ndarray]:
     """Scene parameters for a batch that brings none: a black solid background, matte skin, no occlusion.
 
@@ -161,6 +181,7 @@ def scene_defaults(b: int) -> dict[str, np.ndarray]:
             "occluders": np.zeros((b, MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), np.float32),
             "hair": np.zeros((b, len(HAIR_FIELDS)), np.float32),
             "facial_hair": np.zeros((b, len(FACIAL_HAIR_FIELDS)), np.float32),
+            "clothes": np.zeros((b, len(CLOTHES_FIELDS)), np.float32),
             "background_sha256": np.full(b, b"", "S64")}
 
 
@@ -205,8 +226,10 @@ class FaceRenderer:
         for name, value in (("n_vertices", model.n_vertices), ("grid", self.grid),
                             ("tile_size", (float(size), float(size))), ("depth_range", self.settings.depth_range),
                             ("noise", 0), ("coverage_to_alpha", 0),
+                            ("skin_texture", float(model.regions is not None)),
+                            ("pncc_extent", tuple(float(x) for x in np.subtract(*pncc_box(model)[::-1]))),
                             *((f"{c}_class", SEGMENTATION_CLASSES.index(c) / 255.0)
-                              for c in ("hair", "face", "brows"))):
+                              for c in ("hair", "face", "brows", "neck", "clothes", "eyes", "mouth"))):
             for program in (self._program, self._hair_program):
                 if program.get(name, None) is not None:  # each variant uses some of them
                     program[name] = value
@@ -222,10 +245,11 @@ class FaceRenderer:
         hairline, temple = hair_fields(model)
         self._hairline = self.ctx.buffer(np.stack([hairline, temple], axis=1))
         self._face_hair = self.ctx.buffer(face_hair_fields(model))
+        self._collar = self.ctx.buffer(collar_fields(model))
         attributes = [(self._pncc, (("3f", "in_pncc"),)), (self._occlusion, (("f", "in_occlusion"),)),
                       (self._regions, (("f", "in_region"),)),
                       (self._hairline, (("f", "in_hairline"), ("f", "in_temple"))),
-                      (self._face_hair, (("4f", "in_face_hair"),))]
+                      (self._face_hair, (("4f", "in_face_hair"),)), (self._collar, (("2f", "in_collar"),))]
         self._vao = self._vertex_array(self._program, attributes, self._ibo)
         # The hair shell: only triangles hair can reach (none for a model without a scalp).
         scalp_tris = model.triangles[(hairline[model.triangles] > NO_HAIR).all(axis=1)]
@@ -309,7 +333,8 @@ class FaceRenderer:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
-                        self._regions, self._hairline, self._face_hair, *filter(None, (self._hair_vao, self._hair_ibo)),
+                        self._regions, self._hairline, self._face_hair, self._collar,
+                        *filter(None, (self._hair_vao, self._hair_ibo)),
                         self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
                         self._program, self._hair_program, self._noise, *self._msaa, *self._edges,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
@@ -456,7 +481,8 @@ class FaceRenderer:
             cams = np.stack([k[:, 0, 0], k[:, 1, 1], k[:, 0, 2], k[:, 1, 2]], axis=1)
             for binding, data in enumerate((verts, normals, albedo, cams, params["light"], params["background"],
                                             params["background_shapes"], params["material"], params["occluders"],
-                                            params["hair"], params["facial_hair"])):
+                                            params["hair"], params["facial_hair"], params["clothes"],
+                                            texture_seeds(params))):
                 self._upload(binding, data)
             self._upload_images(params)
             self._program["first_tile"] = self._hair_program["first_tile"] = first_tile

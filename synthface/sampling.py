@@ -23,6 +23,8 @@ from .params import (
     BACKGROUND,
     BACKGROUND_FIELDS,
     BACKGROUND_SOURCES,
+    CLOTHES,
+    CLOTHES_FIELDS,
     FACIAL_HAIR,
     FACIAL_HAIR_FIELDS,
     HAIR,
@@ -73,6 +75,11 @@ def typical_facial_hair(config: FacialHairConfig | None = None) -> np.ndarray:
     return out
 
 
+_CLOTHES_DRAWS, _N_CLOTHES_DRAWS = _plan([("dressed", 1), ("neckline", 1), ("v_neck", 2), ("colour", 4),
+                                         ("colour2", 4), ("saturation", 1), ("pattern", 4)])
+"""Uniform columns of a sample's clothes (:meth:`ParameterSampler._clothes`)."""
+
+
 def _span(bounds: tuple[float, float], u: np.ndarray) -> np.ndarray:
     """Uniform draws ``u`` in [0, 1) mapped onto the range ``bounds`` (lo, hi)."""
     return bounds[0] + (bounds[1] - bounds[0]) * u
@@ -115,6 +122,7 @@ class ParameterSampler:
             ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
             ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)), ("hair", len(HAIR_FIELDS) + 2),
             ("facial_hair", len(FACIAL_HAIR_FIELDS) + 1), ("light_above", 1),
+            ("clothes", _N_CLOTHES_DRAWS),  # last: earlier columns keep their draws
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +178,7 @@ class ParameterSampler:
             "occluders": self._occluders(u[:, self._uniform["occluders"]], distance),
             "hair": hair,
             "facial_hair": self._facial_hair(u[:, self._uniform["facial_hair"]], hair[:, HAIR["r"]:HAIR["b"] + 1]),
+            "clothes": self._clothes(u[:, self._uniform["clothes"]]),
             **self._background(u[:, self._uniform["background"]], u[:, self._uniform["shapes"]]),
             "intrinsics": intrinsics,
             "index": idx,
@@ -244,6 +253,27 @@ class ParameterSampler:
         out[:, FACIAL_HAIR["beard_density"]] *= u[:, -1] < cfg.beard_prob
         dark = _span(cfg.darkness, u[:, FACIAL_HAIR["r"]])
         out[:, FACIAL_HAIR["r"]:FACIAL_HAIR["b"] + 1] = hair_rgb * dark[:, None]
+        return out
+
+    def _clothes(self, u: np.ndarray) -> np.ndarray:
+        """(B, 13) clothes: mostly muted colours (saturation drawn as u², as worn clothes are), a pattern
+        by ``pattern_probs``, V necks on ``v_neck_prob`` of them."""
+        cfg, d = self.config.clothes, {name: u[:, cols] for name, cols in _CLOTHES_DRAWS.items()}
+        out = np.zeros((u.shape[0], len(CLOTHES_FIELDS)))
+        out[:, CLOTHES["coverage"]] = d["dressed"][:, 0] >= cfg.bare_prob
+        out[:, CLOTHES["neckline_mm"]] = _span(cfg.neckline_mm, d["neckline"][:, 0])
+        out[:, CLOTHES["v_neck_mm"]] = _span(cfg.v_neck_mm, d["v_neck"][:, 0]) * (d["v_neck"][:, 1] < cfg.v_neck_prob)
+        saturation = d["saturation"] ** 2
+        for first, draw in (("r", "colour"), ("r2", "colour2")):
+            srgb, shade = d[draw][:, :3], _span((0.08, 0.9), d[draw][:, 3:])  # hue, then dark … light cloth
+            grey = srgb.mean(axis=1, keepdims=True)
+            srgb = np.clip(shade * (1.0 + saturation * (srgb - grey) / np.maximum(grey, 0.05)), 0.0, 1.0)
+            out[:, CLOTHES[first]:CLOTHES[first] + 3] = srgb**2.2  # linear RGB
+        weights = np.cumsum(cfg.pattern_probs) / np.sum(cfg.pattern_probs)
+        out[:, CLOTHES["pattern"]] = np.minimum(np.searchsorted(weights, d["pattern"][:, 0], side="right"), 3)
+        out[:, CLOTHES["pattern_mm"]] = _span(cfg.pattern_mm, d["pattern"][:, 1])
+        out[:, CLOTHES["pattern_angle"]] = np.pi / 2 * (d["pattern"][:, 2] < 0.5)  # vertical or horizontal
+        out[:, CLOTHES["folds"]] = _span(cfg.folds, d["pattern"][:, 3])
         return out
 
     def _occluders(self, u: np.ndarray, distance: np.ndarray) -> np.ndarray:

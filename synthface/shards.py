@@ -70,7 +70,7 @@ RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
 
 
 FORMAT2_DATASETS = ("segmentation", "params/material", "params/background_shapes", "params/background_sha256",
-                    "params/occluders", "params/hair", "params/facial_hair")
+                    "params/occluders", "params/hair", "params/facial_hair", "params/clothes")
 """Datasets shard format 2 added (format 1 shards lack them; its ``params/background`` held a colour)."""
 
 

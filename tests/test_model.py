@@ -11,7 +11,7 @@ import torch
 from synthface import load_model, vertex_normals
 from synthface.errors import ModelFileError
 from synthface.loaders import assets_dir, file_sha256, read_landmark_file
-from synthface.model import save_native
+from synthface.model import SEGMENTATION_CLASSES, save_native
 
 
 def test_api_shapes_and_index_bases(bundled_model):
@@ -37,8 +37,12 @@ def test_no_degenerate_triangles(bundled_model):
 
 def test_millimetres_and_outward_normals(bundled_model):
     m = bundled_model
-    extent = m.mean_shape.max(axis=0) - m.mean_shape.min(axis=0)
-    assert 100 < extent[0] < 250 and 120 < extent[1] < 300  # a head-sized face, in mm
+    bust = m.regions == SEGMENTATION_CLASSES.index("clothes")
+    head = m.mean_shape[~bust]
+    extent = head.max(axis=0) - head.min(axis=0)
+    assert 100 < extent[0] < 250 and 120 < extent[1] < 300  # a head-sized head, in mm
+    shoulders = m.mean_shape[bust, 0].max() - m.mean_shape[bust, 0].min()
+    assert 300 < shoulders < 420 and m.mean_shape[bust, 1].max() < head[:, 1].min() + 60  # below the head
     normals = vertex_normals(m.mean_shape[None], m.triangles)[0]
     nose = m.mean_shape[m.landmark_indices[30]]
     assert normals[m.landmark_indices[30]][2] > 0.7  # the nose tip faces +z
@@ -50,7 +54,8 @@ def test_millimetres_and_outward_normals(bundled_model):
 
 def test_bases_are_scaled_to_unit_coefficients(bundled_model):
     m = bundled_model
-    flat = m.identity_basis.reshape(m.n_identity, -1).astype(np.float64)
+    head = m.regions != SEGMENTATION_CLASSES.index("clothes")  # the bust is regressed on the head's PCA
+    flat = m.identity_basis[:, head].reshape(m.n_identity, -1).astype(np.float64)
     # PCA basis = orthonormal direction × std: norms are the stds and directions are orthogonal.
     np.testing.assert_allclose(np.linalg.norm(flat, axis=1), m.identity_std, rtol=2e-3)
     gram = (flat / np.linalg.norm(flat, axis=1, keepdims=True)) @ (flat / np.linalg.norm(flat, axis=1,

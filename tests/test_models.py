@@ -170,11 +170,14 @@ def test_normals_agree_with_the_renderer(rendered):
 
 
 def test_solve_lighting_on_a_render(rendered):
-    """With the renderer's own normals and the albedo image (unit ambient light), the shard's light comes back."""
+    """With the renderer's own normals and the albedo image (unit ambient light), the shard's light comes
+    back from the pixels the camera did not clip (a pale face under a bright light saturates)."""
     params, out, albedo = rendered
     normals = torch.as_tensor(out.normals, dtype=F64).permute(0, 3, 1, 2)
-    mask = torch.as_tensor(out.mask, dtype=F64)[:, None]
-    got = solve_lighting(as_linear(out.image), normals, as_linear(albedo.image), mask)
+    image = as_linear(out.image)
+    mask = torch.as_tensor(out.mask, dtype=F64)[:, None] * unsaturated(image)
+    assert (mask.sum(dim=(1, 2, 3)) > 500).all()
+    got = solve_lighting(image, normals, as_linear(albedo.image), mask)
     torch.testing.assert_close(got, torch.as_tensor(params["light"], dtype=F64), atol=0.02, rtol=0)
 
 

@@ -377,6 +377,40 @@ def test_hair_covers_the_scalp_past_the_hairline(gl_ctx):
     assert ((with_hair.depth[2] > 0).sum() > (without.depth[2] > 0).sum())
 
 
+def test_clothes_follow_their_parameters(bundled_model, gl_ctx):
+    """params/clothes dresses the bust: bare shoulders are neck skin; dressed, the cloth's pixels are class
+    clothes in its colour, below a neckline that a deeper neckline lowers; depth and mask do not change.
+    Models without a bust get no clothes."""
+    from synthface.clothes import NO_COLLAR, collar_fields
+    from synthface.params import CLOTHES
+
+    size = 96
+    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
+                                             "pose.roll_deg": [0, 0], "camera.face_fraction": [0.4, 0.4]})
+    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
+    params = {k: np.repeat(v, 3, axis=0) for k, v in one.items()}
+    c = params["clothes"]
+    c[:] = 0.0
+    c[:, CLOTHES["coverage"]] = [0.0, 1.0, 1.0]
+    c[:, CLOTHES["neckline_mm"]] = [0.0, 0.0, 40.0]
+    c[:, CLOTHES["b"]] = 0.6  # blue cloth, plain
+    with FaceRenderer(bundled_model, RenderSettings(size, antialias="off"), ctx=gl_ctx) as r:
+        out = r.render(params)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    clothes, neck = SEGMENTATION_CLASSES.index("clothes"), SEGMENTATION_CLASSES.index("neck")
+    np.testing.assert_allclose(out.depth[1:], out.depth[:1].repeat(2, axis=0), atol=0.05)
+    np.testing.assert_array_equal(out.mask[1:], out.mask[:1].repeat(2, axis=0))
+    dressed = (out.segmentation == clothes).sum(axis=(1, 2))
+    bare_neck = (out.segmentation == neck).sum(axis=(1, 2))
+    assert dressed[0] == 0 and dressed[1] > 200 and 0 < dressed[2] < dressed[1]
+    assert bare_neck[0] == bare_neck[1] + dressed[1] and bare_neck[2] > bare_neck[1]
+    on = out.segmentation[1] == clothes
+    rgb = out.image[1][on].astype(float).mean(axis=0)
+    assert rgb[2] > rgb[0] + 60 and rgb[2] > rgb[1] + 60  # blue cloth
+    assert np.nonzero(on)[0].min() > out.landmarks_xy[1, 8, 1]  # below the chin
+    assert (collar_fields(make_model("pca"))[:, 0] == NO_COLLAR).all()
+
+
 def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
     """params/facial_hair draws brows and stubble per sample: none at density 0; brows above the eyes,
     in the brows class; stubble darkens the chin, not the forehead; depth and mask do not change."""
@@ -436,6 +470,36 @@ def test_slots_place_a_batch_in_a_full_one_and_refuse_what_does_not_fit(gl_ctx):
     np.testing.assert_array_equal(part.depth, full.depth[1:3])
 
 
+def test_skin_is_mottled_per_sample_on_models_with_regions(bundled_model, gl_ctx):
+    """The bundled head's skin carries a faint mottle placed by the sample's index: the same face at
+    another index differs a little on the skin, not on the eyes, and not in depth."""
+    cfg = frontal_config(**{"hair.bald_prob": 1.0, "facial_hair.brow_density": [0, 0], "facial_hair.beard_prob": 0})
+    one = sample_params(bundled_model, seed=1, indices=[0], config=cfg)
+    params = {k: np.repeat(v, 2, axis=0) for k, v in one.items()}
+    params["index"] = np.array([0, 7])
+    with FaceRenderer(bundled_model, RenderSettings(SIZE, antialias="off"), ctx=gl_ctx) as r:
+        out = r.render(params)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    np.testing.assert_allclose(out.depth[0], out.depth[1], atol=0.05)  # (tiles round apart)
+    diff = np.abs(out.image[0].astype(int) - out.image[1]).max(axis=-1)
+    skin = out.segmentation[0] == SEGMENTATION_CLASSES.index("face")
+    eyes = out.segmentation[0] == SEGMENTATION_CLASSES.index("eyes")
+    assert 0.5 < diff[skin].mean() < 12 and diff[eyes].max() == 0
+
+
+def test_a_samples_textures_do_not_depend_on_its_slot(bundled_model, gl_ctx):
+    """Brow hairs, stubble, skin, cloth patterns and occluder grain are noise placed per sample (by its
+    index): the same sample drawn at another instance of a draw comes out the same."""
+    cfg = frontal_config(**{"facial_hair.beard_prob": 1.0, "clothes.pattern_probs": [0, 0, 0, 1],
+                            "occluders.count": 2, "occluders.texture": [0.3, 0.3], "camera.face_fraction": [0.5, 0.5]})
+    params = sample_params(bundled_model, seed=3, indices=range(8, 12), config=cfg)
+    with FaceRenderer(bundled_model, RenderSettings(SIZE, faces_per_draw=4, antialias="off"), ctx=gl_ctx) as r:
+        full = r.render(params)
+        alone = r.render({k: v[2:3] for k, v in params.items()}, slot=2)  # instance 0 of its draw, not 2
+    assert gl_ctx.error == "GL_NO_ERROR"
+    np.testing.assert_array_equal(alone.image[0], full.image[2])
+
+
 @pytest.mark.parametrize("method", ["edges", "msaa"])
 def test_antialiasing_blends_the_ragged_hairline(gl_ctx, method):
     """The hairline is a cut in the shader, not a geometric edge: MSAA alone would leave it stair-stepped.
@@ -488,5 +552,5 @@ def test_rim_triangles_are_those_near_open_edges(bundled_model):
     rim = rim_triangles(bundled_model.triangles, bundled_model.n_vertices)
     regions = bundled_model.regions[bundled_model.triangles[rim, 0]]
     names = {SEGMENTATION_CLASSES[c] for c in np.unique(regions)}
-    assert {"neck", "eyes", "mouth"} <= names and "scalp" not in names  # the collar, lash strips, the mouth
+    assert {"clothes", "eyes", "mouth"} <= names and "scalp" not in names  # the bust's cut, lash strips, mouth
     assert 0.05 < rim.mean() < 0.3

@@ -8,7 +8,7 @@ import pytest
 from synthface import camera_vertices, param_layout, project, sample_params
 from synthface.config import load_config
 from synthface.errors import ConfigError
-from synthface.params import BACKGROUND, BACKGROUND_SOURCES, MATERIAL, SHAPE
+from synthface.params import BACKGROUND, BACKGROUND_SOURCES, CLOTHES, MATERIAL, SHAPE
 from synthface.sampling import ParameterSampler
 
 
@@ -132,6 +132,25 @@ def test_material_ranges(sphere_model):
     assert 10 <= shininess.min() and shininess.max() <= 40 + 1e-4
     assert np.median(shininess) < 25  # log-uniform: the geometric mean 20, not the midpoint 25
     np.testing.assert_allclose(occlusion, 0.5)
+
+
+def test_clothes_follow_the_config(sphere_model):
+    """Coverage, neckline, V necks and patterns by their probabilities and ranges; colours mostly muted;
+    a config whose pattern probabilities are all zero is refused."""
+    cfg = load_config(overrides={"clothes.bare_prob": 0.2, "clothes.neckline_mm": [5, 25],
+                                 "clothes.v_neck_prob": 0.5, "clothes.pattern_probs": [0.0, 1.0, 1.0, 0.0]})
+    c = sample_params(sphere_model, seed=2, indices=range(600), config=cfg)["clothes"]
+    assert 0.15 < 1 - c[:, CLOTHES["coverage"]].mean() < 0.25
+    assert 5 <= c[:, CLOTHES["neckline_mm"]].min() and c[:, CLOTHES["neckline_mm"]].max() <= 25
+    v = c[:, CLOTHES["v_neck_mm"]]
+    assert 0.4 < (v > 0).mean() < 0.6 and v[v > 0].min() >= 20 and v.max() <= 90
+    assert set(np.unique(c[:, CLOTHES["pattern"]])) == {1.0, 2.0}  # stripes and checks only
+    rgb = c[:, CLOTHES["r"]:CLOTHES["b"] + 1]
+    assert 0 <= rgb.min() and rgb.max() <= 1
+    spread = (rgb.max(axis=1) - rgb.min(axis=1)) / np.maximum(rgb.max(axis=1), 1e-6)
+    assert np.median(spread) < 0.5 and spread.max() > 0.7  # mostly muted, some vivid
+    with pytest.raises(ConfigError, match="pattern_probs"):
+        load_config(overrides={"clothes.pattern_probs": [0, 0, 0, 0]})
 
 
 @pytest.mark.parametrize("bad", [-1, 2**63, 1.5, True, "3"])
