@@ -27,8 +27,9 @@ sys.path.insert(0, os.path.dirname(__file__))
 import common
 
 from synthface import load_model
+from synthface.batches import StepBatches
 from synthface.data import ShardDataset
-from synthface.train import COARSE_FIELDS, FINE_FIELDS, StepBatches, TrainConfig, train
+from synthface.train import COARSE_FIELDS, FINE_FIELDS, TrainConfig, train
 
 
 def loader_rate(data: Path, config: TrainConfig, stage: str, steps: int, warmup: int) -> float:

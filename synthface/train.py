@@ -9,7 +9,7 @@ Stages (each ``TrainConfig.steps`` optimizer steps):
   code of :func:`~synthface.targets.encode_pose` (``tx/tz, ty/tz, log(tz/fx)``; K comes with each
   sample). Every iteration is supervised: squared error in normalised parameter space (identity
   and expression columns weighted by ``shape_weight``) plus ``geometric_weight`` × the mean
-  camera-space vertex distance (mm) after aligning the mean depth (:func:`vertex_distance`).
+  camera-space vertex distance (mm) after aligning the mean depth (:func:`~synthface.losses.vertex_distance`).
 * **fine** — CoarseNet frozen; the final coarse estimate is rendered to a depth map, mask and an
   albedo image ρ (the sample's own albedo, or the mean one: ``sfs_appearance``); FineNet refines
   the depth under the unsupervised shape-from-shading loss (:func:`~synthface.models.sfs_loss`)
@@ -17,7 +17,7 @@ Stages (each ``TrainConfig.steps`` optimizer steps):
   depth is used only for a metric (mean absolute depth error in mm), never in the loss.
 
 Determinism and resume: the global batch of stage step ``s`` is a slice of the permutation
-``numpy.random.default_rng([seed, stage, epoch])`` of the training split (:func:`batch_positions`)
+``numpy.random.default_rng([seed, stage, epoch])`` of the training split (:mod:`synthface.batches`)
 and rank ``r`` of ``W`` takes every ``W``-th sample of it, so the data order depends on nothing
 else (not the worker count, not the number of processes). A resumed run restores weights,
 optimizer and RNG state and skips exactly the batches already consumed: its weights equal an
@@ -27,16 +27,15 @@ Multi-GPU / multi-node: under ``torchrun`` (``WORLD_SIZE`` / ``RANK`` / ``LOCAL_
 nets are wrapped in ``DistributedDataParallel`` (gloo on CPU, NCCL on CUDA); rank 0 alone writes
 checkpoints, TensorBoard scalars and progress. ``batch_size`` is the global batch.
 
-Run directory: ``run.json`` (config, data, model), ``checkpoints/step-XXXXXXX.pt`` and
-``checkpoints/latest.pt`` (written to a temporary name, fsynced and renamed), ``tb/`` (TensorBoard).
+Run directory (:mod:`synthface.rundir`): ``run.json`` (config, data, model), ``checkpoints/step-XXXXXXX.pt``
+and ``checkpoints/latest.pt`` (written to a temporary name, fsynced and renamed), ``tb/`` (TensorBoard).
+Processes: :mod:`synthface.distributed`; data order: :mod:`synthface.batches`; CoarseNet's losses:
+:mod:`synthface.losses`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import math
 import os
 import random
 import time
@@ -47,185 +46,37 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from . import __version__
+from .batches import STAGE_SALT, StepBatches, loader
 from .checkpoint import TrainingCheckpoint, build_net, read_checkpoint, save_checkpoint
 from .data import ShardDataset
-from .errors import CheckpointError, ConfigError, ShardError, SynthfaceError
+from .distributed import join, mean_metrics, set_threads, weights_digest, wrap
+from .errors import ConfigError, SynthfaceError
 from .feedback import FeedbackRenderer, default_context, last, refine
-from .geometry import camera_vertices, resolve_device
+from .geometry import resolve_device
 from .loaders import load_model
+from .losses import coarse_loss, column_weights, masked_depth_error
 from .model import MorphableModel
 from .models import CoarseNet, FineNet, sfs_loss
 from .photos import PhotoDataset
-from .resources import file_sha256
+from .rundir import data_records, resume_point, write_run_file
 from .shading import srgb_to_linear
-from .shards import LOCK, MANIFEST, atomic_write_text, locked_run_dir, open_source
+from .shards import locked_run_dir
 from .targets import ParameterNormalizer
-from .train_config import RESUMABLE_CHANGES, TrainConfig
+from .train_config import TrainConfig, learning_rate
 
-RUN_FILE = "run.json"
-RUN_FORMAT = "synthface-run"
 CONTEXT = ("albedo", "light", "material", "facial_hair", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
 COARSE_FIELDS = ("image", "params", *CONTEXT)
 FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
-_STAGE_SALT = {"coarse": 0, "fine": 1, "real": 2}  # data order of a stage: default_rng([seed, salt, epoch])
-
-
-# ---------------------------------------------------------------- processes
-
-@dataclass(frozen=True)
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    local_world: int = 1
-    owns_group: bool = False
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def _init_distributed(device_kind: str) -> _Dist:
-    """Join the torchrun process group if ``WORLD_SIZE`` > 1 (gloo on CPU, NCCL on CUDA)."""
-    env = os.environ
-    world = int(env.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    local_rank = int(env.get("LOCAL_RANK", "0"))
-    local_world = int(env.get("LOCAL_WORLD_SIZE", str(world)))
-    import torch.distributed as dist
-
-    owns = False
-    if not dist.is_initialized():
-        if device_kind == "cuda":
-            torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo")
-        owns = True
-    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank, local_world, owns)
-
-
-def _set_threads(config: TrainConfig, proc: _Dist) -> int:
-    """Intra-op threads for this process (and llvmpipe's, when several processes share the CPUs)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    threads = config.threads or max(1, cpus // proc.local_world)
-    torch.set_num_threads(threads)
-    if proc.local_world > 1:
-        os.environ.setdefault("LP_NUM_THREADS", str(threads))  # Mesa's software rasteriser
-    return threads
 
 
 # ---------------------------------------------------------------- data order
 
-def learning_rate(config: TrainConfig, stage_step: int) -> float:
-    """The learning rate of a stage's 0-based step ``stage_step`` under ``config.lr_schedule``."""
-    if config.lr_schedule == "constant":
-        return config.lr
-    t = min(stage_step / config.steps, 1.0)
-    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
-
-
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
         group["lr"] = lr
-
-
-def batch_positions(n: int, batch_size: int, seed: int, stage: str, step: int) -> np.ndarray:
-    """Positions (in the training split) of the global batch of ``stage`` step ``step`` (0-based).
-
-    Epoch ``e`` visits ``default_rng([seed, salt(stage), e]).permutation(n)`` in batches of
-    ``batch_size``, dropping the incomplete last one: the order depends only on these arguments.
-    """
-    per_epoch = n // batch_size
-    epoch, k = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, _STAGE_SALT[stage], epoch]).permutation(n)
-    return perm[k * batch_size:(k + 1) * batch_size]
-
-
-class StepBatches(Sampler[list[int]]):
-    """This rank's share (``[rank::world]``) of the global batches of steps ``start .. stop - 1``."""
-
-    def __init__(self, n: int, batch_size: int, seed: int, stage: str, start: int, stop: int,
-                 rank: int = 0, world: int = 1) -> None:
-        self.n, self.batch_size, self.seed, self.stage = n, batch_size, seed, stage
-        self.start, self.stop, self.rank, self.world = start, stop, rank, world
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for step in range(self.start, self.stop):
-            yield batch_positions(self.n, self.batch_size, self.seed, self.stage, step)[self.rank::self.world].tolist()
-
-    def __len__(self) -> int:
-        return max(0, self.stop - self.start)
-
-
-@dataclass(frozen=True)
-class _Failure:
-    message: str
-
-
-class _Reader(Dataset):
-    """A ShardDataset whose read errors travel back as values: an exception raised in a DataLoader
-    worker is re-raised with the worker's traceback pasted into its message, not one clean line."""
-
-    def __init__(self, dataset: ShardDataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> Any:
-        try:
-            return self.dataset[i]
-        except SynthfaceError as exc:
-            return _Failure(str(exc))
-
-
-def _collate(items: list[Any]) -> Any:
-    for item in items:
-        if isinstance(item, _Failure):
-            return item
-    return default_collate(items)
-
-
-def _loader(dataset: ShardDataset, sampler: Sampler, num_workers: int, pin: bool) -> Iterator[dict[str, Any]]:
-    loader = DataLoader(_Reader(dataset), batch_sampler=sampler, num_workers=num_workers, collate_fn=_collate,
-                        pin_memory=pin, prefetch_factor=2 if num_workers else None)
-    batches = iter(loader)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except RuntimeError as exc:  # torch's words for a worker killed underneath it (OOM killer, kill -9)
-            if "DataLoader worker" not in str(exc):
-                raise
-            raise SynthfaceError(f"a data-loading worker process died ({str(exc).strip().splitlines()[0]}); free "
-                                 "memory or lower --num-workers, then run train --resume") from exc
-        if isinstance(batch, _Failure):
-            raise ShardError(batch.message)
-        yield batch
-
-
-def _data_records(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], set[str]]:
-    """(record per data path: path + sha256 of its manifest, or of the shard file), model sha256s."""
-    records, models = [], set()
-    for p in paths:
-        models.add(open_source(p).model_sha256)
-        if p.is_dir():
-            records.append({"path": str(p.resolve()), "manifest_sha256": file_sha256(p / MANIFEST)})
-        else:
-            records.append({"path": str(p.resolve()), "sha256": file_sha256(p)})
-    return records, models
-
-
-def _digest(record: Mapping[str, Any]) -> str:
-    return str(record.get("manifest_sha256") or record.get("sha256"))
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -251,48 +102,6 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
     random.setstate(tuple(state["python"]) if not isinstance(state["python"], tuple) else state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ---------------------------------------------------------------- losses and rendering
-
-def vertex_distance(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
-                    target: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance (mm) between the camera-space vertices of two normalised parameter
-    vectors (B, N) with K (B, 3, 3), after moving the estimate along the optical axis by the mean
-    z difference — as the depth error is measured (:mod:`synthface.evaluate`): a face's distance
-    is seen only through its size, which identity also sets. Differentiable in ``estimate``."""
-    est = camera_vertices(model, normalizer.decode(estimate, intrinsics))
-    ref = camera_vertices(model, normalizer.decode(target, intrinsics))
-    diff = est - ref
-    diff = torch.cat([diff[..., :2], diff[..., 2:] - diff[..., 2:].mean(-2, keepdim=True)], -1)
-    return (diff.square().sum(-1) + 1e-12).sqrt().mean()
-
-
-def column_weights(normalizer: ParameterNormalizer, shape_weight: float) -> torch.Tensor:
-    """(N,) weights of the parameter loss: ``shape_weight`` on identity and expression columns, 1 on pose."""
-    w = torch.ones(normalizer.dim)
-    for name in ("identity", "expression"):
-        if name in normalizer.names:
-            w[normalizer.slices[name]] = shape_weight
-    return w
-
-
-def coarse_loss(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
-                target: torch.Tensor, intrinsics: torch.Tensor, geometric_weight: float,
-                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``mean(weights · (est − target)²) + geometric_weight · vertex_distance``; returns (loss, mse, vertex mm),
-    ``mse`` unweighted."""
-    sq = (estimate - target).square()
-    mse = sq.mean()
-    weighted = mse if weights is None else (sq * weights.to(sq.device, sq.dtype)).mean()
-    vertex_mm = vertex_distance(model, normalizer, estimate, target, intrinsics)
-    return weighted + geometric_weight * vertex_mm, mse, vertex_mm
-
-
-def masked_depth_error(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean |depth − truth| (mm) over pixels on ``mask`` and on the true face (truth > 0)."""
-    m = mask.to(depth.dtype) * (truth > 0).to(depth.dtype)
-    return ((depth - truth).abs() * m).sum() / m.sum().clamp_min(1.0)
 
 
 def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
@@ -327,12 +136,12 @@ class _Trainer:
         if config.batch_size % world:
             raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the {world} processes; "
                               "choose a multiple")
-        self.proc = _init_distributed("cuda" if kind.startswith("cuda") else "cpu")
+        self.proc = join("cuda" if kind.startswith("cuda") else "cpu")
         if kind.startswith("cuda"):
             self.device = torch.device("cuda", self.proc.local_rank) if self.proc.world > 1 else torch.device(kind)
         else:
             self.device = torch.device("cpu")
-        self.threads = _set_threads(config, self.proc)
+        self.threads = set_threads(config.threads, self.proc)
         self.writer: Any = None
         self.scene: FeedbackRenderer | None = None
         self.photos: PhotoDataset | None = None
@@ -353,14 +162,6 @@ class _Trainer:
 
     # ---- helpers
 
-    def _wrap(self, net: torch.nn.Module) -> torch.nn.Module:
-        if self.proc.world == 1:
-            return net
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(net, device_ids=ids)
-
     def _optimization(self, net: torch.nn.Module, state: _State, *,
                       resuming: bool) -> tuple[torch.optim.Optimizer, torch.nn.Module]:
         """A stage's optimizer (with its state and the RNG states restored when resuming that stage)
@@ -372,37 +173,7 @@ class _Trainer:
             opt.load_state_dict(state.optimizer)
         if resuming and state.rng is not None:
             _set_rng_state(state.rng)
-        return opt, self._wrap(net)
-
-    def _weights_digest(self, stage: str, net: torch.nn.Module) -> str:
-        """sha256 of ``net``'s weights at the end of ``stage``; under DDP every rank must hold the same
-        (a rank that drifted would otherwise go unnoticed: only rank 0 writes checkpoints)."""
-        h = hashlib.sha256()
-        for name, tensor in sorted(net.state_dict().items()):
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        digest = h.hexdigest()
-        if self.proc.world > 1:
-            import torch.distributed as dist
-
-            digests: list[Any] = [None] * self.proc.world
-            dist.all_gather_object(digests, digest)
-            if len(set(digests)) > 1:
-                raise SynthfaceError(f"the {self.proc.world} processes ended the {stage} stage with different "
-                                     f"weights ({len(set(digests))} versions); check that every node runs the "
-                                     "same synthface, torch and data, then --resume")
-        return digest
-
-    def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
-        """Mean of each metric over the processes (every rank calls this at the same steps)."""
-        if self.proc.world == 1 or not metrics:
-            return metrics
-        import torch.distributed as dist
-
-        keys = sorted(metrics)
-        t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return {k: float(v) / self.proc.world for k, v in zip(keys, t.tolist(), strict=True)}
+        return opt, wrap(net, self.proc, self.device)
 
     def _log(self, prefix: str, metrics: Mapping[str, float], step: int) -> None:
         if self.writer is not None:
@@ -423,7 +194,7 @@ class _Trainer:
             data=self.records, synthface_version=__version__,
             data_state={"order": "numpy.random.default_rng([seed, stage_salt, epoch]).permutation(n_train), "
                                  "batches of batch_size, rank r takes [r::world_size]",
-                        "seed": c.seed, "stage_salt": _STAGE_SALT[stage], "n_train": n_train,
+                        "seed": c.seed, "stage_salt": STAGE_SALT[stage], "n_train": n_train,
                         "batch_size": c.batch_size, "world_size": self.proc.world,
                         "epoch": stage_step // max(1, n_train // c.batch_size), "batches_consumed": stage_step})
         self.summary["checkpoint"] = str(save_checkpoint(ckpt, self.out))
@@ -438,7 +209,7 @@ class _Trainer:
         n = min(self.config.val_batches, len(val) // self.config.batch_size or (1 if len(val) else 0))
         b = min(self.config.batch_size, len(val))
         batches = [list(range(k * b, (k + 1) * b)) for k in range(n)]
-        return _loader(val, batches, 0, False)  # type: ignore[arg-type]
+        return loader(val, batches, 0, False)  # type: ignore[arg-type]
 
     def _end_step(self, stage: str, metrics: dict[str, float], step: int, stage_step: int,
                   opt: torch.optim.Optimizer, val_metrics: dict[str, float], n_train: int, *,
@@ -454,7 +225,7 @@ class _Trainer:
             raise SynthfaceError(f"{stage} loss is {metrics['loss']} at step {stage_step}; lower --lr")
         last = metrics
         if stage_step % c.log_every == 0 or stage_step == c.steps:
-            last = self._reduce(metrics)
+            last = mean_metrics(metrics, self.proc, self.device)
             self._log(f"train/{stage}", last, step)
             self._log("lr", {stage: opt.param_groups[0]["lr"]}, step)
         if validate is not None and self._due(stage_step, c.val_every) and self.proc.main:
@@ -476,7 +247,7 @@ class _Trainer:
         stages = ("coarse", "fine") if c.stage == "all" else (c.stage,)
         self.stages = stages
         # Every rank validates the same things before rank 0 writes anything, so errors agree.
-        self.records, models = _data_records(self.data)  # before the datasets: no warnings about data refused
+        self.records, models = data_records(self.data)  # before the datasets: no warnings about data refused
         if len(models) > 1:
             raise ConfigError(f"the --data directories were generated with {len(models)} different morphable models "
                               f"(sha256 {', '.join(m[:12] + '…' for m in sorted(models))}); one run trains on "
@@ -500,7 +271,7 @@ class _Trainer:
                                   f"than the {c.real_batch} per batch; add photos or lower --real-fraction")
             self.summary["real_images"] = {"photos": len(self.photos), "skipped": len(self.photos.skipped)}
 
-        resumed = self._resume_point(resume)
+        resumed = resume_point(self.out, c, self.records, self.model, stages, resume=resume, tidy=self.proc.main)
         if resumed is not None:
             ckpt, path = resumed
             state = _State(stage=ckpt.stage, step=ckpt.step, stage_step=ckpt.stage_step, coarse=ckpt.coarse,
@@ -515,12 +286,9 @@ class _Trainer:
             self._coarse_settings(None, None)
         self.step = state.step
 
-        if self.proc.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()  # every rank has checked --out before rank 0 writes into it
+        self.proc.barrier()  # every rank has checked --out before rank 0 writes into it
         if self.proc.main:
-            self._write_run_file()
+            write_run_file(self.out, c, self.records, self.model, self.image_size)
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=state.step if state.step else None)
@@ -557,61 +325,6 @@ class _Trainer:
         self.coarse_args = _coarse_args(c, self.normalizer.dim)
         self.coarse_iterations = c.coarse_iterations
 
-    def _resume_point(self, resume: bool) -> tuple[TrainingCheckpoint, Path] | None:
-        """Refuse a non-empty --out that is not this run; with ``resume``, the checkpoint to continue
-        from (None: start from scratch). Reads and checks only; sets nothing."""
-        out = self.out  # train() has refused a file
-        run_file = out / RUN_FILE
-        if not resume:
-            if out.exists() and _holds_files(out):
-                hint = "pass --resume to continue that run" if run_file.is_file() else "choose a new or empty directory"
-                raise ConfigError(f"--out {out} is not empty; {hint}")
-            return None
-        if not out.exists() or not _holds_files(out):
-            return None  # --resume on a fresh directory starts the run (handy for requeued jobs)
-        if not run_file.is_file():
-            raise ConfigError(f"--resume: {out} holds no synthface training run ({RUN_FILE} missing); "
-                              "choose the run's directory, or a new one without --resume")
-        try:
-            stored = json.loads(run_file.read_text())
-            old = TrainConfig.from_dict(stored["train_config"]).to_dict()
-            old_data = [_digest(r) for r in stored["data"]]
-            old_model = stored["model"]["sha256"]
-        except (OSError, ValueError, KeyError, TypeError, SynthfaceError) as exc:
-            raise ConfigError(f"{run_file}: unreadable run file ({exc}); start a new run in an empty directory") \
-                from exc
-        new = self.config.to_dict()
-        differ = sorted(k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k])
-        if differ:
-            raise ConfigError(f"--resume: {out} was started with other settings "
-                              f"({', '.join(f'{k}={old.get(k)!r}' for k in differ)}); pass the same ones")
-        if old_data != [_digest(r) for r in self.records]:
-            raise ConfigError(f"--resume: {out} was trained on other data (the --data manifests differ); pass the "
-                              "same --data directories in the same order")
-        if old_model != self.model.sha256:
-            raise ConfigError(f"--resume: {out} was trained with model {stored['model'].get('name')!r}; "
-                              "pass the same --model")
-        latest = out / "checkpoints" / "latest.pt"
-        if self.proc.main:  # a checkpoint being written when the run was killed
-            for tmp in (out / "checkpoints").glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-        if not latest.exists():  # killed between the step file and latest.pt: the newest step file is as good
-            steps = sorted((out / "checkpoints").glob("step-*.pt"))
-            if not steps:
-                return None  # stopped before its first checkpoint: start again
-            latest = steps[-1]
-        ckpt = read_checkpoint(latest)
-        if ckpt.stage not in self.stages:
-            raise CheckpointError(f"{latest}: stage {ckpt.stage!r} is not part of --stage {self.config.stage}")
-        return ckpt, latest
-
-    def _write_run_file(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        record = {"format": RUN_FORMAT, "version": 1, "synthface_version": __version__,
-                  "train_config": self.config.to_dict(), "data": self.records,
-                  "model": {"name": self.model.name, "sha256": self.model.sha256}, "image_size": self.image_size}
-        atomic_write_text(self.out / RUN_FILE, json.dumps(record, indent=1))
-
     # ---- stages
 
     def _coarse_net(self, weights: dict[str, Any] | None) -> CoarseNet:
@@ -636,7 +349,7 @@ class _Trainer:
         last: dict[str, float] = {}
         val_metrics: dict[str, float] = {}
         net.train()
-        for batch in _loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
+        for batch in loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
             image = batch["image"].to(self.device, non_blocking=True)
             target = batch["params"].to(self.device, non_blocking=True)
             k = batch["intrinsics"].to(self.device, non_blocking=True)
@@ -667,7 +380,7 @@ class _Trainer:
         self.coarse_weights = net.state_dict()
         self.step = step
         return {"steps": stage_step, "train": last, "val": val_metrics,
-                "weights_sha256": self._weights_digest("coarse", net)}
+                "weights_sha256": weights_digest("coarse", net, self.proc)}
 
     def _coarse_estimate(self, net: torch.nn.Module, image: torch.Tensor,
                          context: dict[str, np.ndarray]) -> torch.Tensor:
@@ -713,10 +426,10 @@ class _Trainer:
         pin = self.device.type == "cuda"
         # Each step: batch_size − real_batch shard samples and real_batch photos, each in its own fixed order.
         n_real = c.real_batch
-        shards = (_loader(train_ds, StepBatches(len(train_ds), c.batch_size - n_real, c.seed, "fine", start, c.steps,
+        shards = (loader(train_ds, StepBatches(len(train_ds), c.batch_size - n_real, c.seed, "fine", start, c.steps,
                                                 self.proc.rank, self.proc.world), c.num_workers, pin)
                   if c.batch_size > n_real else None)
-        photos = (_loader(self.photos, StepBatches(len(self.photos), n_real, c.seed, "real", start, c.steps,
+        photos = (loader(self.photos, StepBatches(len(self.photos), n_real, c.seed, "real", start, c.steps,
                                                    self.proc.rank, self.proc.world), c.num_workers, pin)
                   if n_real else None)
         stage_step = start
@@ -737,7 +450,7 @@ class _Trainer:
                 weights=lambda: (coarse.state_dict(), net.state_dict()))
         self.step = step
         return {"steps": stage_step, "train": last, "val": val_metrics,
-                "weights_sha256": self._weights_digest("fine", net)}
+                "weights_sha256": weights_digest("fine", net, self.proc)}
 
     def _fine_batch(self, coarse: CoarseNet, fine: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None,
                     photos: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, float], torch.Tensor]:
@@ -801,10 +514,7 @@ class _Trainer:
             self.writer.close()
         if self.scene is not None:
             self.scene.release()
-        if self.proc.owns_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+        self.proc.leave()
 
 
 def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.PathLike,
@@ -850,6 +560,3 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.P
             "seconds": time.perf_counter() - start, "rank": trainer.proc.rank, "world_size": trainer.proc.world,
             "threads": trainer.threads}
 
-
-def _holds_files(out: Path) -> bool:
-    return any(p.name != LOCK for p in out.iterdir())

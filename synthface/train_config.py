@@ -6,6 +6,7 @@ generator's commands must not pay for importing torch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -205,3 +206,11 @@ class TrainConfig:
 RESUMABLE_CHANGES = frozenset({"steps", "num_workers", "device", "threads", "checkpoint_every", "log_every",
                                "val_every", "val_batches", "faces_per_draw"})
 """Config fields a resumed run may change; any other change would make it a different run."""
+
+
+def learning_rate(config: TrainConfig, stage_step: int) -> float:
+    """The learning rate of a stage's 0-based step ``stage_step`` under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    t = min(stage_step / config.steps, 1.0)
+    return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))

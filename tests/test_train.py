@@ -19,17 +19,13 @@ import pytest
 import torch
 
 from synthface import load_config, load_model
+from synthface.batches import StepBatches, batch_positions
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
 from synthface.errors import CheckpointError, ConfigError, SynthfaceError
 from synthface.generate import GenerateJob, generate
 from synthface.models import CoarseNet
 from synthface.targets import ParameterNormalizer
-from synthface.train import (
-    StepBatches,
-    TrainConfig,
-    batch_positions,
-    train,
-)
+from synthface.train import TrainConfig, train
 
 from .helpers import assert_user_error, cli, header_bomb
 
@@ -252,8 +248,6 @@ def test_fine_loss_shades_where_the_shards_show_the_face(tmp_path, coarse_run, d
 
 
 def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, dataset, model, monkeypatch):
-    import synthface.train as train_module
-
     real_replace = os.replace
     calls = {"n": 0}
 
@@ -263,7 +257,7 @@ def test_checkpoint_write_failure_leaves_no_partial_file(tmp_path, dataset, mode
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(train_module.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     config = TrainConfig(stage="coarse", steps=2, checkpoint_every=1, val_every=0, **TINY)
     with pytest.raises(CheckpointError, match="No space left"):
         train(dataset, tmp_path / "run", config, model=model)
@@ -558,7 +552,7 @@ def test_set_overrides_any_training_setting(tmp_path, dataset, model_file):
 
 
 def test_cosine_schedule_decays_to_a_hundredth():
-    from synthface.train import learning_rate
+    from synthface.train_config import learning_rate
 
     config = TrainConfig(lr=1e-3, steps=100, lr_schedule="cosine")
     rates = [learning_rate(config, s) for s in range(101)]
@@ -571,8 +565,8 @@ def test_cosine_schedule_decays_to_a_hundredth():
 
 def test_vertex_distance_ignores_a_shift_along_the_optical_axis(model):
     """The geometric term is measured like the depth error: a pure z shift costs nothing, x/y and shape do."""
+    from synthface.losses import vertex_distance
     from synthface.targets import POSE_CODE_FIELDS
-    from synthface.train import vertex_distance
 
     sizes = (model.n_identity, model.n_expression, 6)
     norm = ParameterNormalizer(("identity", "expression", "pose"), sizes, np.zeros(sum(sizes)), np.ones(sum(sizes)))
@@ -648,7 +642,7 @@ class _DiesInAWorker:
 
 
 def test_a_killed_data_loading_worker_is_one_error():
-    from synthface.train import _loader
+    from synthface.batches import loader
 
     with pytest.raises(SynthfaceError, match=r"a data-loading worker process died \(DataLoader worker .*\); free"):
-        next(_loader(_DiesInAWorker(), [[0, 1], [2, 3]], 1, False))  # type: ignore[arg-type]
+        next(loader(_DiesInAWorker(), [[0, 1], [2, 3]], 1, False))  # type: ignore[arg-type]
