@@ -29,7 +29,8 @@ import common
 from synthface import load_model
 from synthface.batches import StepBatches
 from synthface.data import ShardDataset
-from synthface.train import COARSE_FIELDS, FINE_FIELDS, TrainConfig, train
+from synthface.stages import COARSE_FIELDS, FINE_FIELDS
+from synthface.train import TrainConfig, train
 
 
 def loader_rate(data: Path, config: TrainConfig, stage: str, steps: int, warmup: int) -> float:

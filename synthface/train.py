@@ -40,7 +40,6 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,31 +47,23 @@ import numpy as np
 import torch
 
 from . import __version__
-from .batches import STAGE_SALT, StepBatches, loader
+from .batches import STAGE_SALT, loader
 from .checkpoint import TrainingCheckpoint, build_net, read_checkpoint, save_checkpoint
 from .data import ShardDataset
 from .distributed import join, mean_metrics, set_threads, weights_digest, wrap
 from .errors import ConfigError, SynthfaceError
-from .feedback import FeedbackRenderer, default_context, last, refine
+from .feedback import FeedbackRenderer
 from .geometry import resolve_device
 from .loaders import load_model
-from .losses import coarse_loss, column_weights, masked_depth_error
 from .model import MorphableModel
-from .models import CoarseNet, FineNet, sfs_loss
+from .models import CoarseNet
 from .photos import PhotoDataset
 from .rundir import data_records, resume_point, write_run_file
-from .shading import srgb_to_linear
 from .shards import locked_run_dir
+from .stages import CoarseStage, FineStage, ResumeState, Stage
 from .targets import ParameterNormalizer
 from .train_config import TrainConfig, learning_rate
 
-CONTEXT = ("albedo", "light", "material", "facial_hair", "intrinsics")
-"""Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
-COARSE_FIELDS = ("image", "params", *CONTEXT)
-FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
-
-
-# ---------------------------------------------------------------- data order
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for group in opt.param_groups:
@@ -104,27 +95,10 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: np.ascontiguousarray(batch[k].numpy()) for k in CONTEXT}
-
-
 # ---------------------------------------------------------------- the run
 
 ProgressFn = Callable[[str, int, int, Mapping[str, float]], None]
 """``progress(stage, stage_step, stage_steps, metrics)`` after every step (rank 0 only)."""
-
-
-@dataclass
-class _State:
-    """What a checkpoint restores: the stage being trained and its position."""
-
-    stage: str = "coarse"
-    step: int = 0
-    stage_step: int = 0
-    coarse: dict[str, Any] | None = None
-    fine: dict[str, Any] | None = None
-    optimizer: dict[str, Any] | None = None
-    rng: dict[str, Any] | None = None
 
 
 class _Trainer:
@@ -162,7 +136,7 @@ class _Trainer:
 
     # ---- helpers
 
-    def _optimization(self, net: torch.nn.Module, state: _State, *,
+    def _optimization(self, net: torch.nn.Module, state: ResumeState, *,
                       resuming: bool) -> tuple[torch.optim.Optimizer, torch.nn.Module]:
         """A stage's optimizer (with its state and the RNG states restored when resuming that stage)
         and the net as the step sees it (DDP-wrapped under torchrun) — the same for every stage."""
@@ -242,7 +216,7 @@ class _Trainer:
 
     # ---- set-up
 
-    def prepare(self, resume: bool, coarse_checkpoint: Path | None) -> _State:
+    def prepare(self, resume: bool, coarse_checkpoint: Path | None) -> ResumeState:
         c = self.config
         stages = ("coarse", "fine") if c.stage == "all" else (c.stage,)
         self.stages = stages
@@ -274,15 +248,15 @@ class _Trainer:
         resumed = resume_point(self.out, c, self.records, self.model, stages, resume=resume, tidy=self.proc.main)
         if resumed is not None:
             ckpt, path = resumed
-            state = _State(stage=ckpt.stage, step=ckpt.step, stage_step=ckpt.stage_step, coarse=ckpt.coarse,
+            state = ResumeState(stage=ckpt.stage, step=ckpt.step, stage_step=ckpt.stage_step, coarse=ckpt.coarse,
                            fine=ckpt.fine, optimizer=ckpt.optimizer, rng=ckpt.rng)
             self._coarse_settings(ckpt, path)
         elif stages[0] == "fine":
             ckpt = self._coarse_checkpoint(coarse_checkpoint)
-            state = _State(stage="fine", coarse=ckpt.coarse)
+            state = ResumeState(stage="fine", coarse=ckpt.coarse)
             self._coarse_settings(ckpt, coarse_checkpoint)
         else:
-            state = _State(stage=stages[0])
+            state = ResumeState(stage=stages[0])
             self._coarse_settings(None, None)
         self.step = state.step
 
@@ -332,182 +306,29 @@ class _Trainer:
         torch.manual_seed(self.config.seed)
         return build_net(CoarseNet, self.coarse_args, weights, self.coarse_source).to(self.device)
 
-    def run_coarse(self, state: _State) -> dict[str, Any]:
-        c, scene = self.config, self.scene
-        assert scene is not None
-        net: torch.nn.Module = self._coarse_net(state.coarse)
-        if self.proc.world > 1 and self.coarse_args["norm"] == "batch" and self.device.type == "cuda":
-            # Batch statistics over all processes (SyncBatchNorm is CUDA-only: on CPU each rank keeps its own).
-            net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        opt, ddp = self._optimization(net, state, resuming=state.stage == "coarse")
-        train_ds, val_ds = self._datasets(COARSE_FIELDS, self.normalizer)
-        sampler = StepBatches(len(train_ds), c.batch_size, c.seed, "coarse", state.stage_step, c.steps,
-                              self.proc.rank, self.proc.world)
-        iterations = self.coarse_iterations
-        weights = column_weights(self.normalizer, c.shape_weight)
-        step, stage_step = state.step, state.stage_step
+    def run_stage(self, stage: Stage, state: ResumeState) -> dict[str, Any]:
+        """The one training loop: each step the stage's forward and backward (:meth:`Stage.step`), the
+        learning rate of the schedule, the optimizer step, then logging, validation and checkpoints."""
+        c = self.config
+        opt, ddp = self._optimization(stage.net, state, resuming=stage.resuming)
+        step, stage_step = stage.first_step, stage.start
         last: dict[str, float] = {}
         val_metrics: dict[str, float] = {}
-        net.train()
-        for batch in loader(train_ds, sampler, c.num_workers, self.device.type == "cuda"):
-            image = batch["image"].to(self.device, non_blocking=True)
-            target = batch["params"].to(self.device, non_blocking=True)
-            k = batch["intrinsics"].to(self.device, non_blocking=True)
-            context = _context(batch)
-            refinements = refine(ddp, image, lambda e, context=context: scene.feedback(e, context), iterations)
-            metrics: dict[str, float] = {}
-            total = 0.0
-            for t in range(iterations):
-                # Gradients of the T refinements accumulate locally; DDP averages them once, in the last backward.
-                sync = ddp.no_sync() if ddp is not net and t < iterations - 1 else contextlib.nullcontext()
-                with sync:  # around the refinement's forward (next) and its backward
-                    new = next(refinements)
-                    loss, mse, vertex_mm = coarse_loss(self.model, self.normalizer, new, target, k,
-                                                       c.geometric_weight, weights)
-                    (loss / iterations).backward()
-                total += loss.item() / iterations
-                metrics[f"param_mse_t{t + 1}"] = mse.item()
-                metrics[f"vertex_mm_t{t + 1}"] = vertex_mm.item()
+        stage.net.train()
+        for batch in stage.batches():
+            metrics = stage.step(batch, ddp)
             _set_lr(opt, learning_rate(c, stage_step))
             opt.step()
             opt.zero_grad(set_to_none=True)
             step, stage_step = step + 1, stage_step + 1
-            metrics["loss"] = total
-            last, val_metrics = self._end_step(
-                "coarse", metrics, step, stage_step, opt, val_metrics, len(train_ds),
-                validate=(lambda: self._validate_coarse(net, val_ds)) if len(val_ds) else None,
-                weights=lambda: (net.state_dict(), None))
-        self.coarse_weights = net.state_dict()
+            validate = stage.validate if len(stage.val_ds) else None
+            last, val_metrics = self._end_step(stage.name, metrics, step, stage_step, opt, val_metrics,
+                                               len(stage.train_ds), validate=validate, weights=stage.weights)
         self.step = step
+        if stage.name == "coarse":
+            self.coarse_weights = stage.net.state_dict()
         return {"steps": stage_step, "train": last, "val": val_metrics,
-                "weights_sha256": weights_digest("coarse", net, self.proc)}
-
-    def _coarse_estimate(self, net: torch.nn.Module, image: torch.Tensor,
-                         context: dict[str, np.ndarray]) -> torch.Tensor:
-        """CoarseNet's final estimate (B, N) of ``image`` (no gradient)."""
-        assert self.scene is not None
-        scene = self.scene
-        with torch.no_grad():
-            return last(refine(net, image, lambda e: scene.feedback(e, context), self.coarse_iterations))
-
-    def _validate_coarse(self, net: torch.nn.Module, val: ShardDataset) -> dict[str, float]:
-        assert self.scene is not None
-        sums: dict[str, float] = {}
-        n = 0
-        net.eval()  # BatchNorm (norm="batch") uses its running statistics, as at inference
-        with torch.no_grad():
-            for batch in self._val_batches(val):
-                image, target = batch["image"].to(self.device), batch["params"].to(self.device)
-                est = self._coarse_estimate(net, image, _context(batch))
-                k = batch["intrinsics"].to(self.device)
-                _, mse, vertex_mm = coarse_loss(self.model, self.normalizer, est, target, k, 0.0)
-                for name, v in (("param_mse", mse.item()), ("vertex_mm", vertex_mm.item())):
-                    sums[name] = sums.get(name, 0.0) + v
-                n += 1
-        net.train()
-        return {k: v / n for k, v in sums.items()} if n else {}
-
-    def run_fine(self, state: _State) -> dict[str, Any]:
-        c, scene = self.config, self.scene
-        assert scene is not None
-        # This process's freshly trained CoarseNet if it ran the coarse stage, else the checkpoint's.
-        coarse = self._coarse_net(self.coarse_weights or state.coarse)
-        coarse.eval().requires_grad_(False)
-        torch.manual_seed(c.seed + 1)
-        net = FineNet(4, widths=c.fine_widths, head=c.fine_head)
-        resuming = state.stage == "fine"
-        if resuming and state.fine is not None:
-            net.load_state_dict(state.fine)
-        net.to(self.device)
-        opt, ddp = self._optimization(net, state, resuming=resuming)
-        train_ds, val_ds = self._datasets(FINE_FIELDS, None)
-        start = state.stage_step if resuming else 0
-        step = state.step if resuming else self.step
-        pin = self.device.type == "cuda"
-        # Each step: batch_size − real_batch shard samples and real_batch photos, each in its own fixed order.
-        n_real = c.real_batch
-        shards = (loader(train_ds, StepBatches(len(train_ds), c.batch_size - n_real, c.seed, "fine", start, c.steps,
-                                                self.proc.rank, self.proc.world), c.num_workers, pin)
-                  if c.batch_size > n_real else None)
-        photos = (loader(self.photos, StepBatches(len(self.photos), n_real, c.seed, "real", start, c.steps,
-                                                   self.proc.rank, self.proc.world), c.num_workers, pin)
-                  if n_real else None)
-        stage_step = start
-        last: dict[str, float] = {}
-        val_metrics: dict[str, float] = {}
-        net.train()
-        for _ in range(start, c.steps):
-            metrics, loss = self._fine_batch(coarse, ddp, next(shards) if shards else None,
-                                             next(photos) if photos else None)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            _set_lr(opt, learning_rate(c, stage_step))
-            opt.step()
-            step, stage_step = step + 1, stage_step + 1
-            last, val_metrics = self._end_step(
-                "fine", metrics, step, stage_step, opt, val_metrics, len(train_ds),
-                validate=(lambda: self._validate_fine(coarse, net, val_ds)) if len(val_ds) else None,
-                weights=lambda: (coarse.state_dict(), net.state_dict()))
-        self.step = step
-        return {"steps": stage_step, "train": last, "val": val_metrics,
-                "weights_sha256": weights_digest("fine", net, self.proc)}
-
-    def _fine_batch(self, coarse: CoarseNet, fine: torch.nn.Module, batch: Mapping[str, torch.Tensor] | None,
-                    photos: Mapping[str, torch.Tensor] | None = None) -> tuple[dict[str, float], torch.Tensor]:
-        """SfS loss (differentiable) of shard samples and/or photos in one batch, and its metrics; the
-        supervised depth errors (mm) are over the shard samples."""
-        assert self.scene is not None
-        parts = []
-        if batch is not None:
-            parts.append((batch["image"], _context(batch)))
-        if photos is not None:  # a photo has only its crop and K: mean albedo, unit light (see default_context)
-            parts.append((photos["image"], default_context(self.model, photos["intrinsics"].numpy())))
-        image = torch.cat([p[0] for p in parts]).to(self.device, non_blocking=True)
-        context = {key: np.concatenate([p[1][key] for p in parts]) for key in CONTEXT}
-        k = torch.from_numpy(context["intrinsics"]).to(self.device)
-        est = self._coarse_estimate(coarse, image, context)
-        known = self.config.sfs_appearance == "shard" and batch is not None
-        depth_c, mask, rho = self.scene.maps(est, context, own_albedo=known)
-        depth_hat = fine(image, depth_c, k, mask)
-        linear = srgb_to_linear(image)
-        n = len(batch["image"]) if batch is not None else 0
-        # Where the shards say the face shows (not hair, an occluder, the background), only there is the
-        # image shaded as skin; photos have no such map. FineNet itself sees the coarse mask, as at inference.
-        shown = None
-        if n and self.config.sfs_mask == "visible":
-            shown = torch.cat([batch["mask"].to(self.device, mask.dtype), torch.ones_like(mask[n:])])  # type: ignore[index]
-        # Shard samples (the first n rows) with their own lighting, photos with the solved one; in a
-        # mixed batch the two parts weigh by their share of it.
-        light = torch.from_numpy(context["light"][:n]).to(self.device) if known else None
-        material = torch.from_numpy(context["material"][:n]).to(self.device) if known else None
-        pieces = [(slice(0, len(image)), light, material)] if light is None or n == len(image) else \
-            [(slice(0, n), light, material), (slice(n, len(image)), None, None)]
-        loss, terms = torch.zeros((), device=self.device), {}
-        for rows, part_light, part_material in pieces:
-            share = (rows.stop - rows.start) / len(image)
-            part, part_terms = sfs_loss(depth_hat[rows], depth_c[rows], linear[rows], k[rows], mask[rows],
-                                        rho[rows], **self.config.sfs_options, light=part_light,
-                                        material=part_material, shown=None if shown is None else shown[rows])
-            loss = loss + share * part
-            terms = {name: terms.get(name, 0.0) + share * v for name, v in part_terms.items()}
-        metrics = {"loss": loss.item(), **{name: v.item() for name, v in terms.items()}}
-        if batch is not None:
-            truth = batch["depth"].to(self.device)
-            with torch.no_grad():
-                metrics["depth_mm"] = masked_depth_error(depth_hat[:n], truth, mask[:n]).item()
-                metrics["coarse_depth_mm"] = masked_depth_error(depth_c[:n], truth, mask[:n]).item()
-        return metrics, loss
-
-    def _validate_fine(self, coarse: CoarseNet, fine: FineNet, val: ShardDataset) -> dict[str, float]:
-        sums: dict[str, float] = {}
-        n = 0
-        with torch.no_grad():
-            for batch in self._val_batches(val):
-                metrics, _ = self._fine_batch(coarse, fine, batch)
-                for key, v in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + v
-                n += 1
-        return {k: v / n for k, v in sums.items()} if n else {}
+                "weights_sha256": weights_digest(stage.name, stage.net, self.proc)}
 
     def close(self) -> None:
         if self.writer is not None:
@@ -549,9 +370,9 @@ def train(data: str | os.PathLike | Sequence[str | os.PathLike], out: str | os.P
                 state = trainer.prepare(resume, Path(coarse_checkpoint) if coarse_checkpoint else None)
                 resumed = state.step or None
                 if "coarse" in trainer.stages and state.stage == "coarse":
-                    trainer.summary["stages"]["coarse"] = trainer.run_coarse(state)
+                    trainer.summary["stages"]["coarse"] = trainer.run_stage(CoarseStage(trainer, state), state)
                 if "fine" in trainer.stages:
-                    trainer.summary["stages"]["fine"] = trainer.run_fine(state)
+                    trainer.summary["stages"]["fine"] = trainer.run_stage(FineStage(trainer, state), state)
             finally:
                 trainer.close()
     finally:
