@@ -6,8 +6,8 @@ which keeps the last). The networks themselves (:mod:`synthface.models`) never t
 receive the feedback as tensors.
 
 Estimates are normalised parameter vectors (B, N) (:class:`~synthface.targets.ParameterNormalizer`);
-the *context* is what CoarseNet does not regress but the renderer needs — K, albedo, light,
-material, brows — as numpy arrays in the shard layout (:func:`default_context` fills it for a photo).
+the *scene* is what CoarseNet does not regress but the renderer needs — K, albedo, light,
+material, brows — as numpy arrays in the shard layout (:func:`default_scene` fills it for a photo).
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ def feedback_settings(image_size: int, faces_per_draw: int = 64) -> RenderSettin
     return RenderSettings(image_size=image_size, faces_per_draw=faces_per_draw, normals=True, pncc=True)
 
 
-def default_context(model: MorphableModel, intrinsics: np.ndarray,
-                    context: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+def default_scene(model: MorphableModel, intrinsics: np.ndarray,
+                    scene: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """What the renderer needs besides identity/expression/pose: K, plus mean albedo, typical brows
     (:func:`~synthface.sampling.typical_facial_hair`), unit ambient light and a matte material (no
-    highlight, no occlusion) unless ``context`` gives them (the background is the renderer's plain
+    highlight, no occlusion) unless ``scene`` gives them (the background is the renderer's plain
     default unless given). Depth, mask, PNCC and normals depend on none of them, so a photo needs
     nothing but its K."""
     k = np.ascontiguousarray(intrinsics, dtype=np.float32)
@@ -48,20 +48,20 @@ def default_context(model: MorphableModel, intrinsics: np.ndarray,
     out = {"albedo": np.zeros((b, model.n_albedo), np.float32), "light": light,
            "material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32),
            "facial_hair": np.repeat(typical_facial_hair()[None], b, axis=0)}
-    out.update({key: np.asarray(v) for key, v in (context or {}).items()})
+    out.update({key: np.asarray(v) for key, v in (scene or {}).items()})
     out["intrinsics"] = k
     return out
 
 
 def render_mean_albedo(renderer: FaceRenderer, params: Mapping[str, np.ndarray],
                        intrinsics: np.ndarray) -> tuple[RenderOutput, torch.Tensor]:
-    """Render ``params`` (identity, expression, pose) with :func:`default_context`'s look; returns the
+    """Render ``params`` (identity, expression, pose) with :func:`default_scene`'s look; returns the
     output and the linear albedo ρ (B, 3, H, W) float32, 0 off the face: FineNet's SfS albedo — the
     model's mean albedo, or that of ``params["albedo"]`` (coefficients) when given.
 
     Under unit ambient light the shading is 1, so the sRGB image is the albedo itself.
     """
-    out = renderer.render({**default_context(renderer.model, intrinsics), **params})
+    out = renderer.render({**default_scene(renderer.model, intrinsics), **params})
     rgb = torch.from_numpy(out.image.transpose(0, 3, 1, 2).astype(np.float32) / 255.0)
     return out, srgb_to_linear(rgb) * torch.from_numpy(out.mask[:, None].astype(np.float32))
 
@@ -101,7 +101,7 @@ class FeedbackRenderer:
         return self.renderer.settings.image_size
 
     def release(self) -> None:
-        """Free the renderer and context this object created (a given renderer stays the caller's)."""
+        """Free the renderer and GL context this object created (a given renderer stays the caller's)."""
         if self._ctx is not None:
             self.renderer.release()
             self._ctx.release()
@@ -113,23 +113,23 @@ class FeedbackRenderer:
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
-    def feedback(self, estimate: Tensor, context: Mapping[str, np.ndarray]) -> Tensor:
+    def feedback(self, estimate: Tensor, scene: Mapping[str, np.ndarray]) -> Tensor:
         """(B, 6, H, W) float32 PNCC and normals of ``estimate`` (B, N), on its device (not differentiable)."""
-        params = {**context, **self.normalizer.to_params(estimate, context["intrinsics"])}
+        params = {**scene, **self.normalizer.to_params(estimate, scene["intrinsics"])}
         out = self.renderer.render(params)
         feedback = np.concatenate([out.pncc, out.normals], axis=-1).transpose(0, 3, 1, 2)
         return torch.from_numpy(np.ascontiguousarray(feedback)).to(estimate.device)
 
-    def maps(self, estimate: Tensor, context: Mapping[str, np.ndarray], *,
+    def maps(self, estimate: Tensor, scene: Mapping[str, np.ndarray], *,
              own_albedo: bool = False) -> tuple[Tensor, Tensor, Tensor]:
         """Depth (B, 1, H, W) mm, mask (B, 1, H, W) and linear albedo ρ (B, 3, H, W) of ``estimate``
-        (ρ: :func:`render_mean_albedo`): the model's mean albedo, or with ``own_albedo`` the context's
+        (ρ: :func:`render_mean_albedo`): the model's mean albedo, or with ``own_albedo`` the scene's
         albedo, material and brows — drawn where the estimate puts the face."""
-        k = context["intrinsics"]
+        k = scene["intrinsics"]
         params = self.normalizer.to_params(estimate, k)
         if own_albedo:  # the sample's albedo, brows and stubble, darkened by its occlusion as the renderer drew it
             for key in ("albedo", "material", "facial_hair"):
-                params[key] = context[key]
+                params[key] = scene[key]
         out, rho = render_mean_albedo(self.renderer, params, k)
         depth = torch.from_numpy(out.depth[:, None]).to(estimate.device)
         mask = torch.from_numpy(out.mask[:, None].astype(np.float32)).to(estimate.device)

@@ -26,7 +26,7 @@ import torch
 
 from .checkpoint import read_checkpoint
 from .errors import CheckpointError
-from .feedback import FeedbackRenderer, default_context, last, refine
+from .feedback import FeedbackRenderer, default_scene, last, refine
 from .geometry import camera_vertices
 from .model import MorphableModel
 from .models import CoarseNet, FineNet
@@ -110,17 +110,17 @@ class Prediction:
 
 
 def render_prediction(renderer: FaceRenderer, params: Mapping[str, np.ndarray], intrinsics: np.ndarray,
-                      context: Mapping[str, np.ndarray] | None = None) -> Prediction:
+                      scene: Mapping[str, np.ndarray] | None = None) -> Prediction:
     """Depth, mask and vertices of a parameter estimate (``identity``, ``expression``, ``pose``; physical units)."""
     blocks = {n: np.ascontiguousarray(params[n], dtype=np.float32) for n in PARAM_VECTOR}
-    full = {**default_context(renderer.model, intrinsics, context), **blocks}
+    full = {**default_scene(renderer.model, intrinsics, scene), **blocks}
     out = renderer.render(full)
     return Prediction(params=blocks, coarse_depth=out.depth, mask=out.mask.astype(bool),
                       vertices=np.asarray(camera_vertices(renderer.model, full), np.float32))
 
 
 def mean_face_prediction(renderer: FaceRenderer, pose: np.ndarray, intrinsics: np.ndarray,
-                         context: Mapping[str, np.ndarray] | None = None) -> Prediction:
+                         scene: Mapping[str, np.ndarray] | None = None) -> Prediction:
     """The mean face (identity = expression = 0) at ``pose`` (B, 6) with the camera K (B, 3, 3).
 
     With the training data's mean pose it is the baseline of :mod:`synthface.evaluate` (a predictor
@@ -130,7 +130,7 @@ def mean_face_prediction(renderer: FaceRenderer, pose: np.ndarray, intrinsics: n
     b, model = len(pose), renderer.model
     zeros = {"identity": np.zeros((b, model.n_identity), np.float32),
              "expression": np.zeros((b, model.n_expression), np.float32), "pose": pose}
-    return render_prediction(renderer, zeros, intrinsics, context)
+    return render_prediction(renderer, zeros, intrinsics, scene)
 
 
 class Predictor:
@@ -184,27 +184,27 @@ class Predictor:
         self.close()
 
     @torch.no_grad()
-    def estimate(self, images: torch.Tensor, context: Mapping[str, np.ndarray]) -> torch.Tensor:
+    def estimate(self, images: torch.Tensor, scene: Mapping[str, np.ndarray]) -> torch.Tensor:
         """CoarseNet's final normalised estimate (B, N), refined from zeros (the training data's mean)."""
         feedback = self.feedback(images.shape[-1])
-        return last(refine(self.coarse, images, lambda e: feedback.feedback(e, context),
+        return last(refine(self.coarse, images, lambda e: feedback.feedback(e, scene),
                            self.checkpoint.coarse_iterations))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor | np.ndarray, intrinsics: torch.Tensor | np.ndarray,
-                context: Mapping[str, np.ndarray] | None = None) -> Prediction:
+                scene: Mapping[str, np.ndarray] | None = None) -> Prediction:
         """Reconstruct a batch: images (B, 3, H, W) float sRGB in [0, 1] (H = W), K (B, 3, 3) in pixels.
 
-        ``context`` may add albedo/light/background (shard layout); they change nothing the networks see.
+        ``scene`` may add albedo/light/background (shard layout); they change nothing the networks see.
         """
         images = torch.as_tensor(images, dtype=torch.float32).to(self.device)
         if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
             raise ValueError(f"images must be (B, 3, H, H), got {tuple(images.shape)}")
         k = np.asarray(intrinsics.detach().cpu() if isinstance(intrinsics, torch.Tensor) else intrinsics,
                        np.float32)
-        ctx = default_context(self.model, k, context)
-        params = self.checkpoint.normalizer.to_params(self.estimate(images, ctx), k)
-        pred = render_prediction(self.renderer(images.shape[-1]), params, k, ctx)
+        full = default_scene(self.model, k, scene)
+        params = self.checkpoint.normalizer.to_params(self.estimate(images, full), k)
+        pred = render_prediction(self.renderer(images.shape[-1]), params, k, full)
         if self.fine is None:
             return pred
         z = torch.from_numpy(pred.coarse_depth).to(self.device)[:, None]

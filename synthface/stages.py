@@ -23,7 +23,7 @@ import torch
 
 from .batches import StepBatches, loader
 from .data import ShardDataset
-from .feedback import default_context, last, refine
+from .feedback import default_scene, last, refine
 from .losses import coarse_loss, column_weights, masked_depth_error
 from .models import FineNet, sfs_loss
 from .shading import srgb_to_linear
@@ -31,10 +31,10 @@ from .shading import srgb_to_linear
 if TYPE_CHECKING:
     from .train import _Trainer
 
-CONTEXT = ("albedo", "light", "material", "facial_hair", "intrinsics")
+SCENE = ("albedo", "light", "material", "facial_hair", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
-COARSE_FIELDS = ("image", "params", *CONTEXT)
-FINE_FIELDS = ("image", "depth", "mask", *CONTEXT)
+COARSE_FIELDS = ("image", "params", *SCENE)
+FINE_FIELDS = ("image", "depth", "mask", *SCENE)
 
 
 @dataclass
@@ -70,8 +70,8 @@ class Stage(Protocol):
     def weights(self) -> tuple[dict[str, Any], dict[str, Any] | None]: ...
 
 
-def _context(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    return {k: np.ascontiguousarray(batch[k].numpy()) for k in CONTEXT}
+def _scene(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {k: np.ascontiguousarray(batch[k].numpy()) for k in SCENE}
 
 
 def _mean(batches: Iterator[dict[str, float]]) -> dict[str, float]:
@@ -111,13 +111,13 @@ class CoarseStage:
 
     def step(self, batch: dict[str, Any], ddp: torch.nn.Module) -> dict[str, float]:
         run, c = self.run, self.run.config
-        scene, device, iterations = run.scene, run.device, run.coarse_iterations
-        assert scene is not None
+        renderer, device, iterations = run.renderer, run.device, run.coarse_iterations
+        assert renderer is not None
         image = batch["image"].to(device, non_blocking=True)
         target = batch["params"].to(device, non_blocking=True)
         k = batch["intrinsics"].to(device, non_blocking=True)
-        context = _context(batch)
-        refinements = refine(ddp, image, lambda e: scene.feedback(e, context), iterations)
+        scene = _scene(batch)
+        refinements = refine(ddp, image, lambda e: renderer.feedback(e, scene), iterations)
         metrics: dict[str, float] = {}
         total = 0.0
         for t in range(iterations):
@@ -141,7 +141,7 @@ class CoarseStage:
         def scores() -> Iterator[dict[str, float]]:
             for batch in run._val_batches(self.val_ds):
                 image, target = batch["image"].to(run.device), batch["params"].to(run.device)
-                est = coarse_estimate(run, self.net, image, _context(batch))
+                est = coarse_estimate(run, self.net, image, _scene(batch))
                 _, mse, vertex_mm = coarse_loss(run.model, self.normalizer, est, target,
                                                 batch["intrinsics"].to(run.device), 0.0)
                 yield {"param_mse": mse.item(), "vertex_mm": vertex_mm.item()}
@@ -156,12 +156,12 @@ class CoarseStage:
 
 
 def coarse_estimate(run: _Trainer, net: torch.nn.Module, image: torch.Tensor,
-                    context: dict[str, np.ndarray]) -> torch.Tensor:
+                    scene: dict[str, np.ndarray]) -> torch.Tensor:
     """CoarseNet's final estimate (B, N) of ``image`` (no gradient)."""
-    scene = run.scene
-    assert scene is not None
+    renderer = run.renderer
+    assert renderer is not None
     with torch.no_grad():
-        return last(refine(net, image, lambda e: scene.feedback(e, context), run.coarse_iterations))
+        return last(refine(net, image, lambda e: renderer.feedback(e, scene), run.coarse_iterations))
 
 
 class FineStage:
@@ -208,18 +208,18 @@ class FineStage:
         """SfS loss (differentiable) of shard samples and/or photos in one batch, and its metrics; the
         supervised depth errors (mm) are over the shard samples."""
         run, config, device = self.run, self.run.config, self.run.device
-        assert run.scene is not None
+        assert run.renderer is not None
         parts = []
         if batch is not None:
-            parts.append((batch["image"], _context(batch)))
-        if photos is not None:  # a photo has only its crop and K: mean albedo, unit light (see default_context)
-            parts.append((photos["image"], default_context(run.model, photos["intrinsics"].numpy())))
+            parts.append((batch["image"], _scene(batch)))
+        if photos is not None:  # a photo has only its crop and K: mean albedo, unit light (see default_scene)
+            parts.append((photos["image"], default_scene(run.model, photos["intrinsics"].numpy())))
         image = torch.cat([p[0] for p in parts]).to(device, non_blocking=True)
-        context = {key: np.concatenate([p[1][key] for p in parts]) for key in CONTEXT}
-        k = torch.from_numpy(context["intrinsics"]).to(device)
-        est = coarse_estimate(run, self.coarse, image, context)
+        scene = {key: np.concatenate([p[1][key] for p in parts]) for key in SCENE}
+        k = torch.from_numpy(scene["intrinsics"]).to(device)
+        est = coarse_estimate(run, self.coarse, image, scene)
         known = config.sfs_appearance == "shard" and batch is not None
-        depth_c, mask, rho = run.scene.maps(est, context, own_albedo=known)
+        depth_c, mask, rho = run.renderer.maps(est, scene, own_albedo=known)
         depth_hat = fine(image, depth_c, k, mask)
         linear = srgb_to_linear(image)
         n = len(batch["image"]) if batch is not None else 0
@@ -230,8 +230,8 @@ class FineStage:
             shown = torch.cat([batch["mask"].to(device, mask.dtype), torch.ones_like(mask[n:])])
         # Shard samples (the first n rows) with their own lighting, photos with the solved one; in a
         # mixed batch the two parts weigh by their share of it.
-        light = torch.from_numpy(context["light"][:n]).to(device) if known else None
-        material = torch.from_numpy(context["material"][:n]).to(device) if known else None
+        light = torch.from_numpy(scene["light"][:n]).to(device) if known else None
+        material = torch.from_numpy(scene["material"][:n]).to(device) if known else None
         pieces = [(slice(0, len(image)), light, material)] if light is None or n == len(image) else \
             [(slice(0, n), light, material), (slice(n, len(image)), None, None)]
         loss, terms = torch.zeros((), device=device), {}

@@ -117,7 +117,7 @@ class _Trainer:
             self.device = torch.device("cpu")
         self.threads = set_threads(config.threads, self.proc)
         self.writer: Any = None
-        self.scene: FeedbackRenderer | None = None
+        self.renderer: FeedbackRenderer | None = None
         self.photos: PhotoDataset | None = None
         self.summary: dict[str, Any] = {"stages": {}}
         # Set by prepare(), once, before any stage runs:
@@ -266,7 +266,7 @@ class _Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.out / "tb"), purge_step=state.step if state.step else None)
-        self.scene = FeedbackRenderer(self.model, self.normalizer, self.image_size,
+        self.renderer = FeedbackRenderer(self.model, self.normalizer, self.image_size,
                                       faces_per_draw=min(c.faces_per_draw, c.batch_size // self.proc.world),
                                       device=self.device,
                                       gl_device=self.proc.local_rank if self.device.type == "cuda" else 0)
@@ -333,8 +333,8 @@ class _Trainer:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-        if self.scene is not None:
-            self.scene.release()
+        if self.renderer is not None:
+            self.renderer.release()
         self.proc.leave()
 
 

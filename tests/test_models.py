@@ -439,18 +439,18 @@ def test_refine_with_rendered_feedback(bundled_model, gl_ctx):
     params = sample_params(bundled_model, seed=0, indices=range(3), config=SamplingConfig(image_size=64))
     pv = ParameterNormalizer.fit(params)
     assert pv.dim == bundled_model.n_identity + bundled_model.n_expression + 6
-    context = {k: v for k, v in params.items() if k not in pv.names}
+    scene = {k: v for k, v in params.items() if k not in pv.names}
     with FaceRenderer(bundled_model, RenderSettings(64, normals=True, pncc=True), ctx=gl_ctx) as r, \
-            FeedbackRenderer(bundled_model, pv, 64, renderer=r) as scene:
-        feedback = scene.feedback(torch.as_tensor(pv.encode(params)), context)
+            FeedbackRenderer(bundled_model, pv, 64, renderer=r) as feedback_renderer:
+        feedback = feedback_renderer.feedback(torch.as_tensor(pv.encode(params)), scene)
         assert feedback.shape == (3, 6, 64, 64) and feedback.dtype == torch.float32
         assert feedback[:, :3].max() <= 1 and feedback[:, 3:].abs().max() <= 1.0001
         # Normals face the camera; a full head's smooth normals turn slightly away only at its silhouette.
         nz = feedback[:, 5][feedback[:, :3].sum(1) > 0]
         assert (nz < 0.2).float().mean() > 0.95 and nz.median() < -0.3
         net = CoarseNet(pv.dim)
-        final = last(refine(net, torch.rand(3, 3, 64, 64), lambda est: scene.feedback(est, context), 2))
-        depth, mask, rho = scene.maps(final, context)
+        final = last(refine(net, torch.rand(3, 3, 64, 64), lambda est: feedback_renderer.feedback(est, scene), 2))
+        depth, mask, rho = feedback_renderer.maps(final, scene)
     assert final.shape == (3, pv.dim) and depth.shape == mask.shape == (3, 1, 64, 64) and rho.shape == (3, 3, 64, 64)
     assert (depth[mask > 0] > 0).all() and mask.sum() > 0  # the mean face, where the estimate put it
     with FaceRenderer(bundled_model, RenderSettings(64), ctx=gl_ctx) as plain, \
