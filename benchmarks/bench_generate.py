@@ -56,7 +56,7 @@ def bfm_sized_model(base: MorphableModel, k_identity: int = 80, k_albedo: int = 
     The mesh is subdivided twice (``trimesh.remesh.subdivide``: each triangle → 4) with every per-vertex
     array (mean shape, each basis component, albedo) interpolated as a vertex attribute, so it is the
     same face with ~16× the vertices. Original vertices keep their indices (landmarks stay valid).
-    Identity and albedo bases are padded to Deep3DFaceRecon's K = 80 with normalised differences of
+    Identity and albedo bases are padded to Deep3DFaceRecon's K = 80 with normalized differences of
     existing components; the expression blendshapes are kept.
     """
     import trimesh

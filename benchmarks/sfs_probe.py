@@ -1,7 +1,7 @@
 """Where does FineNet's shape-from-shading loss point? Per-image depth optimisation on shard faces.
 
 Not a network: per face, a per-pixel depth offset is optimised directly (Adam, or L-BFGS with
-``--optimizer lbfgs``) under ``synthface.models.sfs_loss`` as training calls it (the trainer's
+``--optimizer lbfgs``) under ``synthface.nets.sfs_loss`` as training calls it (the trainer's
 weights and masks unless ``--weights`` / ``--margin`` / ``--albedo-tolerance``), i.e. what a FineNet
 that fitted the loss perfectly would output. Albedo and lighting: ``--albedo true --light true`` —
 the sample's own, drawn at the start's geometry (``sfs_appearance="shard"``, the trainer's default
@@ -40,9 +40,9 @@ import synthface
 from synthface.data import ShardDataset
 from synthface.evaluate import depth_error_percent
 from synthface.feedback import render_mean_albedo
-from synthface.models import sfs_loss
-from synthface.models.fine import normalise_depth
-from synthface.models.rendering_layer import laplacian, laplacian_mask, masked_mean
+from synthface.nets import sfs_loss
+from synthface.nets.fine import normalize_depth
+from synthface.nets.rendering_layer import laplacian, laplacian_mask, masked_mean
 from synthface.predict import Predictor, load_checkpoint, mean_face_prediction
 from synthface.render import FaceRenderer, RenderSettings
 from synthface.shading import srgb_to_linear
@@ -69,7 +69,7 @@ def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: to
     move as fast as the rest. ``lbfgs``: L-BFGS with a strong-Wolfe line search and ``steps``
     iterations, i.e. (close to) the loss's own minimum near the start.
     """
-    _, _, footprint = normalise_depth(start, k, mask)
+    _, _, footprint = normalize_depth(start, k, mask)
     offset = torch.zeros_like(start, requires_grad=True)
 
     def loss() -> torch.Tensor:

@@ -139,7 +139,7 @@ def fractal_noise(size: int = 256, channels: int = 4, *, beta: float = 1.6, seed
     """(size, size, channels) uint8 tileable fractal noise, each channel uniform over [0, 255].
 
     Spectral synthesis: white noise filtered to a 1/f^β amplitude spectrum (β ≈ 1.6: cloud-like, detail at
-    every scale), then rank-normalised so a threshold t covers a fraction t of the texture. A fixed
+    every scale), then rank-normalized so a threshold t covers a fraction t of the texture. A fixed
     seed: the procedural backgrounds' only randomness is in their per-sample parameters.
     """
     rng = np.random.default_rng(seed)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .models import CoarseNet, FineNet
+from .nets import CoarseNet, FineNet
 from .shards import atomic_write
 from .targets import PARAM_VECTOR, ParameterNormalizer
 

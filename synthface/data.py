@@ -13,7 +13,7 @@ opened, and pickling drops handles), so ``DataLoader(num_workers=k)`` is safe wi
 spawn and forkserver.
 
 Split: :mod:`synthface.split` (a hash of each sample's seed and index). Targets: the ``params``
-item is the flat vector of :mod:`synthface.targets`, normalised by its ``ParameterNormalizer``.
+item is the flat vector of :mod:`synthface.targets`, normalized by its ``ParameterNormalizer``.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 One renderer (:class:`FeedbackRenderer`) and one loop (:func:`refine`), used alike by training
 (:mod:`synthface.train`, which supervises every refinement) and inference (:mod:`synthface.predict`,
-which keeps the last). The networks themselves (:mod:`synthface.models`) never touch OpenGL: they
+which keeps the last). The networks themselves (:mod:`synthface.nets`) never touch OpenGL: they
 receive the feedback as tensors.
 
-Estimates are normalised parameter vectors (B, N) (:class:`~synthface.targets.ParameterNormalizer`);
+Estimates are normalized parameter vectors (B, N) (:class:`~synthface.targets.ParameterNormalizer`);
 the *scene* is what CoarseNet does not regress but the renderer needs — K, albedo, light,
 material, brows — as numpy arrays in the shard layout (:func:`default_scene` fills it for a photo).
 """
@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .gl import create_context
 from .model import MorphableModel
-from .models import coarse_step
+from .nets import coarse_step
 from .params import MATERIAL_FIELDS, N_SH
 from .render import FaceRenderer, RenderOutput, RenderSettings
 from .sampling import typical_facial_hair
@@ -67,7 +67,7 @@ def render_mean_albedo(renderer: FaceRenderer, params: Mapping[str, np.ndarray],
 
 
 class FeedbackRenderer:
-    """Draws normalised estimates: CoarseNet's feedback and the coarse maps FineNet starts from.
+    """Draws normalized estimates: CoarseNet's feedback and the coarse maps FineNet starts from.
 
     Owns a :class:`~synthface.render.FaceRenderer` with normals and PNCC on its own GL context
     (EGL device ``gl_device``) unless ``renderer`` is given (then it stays the caller's). Geometry runs
@@ -141,7 +141,7 @@ def refine(net: Callable[[Tensor], Tensor], image: Tensor, feedback: Callable[[T
     """The estimates (B, N) after each of ``iterations`` CoarseNet refinements of ``image`` (B, 3, H, W).
 
     Refinement ``t`` renders ``feedback`` of the previous estimate (``start``; zeros = the training
-    data's mean) and adds the network's correction (:func:`~synthface.models.coarse_step`).
+    data's mean) and adds the network's correction (:func:`~synthface.nets.coarse_step`).
     Rendering is not differentiable; ``detach`` also cuts the gradient between refinements, so each
     one learns to correct the estimate it was given. A generator: training runs each refinement's
     backward pass before asking for the next (one graph in memory); inference keeps the last.

@@ -99,7 +99,7 @@ def _torch_triangles(triangles, device):
 
 
 def face_normals(vertices, triangles):
-    """Unnormalised triangle normals (B, F, 3): cross products, length = 2 × area."""
+    """Unnormalized triangle normals (B, F, 3): cross products, length = 2 × area."""
     if _is_torch(vertices):
         import torch
 

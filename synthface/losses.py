@@ -1,5 +1,5 @@
 """CoarseNet's supervised losses and the trainer's depth metric (FineNet's unsupervised loss is
-:func:`synthface.models.sfs_loss`, next to the rendering layer it shades with)."""
+:func:`synthface.nets.sfs_loss`, next to the rendering layer it shades with)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .targets import ParameterNormalizer
 
 def vertex_distance(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
                     target: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
-    """Mean Euclidean distance (mm) between the camera-space vertices of two normalised parameter
+    """Mean Euclidean distance (mm) between the camera-space vertices of two normalized parameter
     vectors (B, N) with K (B, 3, 3), after moving the estimate along the optical axis by the mean
     z difference — as the depth error is measured (:mod:`synthface.evaluate`): a face's distance
     is seen only through its size, which identity also sets. Differentiable in ``estimate``."""

@@ -29,7 +29,7 @@ from .errors import CheckpointError
 from .feedback import FeedbackRenderer, default_scene, last, refine
 from .geometry import camera_vertices
 from .model import MorphableModel
-from .models import CoarseNet, FineNet
+from .nets import CoarseNet, FineNet
 from .render import FaceRenderer
 from .targets import PARAM_VECTOR, ParameterNormalizer
 
@@ -185,7 +185,7 @@ class Predictor:
 
     @torch.no_grad()
     def estimate(self, images: torch.Tensor, scene: Mapping[str, np.ndarray]) -> torch.Tensor:
-        """CoarseNet's final normalised estimate (B, N), refined from zeros (the training data's mean)."""
+        """CoarseNet's final normalized estimate (B, N), refined from zeros (the training data's mean)."""
         feedback = self.feedback(images.shape[-1])
         return last(refine(self.coarse, images, lambda e: feedback.feedback(e, scene),
                            self.checkpoint.coarse_iterations))

@@ -58,7 +58,7 @@ def depth_relief(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) ->
     """
     import torch
 
-    from .models.rendering_layer import depth_to_normals, depth_to_points
+    from .nets.rendering_layer import depth_to_normals, depth_to_points
 
     z = torch.from_numpy(np.where(mask, depth, 0).astype(np.float32))[None, None]
     k = torch.from_numpy(np.asarray(intrinsics, np.float32))[None]

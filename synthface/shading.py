@@ -1,7 +1,7 @@
 """Spherical-harmonics Lambertian shading: pure batched functions (numpy or torch).
 
 Lighting is 9 real SH coefficients per colour channel, in camera space, with
-the Lambertian kernel folded into the basis and normalised so that
+the Lambertian kernel folded into the basis and normalized so that
 ``light = [1, 0, …, 0]`` (per channel) shades every normal with 1, i.e. the
 image equals the albedo. Coefficient order and basis functions ``H_k(n)``:
 

@@ -5,10 +5,10 @@ step reads, :meth:`~Stage.step` runs that step's forward and backward and return
 :meth:`~Stage.validate` scores the held-out split, :meth:`~Stage.weights` is what a checkpoint stores.
 The loop owns the optimizer, the schedule, logging, validation times and checkpoints.
 
-* :class:`CoarseStage` — CoarseNet regresses the normalised parameter vector, refined with the
+* :class:`CoarseStage` — CoarseNet regresses the normalized parameter vector, refined with the
   feedback renderer; every refinement is supervised (:func:`~synthface.losses.coarse_loss`).
 * :class:`FineStage` — CoarseNet frozen; FineNet refines the depth of its final estimate under the
-  shape-from-shading loss (:func:`~synthface.models.sfs_loss`), on shards and/or unlabelled photos.
+  shape-from-shading loss (:func:`~synthface.nets.sfs_loss`), on shards and/or unlabelled photos.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from .batches import StepBatches, loader
 from .data import ShardDataset
 from .feedback import default_scene, last, refine
 from .losses import coarse_loss, column_weights, masked_depth_error
-from .models import FineNet, sfs_loss
+from .nets import FineNet, sfs_loss
 from .shading import srgb_to_linear
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """The trainer's regression target: the flat parameter vector, the pose's image-relative code and the
-normaliser that makes every column O(1) — what CoarseNet outputs and every loss, checkpoint and
+normalizer that makes every column O(1) — what CoarseNet outputs and every loss, checkpoint and
 prediction reads. Works on numpy arrays and torch tensors alike.
 """
 
@@ -140,11 +140,11 @@ class ParameterNormalizer:
         return {n: encode_pose(blocks[n], blocks["intrinsics"]) if n == "pose" else blocks[n] for n in self.names}
 
     def encode(self, blocks: Mapping[str, Array]) -> Array:
-        """Physical blocks (B, size) plus ``intrinsics`` (B, 3, 3) → normalised vector (B, dim) (numpy or torch)."""
+        """Physical blocks (B, size) plus ``intrinsics`` (B, 3, 3) → normalized vector (B, dim) (numpy or torch)."""
         return self.normalize(self.flatten(self._coded(blocks)))
 
     def decode(self, estimate: Array, intrinsics: Array) -> dict[str, Array]:
-        """Normalised (B, dim) estimate and K (B, 3, 3) → physical blocks (numpy or torch; differentiable)."""
+        """Normalized (B, dim) estimate and K (B, 3, 3) → physical blocks (numpy or torch; differentiable)."""
         blocks = dict(self.unflatten(self.denormalize(estimate)))
         if "pose" in blocks:
             if isinstance(estimate, torch.Tensor):
@@ -153,7 +153,7 @@ class ParameterNormalizer:
         return blocks
 
     def to_params(self, estimate: Array, intrinsics: Array) -> dict[str, np.ndarray]:
-        """Normalised (B, dim) estimate (torch or numpy) and K (B, 3, 3) → physical blocks as contiguous
+        """Normalized (B, dim) estimate (torch or numpy) and K (B, 3, 3) → physical blocks as contiguous
         float32 numpy arrays, the parameter-batch entries the renderer takes."""
         x = estimate.detach().cpu().numpy() if isinstance(estimate, torch.Tensor) else np.asarray(estimate)
         k = intrinsics.detach().cpu().numpy() if isinstance(intrinsics, torch.Tensor) else np.asarray(intrinsics)

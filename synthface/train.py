@@ -2,17 +2,17 @@
 
 Stages (each ``TrainConfig.steps`` optimizer steps):
 
-* **coarse** — CoarseNet regresses the normalised (:class:`~synthface.targets.ParameterNormalizer`)
+* **coarse** — CoarseNet regresses the normalized (:class:`~synthface.targets.ParameterNormalizer`)
   identity / expression / pose vector from the image, starting at zero (the training mean) and
   refining it ``coarse_iterations`` times with PNCC + normals of the current estimate rendered by
   one :class:`~synthface.render.FaceRenderer` (GL). The pose is regressed as the image-relative
   code of :func:`~synthface.targets.encode_pose` (``tx/tz, ty/tz, log(tz/fx)``; K comes with each
-  sample). Every iteration is supervised: squared error in normalised parameter space (identity
+  sample). Every iteration is supervised: squared error in normalized parameter space (identity
   and expression columns weighted by ``shape_weight``) plus ``geometric_weight`` × the mean
   camera-space vertex distance (mm) after aligning the mean depth (:func:`~synthface.losses.vertex_distance`).
 * **fine** — CoarseNet frozen; the final coarse estimate is rendered to a depth map, mask and an
   albedo image ρ (the sample's own albedo, or the mean one: ``sfs_appearance``); FineNet refines
-  the depth under the unsupervised shape-from-shading loss (:func:`~synthface.models.sfs_loss`)
+  the depth under the unsupervised shape-from-shading loss (:func:`~synthface.nets.sfs_loss`)
   against the shard image, shaded with the sample's lighting or the least-squares one. The shard's
   depth is used only for a metric (mean absolute depth error in mm), never in the loss.
 
@@ -56,7 +56,7 @@ from .feedback import FeedbackRenderer
 from .geometry import resolve_device
 from .loaders import load_model
 from .model import MorphableModel
-from .models import CoarseNet
+from .nets import CoarseNet
 from .photos import PhotoDataset
 from .rundir import data_records, resume_point, write_run_file
 from .shards import locked_run_dir

@@ -51,7 +51,7 @@ class TrainConfig:
     """T: CoarseNet refinements per image, each from a rendering of the previous estimate."""
     geometric_weight: float = 0.01
     """Coarse loss per mm of mean vertex distance (the parameter term is O(1) per column; at
-    0.01 a 10 mm vertex error weighs like a normalised parameter MSE of 0.1)."""
+    0.01 a 10 mm vertex error weighs like a normalized parameter MSE of 0.1)."""
     shape_weight: float = SHAPE_WEIGHT
     """Weight of identity and expression columns in the parameter loss (pose columns: 1)."""
     sfs_weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS

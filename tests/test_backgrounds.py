@@ -134,7 +134,7 @@ def test_fractal_noise_is_fixed_uniform_and_tileable():
     a, b = fractal_noise(64, 2), fractal_noise(64, 2)
     np.testing.assert_array_equal(a, b)
     hist = np.bincount(a[..., 0].ravel() // 32, minlength=8)
-    assert hist.min() > 0.9 * hist.mean()  # rank-normalised: uniform over [0, 255]
+    assert hist.min() > 0.9 * hist.mean()  # rank-normalized: uniform over [0, 255]
     # Tileable: the jump across the wrap is no larger than a typical step inside.
     inside = np.abs(np.diff(a[..., 0].astype(int), axis=1)).mean()
     assert np.abs(a[:, 0, 0].astype(int) - a[:, -1, 0]).mean() < 2 * inside

@@ -302,7 +302,7 @@ def test_other_format_version_or_mismatched_shard_is_refused(data, tmp_path):
         ShardDataset(data["b"], split="test")  # type: ignore[arg-type]
 
 
-def test_to_params_decodes_a_normalised_estimate_for_the_renderer():
+def test_to_params_decodes_a_normalized_estimate_for_the_renderer():
     rng = np.random.default_rng(0)
     k = np.tile(np.array([[500.0, 0, 32], [0, 500, 32], [0, 0, 1]]), (20, 1, 1)) * rng.uniform(0.5, 2, (20, 1, 1))
     k[:, 2, 2] = 1

@@ -20,7 +20,7 @@ from synthface.data import ShardDataset
 from synthface.evaluate import depth_error_percent, evaluate, parameter_errors, summarize
 from synthface.feedback import feedback_settings
 from synthface.generate import GenerateJob, generate
-from synthface.models import CoarseNet, FineNet
+from synthface.nets import CoarseNet, FineNet
 from synthface.predict import (
     CheckpointError,
     Predictor,

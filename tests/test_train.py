@@ -23,7 +23,7 @@ from synthface.batches import StepBatches, batch_positions
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
 from synthface.errors import CheckpointError, ConfigError, SynthfaceError
 from synthface.generate import GenerateJob, generate
-from synthface.models import CoarseNet
+from synthface.nets import CoarseNet
 from synthface.targets import ParameterNormalizer
 from synthface.train import TrainConfig, train
 

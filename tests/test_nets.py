@@ -10,8 +10,8 @@ import torch
 
 from synthface.feedback import FeedbackRenderer, last, refine
 from synthface.geometry import project
-from synthface.models import CoarseNet, FineNet, coarse_step, normalise_depth
-from synthface.models.rendering_layer import (
+from synthface.nets import CoarseNet, FineNet, coarse_step, normalize_depth
+from synthface.nets.rendering_layer import (
     albedo_flat,
     depth_to_normals,
     depth_to_points,
@@ -337,13 +337,13 @@ def test_sfs_loss_shades_only_shown_pixels():
                 assert terms["shading"].item() > 1e-4 and z.grad.abs().max().item() > 1e-6
 
 
-def test_normalise_depth():
+def test_normalize_depth():
     k = intrinsics(64, batch=2).float()
     depth = torch.full((2, 1, 64, 64), 500.0)
     depth[0] += torch.linspace(-20, 20, 64)
     mask = torch.zeros(2, 1, 64, 64)
     mask[..., 16:48, 16:48] = 1
-    z, mean, footprint = normalise_depth(depth * mask, k, mask)
+    z, mean, footprint = normalize_depth(depth * mask, k, mask)
     torch.testing.assert_close(mean.flatten(), torch.tensor([500.0, 500.0]))
     torch.testing.assert_close(footprint.flatten(), 500.0 / (0.5 * (k[:, 0, 0] + k[:, 1, 1])))
     assert z[1].abs().max() == 0 and z[0].abs().max() < 0.2 and (z * (1 - mask) == 0).all()

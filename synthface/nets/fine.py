@@ -3,7 +3,7 @@
 Fully convolutional: conv blocks at four scales (1, 1/2, 1/4, 1/8), every scale's features
 upsampled to full resolution and concatenated (a hypercolumn per pixel), then 1×1 convs →
 a depth residual. Depth enters and leaves in units tied to the camera rather than in mm
-(:func:`normalise_depth`), so a given shading pattern means the same slope at any distance,
+(:func:`normalize_depth`), so a given shading pattern means the same slope at any distance,
 focal length or image size.
 """
 
@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def normalise_depth(depth: Tensor, intrinsics: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-image depth normalisation for FineNet; returns ``(normalised, mean, footprint)``.
+def normalize_depth(depth: Tensor, intrinsics: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image depth normalization for FineNet; returns ``(normalized, mean, footprint)``.
 
     ``mean`` (B, 1, 1, 1) mm is the masked mean depth z̄ and ``footprint`` (B, 1, 1, 1) = z̄ / f
-    (f = mean of fx, fy) is the size in mm of one pixel at that depth. ``normalised`` (B, 1, H, W)
-    = (z − z̄) / (footprint · W): depth in image widths, the unit of the image plane normalised
+    (f = mean of fx, fy) is the size in mm of one pixel at that depth. ``normalized`` (B, 1, H, W)
+    = (z − z̄) / (footprint · W): depth in image widths, the unit of the image plane normalized
     to [0, 1] (about ±0.2 on a face that fills half the image); 0 off the mask. An empty mask gives
-    z̄ = 0, a footprint clamped to 1e-6 and a normalised map of 0.
+    z̄ = 0, a footprint clamped to 1e-6 and a normalized map of 0.
     """
     m = mask[:, None] if mask.dim() == 3 else mask
     m = m.to(depth.dtype)
@@ -40,8 +40,8 @@ def _conv(c_in: int, c_out: int) -> nn.Sequential:
 class FineNet(nn.Module):
     """sRGB image + coarse depth → refined depth (B, 1, H, W) mm: ``ẑ = z_coarse + mask · footprint · Δ``.
 
-    Inputs (``in_channels=4``): image (B, 3, H, W) in [0, 1] and the coarse depth normalised by
-    :func:`normalise_depth`. The residual Δ is in pixel footprints (a 1 mm detail on a face at
+    Inputs (``in_channels=4``): image (B, 3, H, W) in [0, 1] and the coarse depth normalized by
+    :func:`normalize_depth`. The residual Δ is in pixel footprints (a 1 mm detail on a face at
     5 mm/pixel is Δ = 0.2); the last 1×1 conv starts at zero, so an untrained net returns the
     coarse depth. Scales: ``widths[i]`` channels at 1/2^i resolution (two 3×3 convs each,
     average pooling between); any H, W works (features are resized back to H × W).
@@ -77,6 +77,6 @@ class FineNet(nn.Module):
         """image (B, 3, H, W) sRGB [0, 1], depth_coarse (B, 1, H, W) mm, K (B, 3, 3), mask (B, 1, H, W)
         → refined depth (B, 1, H, W) mm (equal to the coarse depth off the mask)."""
         m = (mask[:, None] if mask.dim() == 3 else mask).to(depth_coarse.dtype)
-        z_norm, _, footprint = normalise_depth(depth_coarse, intrinsics, m)
+        z_norm, _, footprint = normalize_depth(depth_coarse, intrinsics, m)
         delta = self.residual(torch.cat([image.to(depth_coarse.dtype), z_norm], dim=1))
         return depth_coarse + m * footprint * delta

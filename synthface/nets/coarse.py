@@ -3,7 +3,7 @@
 Each step sees the image together with a rendering of the current estimate (PNCC and normals,
 drawn by :class:`synthface.feedback.FeedbackRenderer`; the loop is :func:`synthface.feedback.refine`)
 and predicts an *update* of the parameter vector,
-so the network only has to learn corrections. Parameters travel as one normalised vector
+so the network only has to learn corrections. Parameters travel as one normalized vector
 (:class:`synthface.targets.ParameterNormalizer`: per-column ``(p − mean) / std``), in which the
 network's output is ``O(1)`` whatever the units (std units, radians, mm).
 """
@@ -85,6 +85,6 @@ def coarse_step(net: CoarseNet, image: Tensor, feedback: Tensor, params: Tensor)
     """One refinement: ``params + net([image, feedback])``.
 
     image (B, 3, H, W) sRGB in [0, 1]; feedback (B, 6, H, W) rendered from ``params`` (PNCC, normals);
-    params (B, N) normalised (:class:`~synthface.targets.ParameterNormalizer`). Returns the new (B, N) estimate.
+    params (B, N) normalized (:class:`~synthface.targets.ParameterNormalizer`). Returns the new (B, N) estimate.
     """
     return params + net(torch.cat([image, feedback], dim=1))

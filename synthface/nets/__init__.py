@@ -1,7 +1,7 @@
 """Trainer networks (Richardson et al., CVPR 2017): CoarseNet, the rendering layer, FineNet."""
 
 from .coarse import CoarseNet, coarse_step
-from .fine import FineNet, normalise_depth
+from .fine import FineNet, normalize_depth
 from .rendering_layer import (
     depth_to_normals,
     depth_to_points,
@@ -16,7 +16,7 @@ __all__ = [
     "coarse_step",
     "depth_to_normals",
     "depth_to_points",
-    "normalise_depth",
+    "normalize_depth",
     "sfs_loss",
     "shade_depth",
     "solve_lighting",
