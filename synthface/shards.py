@@ -1,4 +1,4 @@
-"""HDF5 shards (format version 2; version 1 still read) and the dataset manifest.
+"""HDF5 shards (format version 3; versions 1 and 2 still read) and the dataset manifest.
 
 A shard is written under a temporary name, fsynced, then renamed: a file that
 exists under its final name is complete. Images, depth and masks are chunked
@@ -28,8 +28,8 @@ from .params import ModelDims, param_layout
 from .render import RenderOutput
 
 SHARD_FORMAT = "synthface-shard"
-SHARD_VERSION = 2
-READABLE_SHARD_VERSIONS = (1, 2)
+SHARD_VERSION = 3
+READABLE_SHARD_VERSIONS = (1, 2, 3)
 """Format 1: face-only scene, ``params/background`` a colour (N, 3). Format 2 adds ``segmentation``
 (class ids, table in its ``classes`` attribute), ``params/material``, ``params/background_shapes``,
 ``params/background_sha256`` and gives ``params/background`` the columns of
@@ -69,9 +69,12 @@ RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
 }
 
 
-FORMAT2_DATASETS = ("segmentation", "params/material", "params/background_shapes", "params/background_sha256",
-                    "params/occluders", "params/hair", "params/facial_hair", "params/clothes")
-"""Datasets shard format 2 added (format 1 shards lack them; its ``params/background`` held a colour)."""
+DATASET_SINCE = {**dict.fromkeys(("segmentation", "params/material", "params/background_shapes",
+                                   "params/background_sha256", "params/occluders", "params/hair",
+                                   "params/facial_hair"), 2),
+                 "params/clothes": 3}
+"""The shard format version that added each dataset (older shards lack it; format 1's ``params/background``
+held a colour). Every other dataset is in every version."""
 
 
 def shard_layout(model: MorphableModel | ModelDims, image_size: int,

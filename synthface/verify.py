@@ -13,7 +13,7 @@ import numpy as np
 
 from .params import ModelDims
 from .resources import file_sha256
-from .shards import FORMAT2_DATASETS, READABLE_SHARD_VERSIONS, SHARD_FORMAT, read_manifest, shard_layout
+from .shards import DATASET_SINCE, READABLE_SHARD_VERSIONS, SHARD_FORMAT, read_manifest, shard_layout
 
 _MODEL_WIDTHS = ("params/identity", "params/expression", "params/albedo")
 _FINITE = ("depth", "landmarks/xy", "params/identity", "params/expression", "params/albedo", "params/pose",
@@ -92,7 +92,7 @@ def _check_shard(path: Path, entry: dict, size: int, widths: dict[str, tuple[int
             extras = tuple((manifest.get("job") or {}).get("extras", ()))
             layout = shard_layout(dims, size, extras)
             for name, field in layout.items():
-                if version < 2 and name in FORMAT2_DATASETS:
+                if version < DATASET_SINCE.get(name, 1):
                     continue
                 if name not in f:
                     out.append(f"dataset {name} missing")

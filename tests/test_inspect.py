@@ -245,7 +245,9 @@ def test_format_1_datasets_verify_info_and_preview(damaged, tmp_path):
     assert cli("preview", str(damaged), "--out", str(tmp_path / "v1.png"), "--count", "2").exit_code == 0
     with h5py.File(damaged / manifest["shards"][0]["file"], "r+") as f:  # a format 2 shard must have them all
         f.attrs["format_version"] = 2
+        del f["params/clothes"]  # (but not what format 3 added)
     manifest["shards"][0]["sha256"] = file_sha256(damaged / manifest["shards"][0]["file"])
     (damaged / "manifest.json").write_text(json.dumps(manifest))
     result = cli("verify", str(damaged))
     assert result.exit_code != 0 and "dataset segmentation missing" in result.output
+    assert "params/clothes" not in result.output
