@@ -41,6 +41,19 @@ def gen(out, model_file, *extra: str, n: int = 10):
     return result
 
 
+def make_dataset(out, model, *, n: int, seed: int, shard_size: int, size: int = SIZE, extras: tuple[str, ...] = (),
+                 faces_per_draw: int = 16):
+    """A dataset of ``n`` samples of ``model`` at ``size`` px in ``out``, by the library's ``generate``
+    (in process; the tests' one way to make shards without the CLI). Returns ``out``."""
+    from synthface import load_config
+    from synthface.generate import GenerateJob, generate
+
+    job = GenerateJob(n=n, seed=seed, shard_size=shard_size, config=load_config(overrides={"image_size": size}),
+                      extras=extras, faces_per_draw=faces_per_draw)
+    generate(out, job, model=model, device="cpu")
+    return out
+
+
 def load_arrays(out) -> dict[str, np.ndarray]:
     """Every dataset of every shard of the dataset in ``out``, concatenated in manifest order."""
     manifest = json.loads((out / "manifest.json").read_text())

@@ -7,13 +7,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from synthface import load_config
 from synthface.augment import Degradations, degrade
 from synthface.data import ShardDataset
 from synthface.errors import ConfigError
-from synthface.generate import GenerateJob, generate
 
 from .conftest import make_model
+from .helpers import make_dataset
 
 NONE = Degradations(colour_prob=0, blur_prob=0, motion_prob=0, noise_prob=0, grey_prob=0, jpeg_prob=0)
 
@@ -77,9 +76,7 @@ def test_bad_settings_are_refused(bad):
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("aug") / "d"
-    generate(out, GenerateJob(n=8, seed=3, shard_size=4, config=load_config(overrides={"image_size": 32}),
-                              faces_per_draw=4), model=make_model("pca"), device="cpu")
-    return out
+    return make_dataset(out, make_model("pca"), n=8, seed=3, shard_size=4, size=32, faces_per_draw=4)
 
 
 def test_dataset_degrades_images_only_reproducibly_per_epoch(shards):

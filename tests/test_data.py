@@ -15,22 +15,19 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from synthface import load_config
 from synthface.data import FIELDS, ShardDataset
 from synthface.errors import ConfigError, ShardError, SynthfaceError
-from synthface.generate import GenerateJob, generate
 from synthface.split import in_val
 from synthface.targets import PARAM_VECTOR, ParameterNormalizer
+
+from .helpers import make_dataset
 
 SIZE = 32
 ALL_FIELDS = (*FIELDS, "params")
 
 
 def make(out, model, *, n: int, seed: int, shard_size: int, extras: tuple[str, ...] = ()):
-    job = GenerateJob(n=n, seed=seed, shard_size=shard_size, config=load_config(overrides={"image_size": SIZE}),
-                      extras=extras, faces_per_draw=4)
-    generate(out, job, model=model, device="cpu")
-    return out
+    return make_dataset(out, model, n=n, seed=seed, shard_size=shard_size, size=SIZE, extras=extras, faces_per_draw=4)
 
 
 @pytest.fixture(scope="module")

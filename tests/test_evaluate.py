@@ -14,12 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthface import load_config, load_model
+from synthface import load_model
 from synthface.checkpoint import CHECKPOINT_VERSION
 from synthface.data import ShardDataset
 from synthface.evaluate import depth_error_percent, evaluate, parameter_errors, summarize
 from synthface.feedback import feedback_settings
-from synthface.generate import GenerateJob, generate
 from synthface.nets import CoarseNet, FineNet
 from synthface.predict import (
     CheckpointError,
@@ -33,7 +32,7 @@ from synthface.render import FaceRenderer
 from synthface.targets import PARAM_VECTOR, ParameterNormalizer
 
 from .conftest import make_model
-from .helpers import assert_user_error, cli
+from .helpers import assert_user_error, cli, make_dataset
 
 SIZE = 32
 N = 32
@@ -120,10 +119,7 @@ def model(model_file):
 def data(tmp_path_factory, model):
     """32 faces of the sphere model at 32 px, in two shards."""
     out = tmp_path_factory.mktemp("eval") / "d"
-    job = GenerateJob(n=N, seed=5, shard_size=16, config=load_config(overrides={"image_size": SIZE}),
-                      faces_per_draw=16)
-    generate(out, job, model=model, device="cpu")
-    return out
+    return make_dataset(out, model, n=N, seed=5, shard_size=16, size=SIZE)
 
 
 @pytest.fixture(scope="module")

@@ -18,16 +18,15 @@ import numpy as np
 import pytest
 import torch
 
-from synthface import load_config, load_model
+from synthface import load_model
 from synthface.batches import StepBatches, batch_positions
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
 from synthface.errors import CheckpointError, ConfigError, SynthfaceError
-from synthface.generate import GenerateJob, generate
 from synthface.nets import CoarseNet
 from synthface.targets import ParameterNormalizer
 from synthface.train import TrainConfig, train
 
-from .helpers import assert_user_error, cli, header_bomb
+from .helpers import assert_user_error, cli, header_bomb, make_dataset
 
 SIZE = 32
 TINY = {"coarse_widths": (8, 16), "coarse_blocks": 1, "coarse_hidden": 32, "fine_widths": (8, 16), "fine_head": 16,
@@ -53,9 +52,7 @@ def model(model_file):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, model) -> Path:
     out = tmp_path_factory.mktemp("train-data") / "d"
-    generate(out, GenerateJob(n=64, seed=0, shard_size=32, config=load_config(None, {"image_size": SIZE}),
-                              faces_per_draw=16), model=model, device="cpu")
-    return out
+    return make_dataset(out, model, n=64, seed=0, shard_size=32, size=SIZE)
 
 
 @pytest.fixture(scope="module")
@@ -593,8 +590,7 @@ def test_coarse_net_learns_the_pose_from_images(tmp_path, bundled_model):
     from synthface.predict import load_checkpoint
 
     data = tmp_path / "d"
-    generate(data, GenerateJob(n=2048, seed=3, shard_size=512, config=load_config(None, {"image_size": SIZE}),
-                               faces_per_draw=64), model=bundled_model, device="cpu")
+    make_dataset(data, bundled_model, n=2048, seed=3, shard_size=512, size=SIZE, faces_per_draw=64)
     config = TrainConfig(stage="coarse", steps=400, batch_size=16, lr=1e-3, lr_schedule="cosine", coarse_iterations=1,
                          coarse_widths=(16, 32, 64), coarse_blocks=1, coarse_hidden=128, coarse_norm="batch",
                          shape_weight=0.05, num_workers=0, threads=2, val_every=0, val_batches=1, val_fraction=0.1,
