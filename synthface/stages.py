@@ -2,7 +2,8 @@
 
 A stage owns its networks, its data and its loss: :meth:`~Stage.batches` yields what each remaining
 step reads, :meth:`~Stage.step` runs that step's forward and backward and returns its metrics,
-:meth:`~Stage.validate` scores the held-out split, :meth:`~Stage.weights` is what a checkpoint stores.
+:meth:`~Stage.validate` scores the held-out split, :meth:`~Stage.weights` is what a checkpoint stores,
+:meth:`~Stage.finish` hands on what later stages need.
 The loop owns the optimizer, the schedule, logging, validation times and checkpoints.
 
 * :class:`CoarseStage` — CoarseNet regresses the normalized parameter vector, refined with the
@@ -69,6 +70,9 @@ class Stage(Protocol):
 
     def weights(self) -> tuple[dict[str, Any], dict[str, Any] | None]: ...
 
+    def finish(self) -> None:
+        """After the stage's last step (what later stages take from it)."""
+
 
 def _scene(batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(batch[k].numpy()) for k in SCENE}
@@ -91,14 +95,14 @@ class CoarseStage:
 
     def __init__(self, run: _Trainer, state: ResumeState) -> None:
         self.run, c = run, run.config
-        net: torch.nn.Module = run._coarse_net(state.coarse)
+        net: torch.nn.Module = run.coarse_net(state.coarse)
         if run.proc.world > 1 and run.coarse_args["norm"] == "batch" and run.device.type == "cuda":
             # Batch statistics over all processes (SyncBatchNorm is CUDA-only: on CPU each rank keeps its own).
             net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.net = net
         self.resuming = state.stage == "coarse"
         self.start, self.first_step = state.stage_step, state.step
-        self.train_ds, self.val_ds = run._datasets(COARSE_FIELDS, run.normalizer)
+        self.train_ds, self.val_ds = run.datasets(COARSE_FIELDS, run.normalizer)
         assert run.normalizer is not None
         self.normalizer = run.normalizer
         self.column_weights = column_weights(run.normalizer, c.shape_weight)
@@ -139,7 +143,7 @@ class CoarseStage:
         self.net.eval()  # BatchNorm (norm="batch") uses its running statistics, as at inference
 
         def scores() -> Iterator[dict[str, float]]:
-            for batch in run._val_batches(self.val_ds):
+            for batch in run.val_batches(self.val_ds):
                 image, target = batch["image"].to(run.device), batch["params"].to(run.device)
                 est = coarse_estimate(run, self.net, image, _scene(batch))
                 _, mse, vertex_mm = coarse_loss(run.model, self.normalizer, est, target,
@@ -153,6 +157,10 @@ class CoarseStage:
 
     def weights(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         return self.net.state_dict(), None
+
+    def finish(self) -> None:
+        """The fine stage of this run starts from the CoarseNet just trained."""
+        self.run.coarse_weights = self.net.state_dict()
 
 
 def coarse_estimate(run: _Trainer, net: torch.nn.Module, image: torch.Tensor,
@@ -173,7 +181,7 @@ class FineStage:
     def __init__(self, run: _Trainer, state: ResumeState) -> None:
         self.run, c = run, run.config
         # This process's freshly trained CoarseNet if it ran the coarse stage, else the checkpoint's.
-        self.coarse = run._coarse_net(run.coarse_weights or state.coarse)
+        self.coarse = run.coarse_net(run.coarse_weights or state.coarse)
         self.coarse.eval().requires_grad_(False)
         torch.manual_seed(c.seed + 1)
         net = FineNet(4, widths=c.fine_widths, head=c.fine_head)
@@ -181,7 +189,7 @@ class FineStage:
         if self.resuming and state.fine is not None:
             net.load_state_dict(state.fine)
         self.net = net.to(run.device)
-        self.train_ds, self.val_ds = run._datasets(FINE_FIELDS, None)
+        self.train_ds, self.val_ds = run.datasets(FINE_FIELDS, None)
         self.start = state.stage_step if self.resuming else 0
         self.first_step = state.step if self.resuming else run.step
 
@@ -252,8 +260,11 @@ class FineStage:
 
     def validate(self) -> dict[str, float]:
         with torch.no_grad():
-            return _mean(self.loss(self.net, batch)[0] for batch in self.run._val_batches(self.val_ds))
+            return _mean(self.loss(self.net, batch)[0] for batch in self.run.val_batches(self.val_ds))
 
     def weights(self) -> tuple[dict[str, Any], dict[str, Any] | None]:
         return self.coarse.state_dict(), self.net.state_dict()
+
+    def finish(self) -> None:
+        pass
 

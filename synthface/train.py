@@ -173,13 +173,13 @@ class _Trainer:
                         "epoch": stage_step // max(1, n_train // c.batch_size), "batches_consumed": stage_step})
         self.summary["checkpoint"] = str(save_checkpoint(ckpt, self.out))
 
-    def _datasets(self, fields: Sequence[str], normalize: Any) -> tuple[ShardDataset, ShardDataset]:
+    def datasets(self, fields: Sequence[str], normalize: Any) -> tuple[ShardDataset, ShardDataset]:
         c = self.config
         train = ShardDataset(self.data, "train", c.val_fraction, fields, normalize)
         val = ShardDataset(self.data, "val", c.val_fraction, fields, train.normalizer if normalize else None)
         return train, val
 
-    def _val_batches(self, val: ShardDataset) -> Iterator[dict[str, Any]]:
+    def val_batches(self, val: ShardDataset) -> Iterator[dict[str, Any]]:
         n = min(self.config.val_batches, len(val) // self.config.batch_size or (1 if len(val) else 0))
         b = min(self.config.batch_size, len(val))
         batches = [list(range(k * b, (k + 1) * b)) for k in range(n)]
@@ -301,7 +301,7 @@ class _Trainer:
 
     # ---- stages
 
-    def _coarse_net(self, weights: dict[str, Any] | None) -> CoarseNet:
+    def coarse_net(self, weights: dict[str, Any] | None) -> CoarseNet:
         """CoarseNet of ``coarse_args``: fresh (seeded) or with ``weights`` of :attr:`coarse_source`."""
         torch.manual_seed(self.config.seed)
         return build_net(CoarseNet, self.coarse_args, weights, self.coarse_source).to(self.device)
@@ -325,8 +325,7 @@ class _Trainer:
             last, val_metrics = self._end_step(stage.name, metrics, step, stage_step, opt, val_metrics,
                                                len(stage.train_ds), validate=validate, weights=stage.weights)
         self.step = step
-        if stage.name == "coarse":
-            self.coarse_weights = stage.net.state_dict()
+        stage.finish()
         return {"steps": stage_step, "train": last, "val": val_metrics,
                 "weights_sha256": weights_digest(stage.name, stage.net, self.proc)}
 
