@@ -135,8 +135,9 @@ void main() {
     vec3 albedo = v_albedo;
     float alpha = 1.0;
     if (HAIR_PASS == 0) {
+        vec3 model_mm = v_pncc * pncc_extent;  // where on the mean shape: skin and cloth patterns stay put
         if (abs(region - eyes_class * 255.0) > 0.5 && abs(region - mouth_class * 255.0) > 0.5) {
-            albedo = mottled_skin(albedo, v_pncc * pncc_extent);
+            albedo = mottled_skin(albedo, model_mm);
         }
         int f = 11 * v_instance;
         vec3 colour = vec3(facial_hair[f + 8], facial_hair[f + 9], facial_hair[f + 10]);
@@ -152,7 +153,7 @@ void main() {
         if (v_collar.x > -500.0) {
             float neckline = clothes[c + 1] + clothes[c + 2] * v_collar.y;
             if (clothes[c] > 0.5 && v_collar.x > neckline) {
-                albedo = cloth_albedo(c, v_pncc * pncc_extent);
+                albedo = cloth_albedo(c, model_mm);
                 ks *= 0.3;  // cloth is duller than skin
                 region = clothes_class * 255.0;
             } else if (abs(region - clothes_class * 255.0) < 0.5) {

@@ -35,7 +35,7 @@ def feedback_settings(image_size: int, faces_per_draw: int = 64) -> RenderSettin
 
 
 def default_scene(model: MorphableModel, intrinsics: np.ndarray,
-                    scene: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                  scene: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """What the renderer needs besides identity/expression/pose: K, plus mean albedo, typical brows
     (:func:`~synthface.sampling.typical_facial_hair`), unit ambient light and a matte material (no
     highlight, no occlusion) unless ``scene`` gives them (the background is the renderer's plain

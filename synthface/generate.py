@@ -63,10 +63,10 @@ EXTRAS = ("normals", "pncc")
 
 
 COMPRESSED_FRACTION = 0.5
-SHARD_OVERHEAD = 32_000
-"""Bytes of HDF5 structure per shard (superblock, chunk indexes, attributes with the config)."""
 """Upper estimate of a shard's compressed size / uncompressed size for the lossless codecs (0.27 to
 0.39 measured on the bundled head's defaults; ``benchmarks/bench_codecs.py``)."""
+SHARD_OVERHEAD = 32_000
+"""Bytes of HDF5 structure per shard (superblock, chunk indexes, attributes with the config)."""
 
 
 @dataclass(frozen=True)
@@ -380,8 +380,8 @@ def _check_space(out: Path, job: GenerateJob) -> None:
 
 
 def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
-        if n < 1000 or unit == "PB":
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000:
             return f"{n:.3g} {unit}"
         n /= 1000
     return f"{n:.3g} PB"

@@ -35,7 +35,8 @@ READABLE_SHARD_VERSIONS = (1, 2, 3)
 ``params/background_sha256`` and gives ``params/background`` the columns of
 :data:`synthface.params.BACKGROUND_FIELDS`; ``image`` is anti-aliased over a textured background;
 ``depth`` covers every rendered surface and ``mask`` the face region (the same pixels as format 1's
-for a face-only model)."""
+for a face-only model). Format 3 adds ``params/clothes`` and the segmentation class ``clothes`` (the
+bundled model's bust); :data:`DATASET_SINCE` lists what each version added."""
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "synthface-dataset"
 MANIFEST_VERSION = 1
