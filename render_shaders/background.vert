@@ -1,5 +1,7 @@
 #version 430
-// One quad per instance covering its tile of the atlas (the tile layout of face.vert), drawn before the faces.
+// One quad per instance covering its tile of the atlas (the tile layout of face.vert), at the far plane:
+// drawn after the faces with depth test '<=', it shades only the pixels they leave (the edges pass
+// draws it with no depth test).
 
 uniform int first_tile;
 uniform ivec2 grid;
@@ -15,7 +17,7 @@ void main() {
     int t = first_tile + gl_InstanceID;
     vec2 atlas = vec2(grid) * tile_size;
     vec2 pixel = vec2(t % grid.x, t / grid.x) * tile_size + c * tile_size;
-    gl_Position = vec4(2.0 * pixel / atlas - 1.0, 0.0, 1.0);
+    gl_Position = vec4(2.0 * pixel / atlas - 1.0, 1.0, 1.0);
     v_uv = c;
     v_instance = gl_InstanceID;
 }

@@ -111,6 +111,21 @@ vec3 cloth_albedo(int c, vec3 p) {
 }
 
 void main() {
+    float alpha = 1.0;
+    float strand = 0.0;
+    if (HAIR_PASS == 1) {  // the hairline first: pixels past it are discarded before they are shaded
+        // Strands run down and back over the head: noise stretched along the height, around the azimuth.
+        vec3 c = v_pncc - 0.5;
+        vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along
+        strand = texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
+        float edge = v_hair - 3.0 * (strand + 0.75);  // a ragged hairline: hair where > 0
+        if (coverage_to_alpha == 1) {
+            alpha = clamp(edge / max(fwidth(edge), 1e-3) + 0.5, 0.0, 1.0);  // the pixel's share past the line
+            if (alpha <= 0.0) discard;
+        } else if (edge < 0.0) {
+            discard;
+        }
+    }
     vec3 n = normalize(v_normal);
     float basis[9] = float[9](1.0, C1 * n.y, C1 * n.z, C1 * n.x, C2 * n.x * n.y, C2 * n.y * n.z,
                               C3 * (3.0 * n.z * n.z - 1.0), C2 * n.x * n.z, 0.5 * C2 * (n.x * n.x - n.y * n.y));
@@ -133,7 +148,6 @@ void main() {
     float occlusion = mix(1.0, v_occlusion, materials[3 * v_instance + 2]);
     float region = v_region;
     vec3 albedo = v_albedo;
-    float alpha = 1.0;
     if (HAIR_PASS == 0) {
         vec3 model_mm = v_pncc * pncc_extent;  // where on the mean shape: skin and cloth patterns stay put
         if (abs(region - eyes_class * 255.0) > 0.5 && abs(region - mouth_class * 255.0) > 0.5) {
@@ -163,17 +177,6 @@ void main() {
     }
     vec3 linear = albedo * occlusion * max(irradiance, 0.0) + ks * lobe * strength;
     if (HAIR_PASS == 1) {
-        // Strands run down and back over the head: noise stretched along the height, around the azimuth.
-        vec3 c = v_pncc - 0.5;
-        vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along
-        float strand = texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
-        float edge = v_hair - 3.0 * (strand + 0.75);  // a ragged hairline: hair where > 0
-        if (coverage_to_alpha == 1) {
-            alpha = clamp(edge / max(fwidth(edge), 1e-3) + 0.5, 0.0, 1.0);  // the pixel's share past the line
-            if (alpha <= 0.0) discard;
-        } else if (edge < 0.0) {
-            discard;
-        }
         int h = 9 * v_instance;
         vec3 hair_colour = vec3(hair[h + 4], hair[h + 5], hair[h + 6]) * (1.0 + hair[h + 7] * 2.0 * strand);
         float sheen = hair[h + 8] * (dot(n, l) > 0.0 ? pow(max(dot(n, h_dir(l, v_position)), 0.0), 20.0) : 0.0);

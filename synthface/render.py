@@ -355,21 +355,18 @@ class FaceRenderer:
 
     def _draw(self, fbo: moderngl.Framebuffer, b: int, *, background: bool, occluders: bool, hair: bool,
               multisampled: bool = False) -> None:
-        """Clear ``fbo``, draw the tiles' backgrounds (no depth test, no depth write), the hair shells,
-        the heads, then the occluders in front (depth-tested: surfaces with a depth and a class).
+        """Clear ``fbo``, draw the hair shells, the heads and the occluders (depth-tested: surfaces with a
+        depth and a class), then the tiles' backgrounds behind them all: at the far plane, so only the pixels
+        no surface covers run the background's shader.
         ``multisampled``: the MSAA colour pass (the hairline is blended by alpha-to-coverage there; the
         one-sample geometry pass keeps its exact cut)."""
         fbo.use()
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
-        if background:
-            self.ctx.disable(moderngl.DEPTH_TEST)
-            self._noise.use(location=0)
-            if self._images is not None:
-                self._images.use(location=1)
-            self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
         self.ctx.enable(moderngl.DEPTH_TEST)
         self._noise.use(location=0)
-        if hair:  # first: the head's scalp behind it then fails the depth test before it is shaded
+        # First the hair (both faces: through the hairline's cut the shell's inside shows, hair around the
+        # face): the head's scalp behind it then fails the depth test before it is shaded.
+        if hair:
             if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
                 self.ctx.enable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
                 self._hair_program["coverage_to_alpha"] = 1
@@ -388,6 +385,12 @@ class FaceRenderer:
             self._vao.render(moderngl.TRIANGLES, first=3 * self._n_closed, vertices=3 * n_rim, instances=b)
         if occluders:
             self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
+        if background:  # at depth 1.0: passes '<=' only where the cleared depth is left
+            self.ctx.depth_func = "<="
+            if self._images is not None:
+                self._images.use(location=1)
+            self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
+            self.ctx.depth_func = "<"
 
     def _blend_edges(self, b: int, first_tile: int) -> None:
         """The ``edges`` pass: the one-sample colour, blended across the edges of the exact buffers."""
