@@ -58,6 +58,14 @@ def rotation_matrices(angles):
     return xp.stack(rows, -1).reshape(angles.shape[0], 3, 3)
 
 
+def rotation_angles(rotations: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`rotation_matrices`: (B, 3, 3) → (B, 3) yaw, pitch, roll in radians (numpy;
+    yaw in [-90°, 90°])."""
+    r = np.asarray(rotations, np.float64)
+    yaw = np.arcsin(np.clip(-r[:, 2, 0], -1.0, 1.0))
+    return np.stack([yaw, np.arctan2(r[:, 2, 1], r[:, 2, 2]), np.arctan2(r[:, 1, 0], r[:, 0, 0])], axis=1)
+
+
 def pose_to_camera(pose):
     """(B, 6) pose → rotation (B, 3, 3) including the axis flip, and translation (B, 3) in mm."""
     flip = AXIS_FLIP

@@ -1,13 +1,15 @@
 """Photos of faces: read, detect, crop, and the camera assumed for a photo whose camera is unknown.
 
-A photo of an unknown camera gets an assumed pinhole camera: a horizontal-or-vertical field of view of
-:data:`DEFAULT_FOV_DEG` across the photo's longer side (a typical portrait / phone camera), so the
-photo's focal length is ``f = (max(H, W) / 2) / tan(fov / 2)`` pixels. The square crop around the face is
-treated as the view of a virtual camera turned toward the face: its focal length is ``f`` scaled by the
-crop's resize factor, and its principal point is the crop's centre — the framing the networks were trained
-on (the synthetic data always has the principal point at the image centre). The approximation ignores
-the small perspective skew of an off-axis crop. Geometry is in that virtual camera's space (OpenCV
-axes: x right, y down, z forward; millimetres), and its scale is only as right as the assumed field of view.
+A photo of an unknown camera gets an assumed pinhole camera: a field of view of :data:`DEFAULT_FOV_DEG`
+across the photo's longer side (a typical portrait / phone camera), so its focal length is
+``f = (max(H, W) / 2) / tan(fov / 2)`` pixels and its principal point the photo's centre. The crop around
+a face (:func:`crop_square`) is the view of a *virtual camera* at the same place, turned toward the face
+(no roll) and zoomed so that the face is framed as the generator frames its renders
+(:mod:`synthface.framing`): a perspective warp of the photo, exact for every pixel. The networks see the
+face on their optical axis, as in training (the synthetic data always has the principal point at the
+image centre); :attr:`PhotoCrop.rotation` takes their camera-space results back to the photo's camera.
+Geometry is in camera space (OpenCV axes: x right, y down, z forward; millimetres), and its scale is only
+as right as the assumed field of view.
 
 Torch-free: shared by ``reconstruct`` (inference) and :class:`~synthface.photos.PhotoDataset` (training).
 """
@@ -19,16 +21,16 @@ import io
 import math
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ReconstructError
+from .framing import DEFAULT_FRACTION, crop_window
 
 DEFAULT_FOV_DEG = 50.0
 """Assumed field of view (degrees) across the longer side of a photo whose camera is unknown."""
-DEFAULT_MARGIN = 0.4
-"""Fraction of the detected box's side added on each side of it for the square crop (side = 1.8 × box)."""
 MAX_PHOTO_PIXELS = 100_000_000
 """Photos whose header claims more pixels are refused before decoding: a 40 kB PNG can claim
 50000 × 50000 (7.5 GB decoded). 100 MP is more than any camera's photo (a 6000 × 8000 one is 48 MP)."""
@@ -114,26 +116,73 @@ def photo_focal(shape: tuple[int, ...], fov_deg: float = DEFAULT_FOV_DEG) -> flo
     return max(shape[0], shape[1]) / 2.0 / math.tan(math.radians(fov_deg) / 2.0)
 
 
-def crop_square(image: np.ndarray, box: tuple[int, int, int, int], size: int, margin: float = DEFAULT_MARGIN,
-                fov_deg: float = DEFAULT_FOV_DEG) -> tuple[np.ndarray, np.ndarray]:
-    """The square around ``box`` (grown by ``margin`` × its side on each side), resized to ``size`` px, and its K.
+@dataclass(frozen=True, eq=False)
+class PhotoCrop:
+    """A face crop: the view of a virtual camera turned toward the face (module docstring)."""
 
-    Parts of the square outside the photo are filled by repeating the edge pixels. K has the photo's
-    assumed focal length (:func:`photo_focal`) scaled by the resize and the principal point at the centre
-    (see the module docstring).
+    image: np.ndarray
+    """(S, S, 3) uint8 RGB, what the networks see."""
+    intrinsics: np.ndarray
+    """(3, 3) float32 K of the virtual camera in the crop's pixels (principal point at the centre)."""
+    rotation: np.ndarray
+    """(3, 3) float64: virtual camera axes → the photo camera's (``x_photo = rotation @ x_virtual``)."""
+    photo_intrinsics: np.ndarray
+    """(3, 3) float64 the photo's assumed K (:func:`photo_focal`, principal point at its centre)."""
+    window: tuple[int, int, int]
+    """(x0, y0, side): the square in the photo's pixels the crop shows, around its centre (exact at the
+    centre; a crop turned off the photo's axis covers a slightly skewed square)."""
+
+    def to_photo(self, points: np.ndarray) -> np.ndarray:
+        """(..., 3) virtual-camera points (mm) → (..., 2) the photo's pixels."""
+        x = np.asarray(points, np.float64) @ self.rotation.T @ self.photo_intrinsics.T
+        return x[..., :2] / x[..., 2:]
+
+
+def _turn_toward(direction: np.ndarray) -> np.ndarray:
+    """(3, 3) the smallest rotation taking the optical axis (0, 0, 1) onto the unit ``direction``."""
+    d = direction / np.linalg.norm(direction)
+    axis = np.cross([0.0, 0.0, 1.0], d)
+    s, c = np.linalg.norm(axis), d[2]
+    if s < 1e-12:
+        return np.eye(3)
+    k = axis / s
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + s * cross + (1.0 - c) * cross @ cross  # Rodrigues
+
+
+def _corner_to_centre(h: np.ndarray) -> np.ndarray:
+    """A homography between corner-origin pixel coordinates (K's) → OpenCV's pixel-centre ones."""
+    shift = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+    return np.linalg.inv(shift) @ h @ shift
+
+
+def crop_square(image: np.ndarray, box: tuple[int, int, int, int], size: int, fraction: float = DEFAULT_FRACTION,
+                fov_deg: float = DEFAULT_FOV_DEG, detector: str = "haar") -> PhotoCrop:
+    """The ``size`` px view of a virtual camera turned toward the face frame ``box`` suggests, in which
+    that frame spans ``fraction`` of the side (:func:`synthface.framing.crop_window`).
+
+    ``detector`` names how ``box`` sits on the face (:data:`~synthface.framing.DETECTOR_FRAMES`: the
+    Haar cascade's box, or ``"frame"`` for a box that is the frame). The virtual camera's focal length is
+    the photo's (:func:`photo_focal`) scaled by ``size / side``; pixels it sees outside the photo repeat
+    the edge. A photo larger than the crop needs is first area-resized, so the warp does not alias.
     """
     import cv2
 
-    x, y, w, h = box
-    side = max(w, h) * (1.0 + 2.0 * margin)
-    cx, cy = x + w / 2.0, y + h / 2.0
-    x0, y0, n = round(cx - side / 2.0), round(cy - side / 2.0), max(1, round(side))
+    x, y, side = crop_window(box, fraction, detector)
     hh, ww = image.shape[:2]
-    pad = max(0, -x0, -y0, x0 + n - ww, y0 + n - hh)
-    src = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
-    square = src[y0 + pad:y0 + pad + n, x0 + pad:x0 + pad + n]
-    interp = cv2.INTER_AREA if n > size else cv2.INTER_LINEAR
-    crop = cv2.resize(np.ascontiguousarray(square), (size, size), interpolation=interp)
-    f = photo_focal(image.shape, fov_deg) * size / n
-    k = np.array([[f, 0.0, size / 2.0], [0.0, f, size / 2.0], [0.0, 0.0, 1.0]], np.float32)
-    return crop, k
+    f = photo_focal(image.shape, fov_deg)
+    photo_k = np.array([[f, 0.0, ww / 2.0], [0.0, f, hh / 2.0], [0.0, 0.0, 1.0]])
+    centre = np.array([x + side / 2.0, y + side / 2.0, 1.0])
+    rotation = _turn_toward(np.linalg.solve(photo_k, centre))
+    fv = f * size / side
+    virtual_k = np.array([[fv, 0.0, size / 2.0], [0.0, fv, size / 2.0], [0.0, 0.0, 1.0]])
+    shrink = min(1.0, size / side)
+    src = image
+    if shrink < 1.0:
+        src = cv2.resize(image, (max(1, round(ww * shrink)), max(1, round(hh * shrink))), interpolation=cv2.INTER_AREA)
+    scale = np.diag([src.shape[1] / ww, src.shape[0] / hh, 1.0])
+    to_src = scale @ photo_k @ rotation @ np.linalg.inv(virtual_k)  # crop pixel → (resized) photo pixel
+    crop = cv2.warpPerspective(np.ascontiguousarray(src), _corner_to_centre(to_src), (size, size),
+                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+    return PhotoCrop(image=crop, intrinsics=virtual_k.astype(np.float32), rotation=rotation, photo_intrinsics=photo_k,
+                     window=(round(x), round(y), max(1, round(side))))

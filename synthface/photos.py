@@ -1,11 +1,12 @@
 """Unlabelled face photos as a torch Dataset, for FineNet's unsupervised stage (``--real-images DIR``).
 
 The photos get exactly the treatment :mod:`synthface.reconstruct` gives a photo at inference: the
-largest face found by OpenCV's Haar cascade, a square crop around it at the networks' image size,
-and the assumed camera of :func:`~synthface.photo.crop_square` — so FineNet trains on the
-framing it will later see. Faces are detected once, when the dataset is built (photos where none
-is found are left out and listed in :attr:`PhotoDataset.skipped`); items are read lazily, in the
-process that asks, like :class:`~synthface.data.ShardDataset`.
+largest face found by OpenCV's Haar cascade, the crop that frames it as the training renders are
+(:mod:`synthface.framing`, the data's face fraction) at the networks' image size, and the assumed
+camera of :func:`~synthface.photo.crop_square` — so FineNet trains on the framing it will later see.
+Faces are detected once, when the dataset is built (photos where none is found are left out and
+listed in :attr:`PhotoDataset.skipped`); items are read lazily, in the process that asks, like
+:class:`~synthface.data.ShardDataset`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import ConfigError, ReconstructError
-from .photo import DEFAULT_FOV_DEG, DEFAULT_MARGIN, crop_square, detect_face, read_image
+from .framing import DEFAULT_FRACTION
+from .photo import DEFAULT_FOV_DEG, crop_square, detect_face, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 """File name endings taken as photos (case-insensitive), searched recursively."""
@@ -40,9 +42,9 @@ class PhotoDataset(Dataset):
     shows a detectable face.
     """
 
-    def __init__(self, folder: str | os.PathLike, image_size: int, *, margin: float = DEFAULT_MARGIN,
+    def __init__(self, folder: str | os.PathLike, image_size: int, *, fraction: float = DEFAULT_FRACTION,
                  fov_deg: float = DEFAULT_FOV_DEG) -> None:
-        self.folder, self.image_size, self.margin, self.fov_deg = Path(folder), int(image_size), margin, fov_deg
+        self.folder, self.image_size, self.fraction, self.fov_deg = Path(folder), int(image_size), fraction, fov_deg
         files = find_photos(self.folder)
         self.paths: list[Path] = []
         self.boxes: list[tuple[int, int, int, int]] = []
@@ -62,9 +64,9 @@ class PhotoDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        crop, k = crop_square(read_image(self.paths[i]), self.boxes[i], self.image_size, self.margin, self.fov_deg)
-        image = np.ascontiguousarray(crop.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
-        return {"image": torch.from_numpy(image), "intrinsics": torch.from_numpy(k),
+        crop = crop_square(read_image(self.paths[i]), self.boxes[i], self.image_size, self.fraction, self.fov_deg)
+        image = np.ascontiguousarray(crop.image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
+        return {"image": torch.from_numpy(image), "intrinsics": torch.from_numpy(crop.intrinsics),
                 "index": torch.tensor(i, dtype=torch.int64)}
 
 

@@ -16,6 +16,7 @@ itself) are scored by exactly the code path a network's estimate takes.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import torch
 from .checkpoint import read_checkpoint
 from .errors import CheckpointError
 from .feedback import FeedbackRenderer, default_scene, last, refine
+from .framing import training_fraction
 from .geometry import camera_vertices
 from .model import MorphableModel
 from .nets import CoarseNet, FineNet
@@ -54,6 +56,11 @@ class Checkpoint:
     """Image size the networks were trained on (CoarseNet and FineNet accept any size ≥ 32)."""
     train_config: dict[str, Any] = field(default_factory=dict)
     data: list[Any] = field(default_factory=list)
+
+    @property
+    def face_fraction(self) -> float:
+        """The share of the image side the training data's faces span (their framing; photo crops reproduce it)."""
+        return training_fraction(self.data)
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> Checkpoint:
@@ -100,6 +107,10 @@ class Prediction:
     """(B, H, W) bool: where the rendered estimate covers the pixel centre."""
     vertices: np.ndarray
     """(B, V, 3) float32 camera-space vertices in mm."""
+    landmarks_xy: np.ndarray
+    """(B, 68, 2) float32 the estimate's landmarks in the image's pixels (``K·X/z``, top-left corner origin)."""
+    landmarks_visible: np.ndarray
+    """(B, 68) bool: inside the image and not hidden by the estimated face itself."""
     fine_depth: np.ndarray | None = None
     """(B, H, W) float32 FineNet's refined depth (equal to the coarse depth off the mask), or None."""
 
@@ -116,7 +127,8 @@ def render_prediction(renderer: FaceRenderer, params: Mapping[str, np.ndarray], 
     full = {**default_scene(renderer.model, intrinsics, scene), **blocks}
     out = renderer.render(full)
     return Prediction(params=blocks, coarse_depth=out.depth, mask=out.mask.astype(bool),
-                      vertices=np.asarray(camera_vertices(renderer.model, full), np.float32))
+                      vertices=np.asarray(camera_vertices(renderer.model, full), np.float32),
+                      landmarks_xy=out.landmarks_xy, landmarks_visible=out.landmarks_visible)
 
 
 def mean_face_prediction(renderer: FaceRenderer, pose: np.ndarray, intrinsics: np.ndarray,
@@ -210,5 +222,4 @@ class Predictor:
         z = torch.from_numpy(pred.coarse_depth).to(self.device)[:, None]
         m = torch.from_numpy(pred.mask).to(self.device)[:, None]
         fine = self.fine(images, z, torch.from_numpy(k).to(self.device), m)[:, 0]
-        return Prediction(params=pred.params, coarse_depth=pred.coarse_depth, mask=pred.mask,
-                          vertices=pred.vertices, fine_depth=fine.float().cpu().numpy())
+        return dataclasses.replace(pred, fine_depth=fine.float().cpu().numpy())

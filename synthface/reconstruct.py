@@ -1,4 +1,5 @@
-"""Reconstruct faces in photographs: detect, crop, predict, and write a mesh, a depth map and an overlay.
+"""Reconstruct faces in photographs: detect, crop, predict, and write a mesh, a depth map, an overlay and
+a JSON record (box, landmarks, head pose, coefficients, camera).
 
 The photo side (reading, detecting, cropping, the assumed camera) is :mod:`synthface.photo`.
 
@@ -7,20 +8,24 @@ Only this module's :func:`write_outputs` touches files; it writes each one atomi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import trimesh
 
 from .errors import ReconstructError
-from .photo import DEFAULT_FOV_DEG, DEFAULT_MARGIN, crop_square, detect_face
+from .geometry import rotation_angles, rotation_matrices
+from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_face
 from .shards import atomic_write
 
 if TYPE_CHECKING:  # torch is imported when a reconstruction runs, not with this module (the CLI's --help)
     from .predict import Predictor
 
+JSON_FORMAT = "synthface-reconstruction"
+JSON_VERSION = 1
 DEPTH_SCALE = 10.0
 """The depth PNG stores ``round(depth_mm * DEPTH_SCALE)`` as uint16: 0.1 mm steps up to 6553.5 mm; 0 = no face."""
 MESH_FORMATS = ("obj", "ply")
@@ -28,16 +33,18 @@ MESH_FORMATS = ("obj", "ply")
 
 @dataclass(frozen=True, eq=False)
 class Reconstruction:
-    """One reconstructed face: the crop the networks saw and the geometry in its virtual camera (mm)."""
+    """One reconstructed face: the crop the networks saw (:class:`~synthface.photo.PhotoCrop`), the geometry
+    in its virtual camera (mm), and what it means in the photo (landmarks, pose in the photo's camera)."""
 
-    crop: np.ndarray
-    """(S, S, 3) uint8 RGB crop at the checkpoint's image size."""
-    intrinsics: np.ndarray
-    """(3, 3) float32 pinhole K of the crop in pixels (top-left pixel corner origin)."""
+    crop: PhotoCrop
     box: tuple[int, int, int, int]
-    """Detected face (x, y, w, h) in the photo's pixels."""
+    """The face's box (x, y, w, h) in the photo's pixels: the detector's, or the one given."""
+    detector: str
+    """Where ``box`` came from: a key of :data:`~synthface.framing.DETECTOR_FRAMES` (``"frame"``: given)."""
+    photo_shape: tuple[int, int]
+    """The photo's (height, width) in pixels."""
     vertices: np.ndarray
-    """(V, 3) float32 camera-space vertices in mm."""
+    """(V, 3) float32 vertices in mm in the crop's virtual camera."""
     triangles: np.ndarray
     """(T, 3) int vertex indices (0-based)."""
     depth: np.ndarray
@@ -45,9 +52,54 @@ class Reconstruction:
     mask: np.ndarray
     """(S, S) bool: where the reconstructed face covers the pixel."""
     overlay: np.ndarray
-    """(S, S, 3) uint8 RGB: the depth map shaded (light from the camera) and blended over the crop."""
+    """(S, S, 3) uint8 RGB: the depth map shaded (light from the camera) and blended over the crop, with
+    the landmarks (green: visible, red: hidden by the face)."""
+    landmarks_visible: np.ndarray
+    """(68,) bool: not hidden by the estimated face itself (and inside the crop)."""
     params: dict[str, np.ndarray] = field(default_factory=dict)
-    """``identity``, ``expression``, ``pose`` of the estimate (shard layout, one row each)."""
+    """``identity``, ``expression``, ``pose`` of the estimate (shard layout, one row each; the crop's camera)."""
+    landmark_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """(68,) the model's ibug-68 vertex indices."""
+
+    @property
+    def landmarks_xy(self) -> np.ndarray:
+        """(68, 2) float64 the estimate's ibug-68 landmarks in the photo's pixels (top-left corner origin)."""
+        return self.crop.to_photo(self.vertices[self.landmark_indices])
+
+    def photo_pose(self) -> np.ndarray:
+        """(6,) yaw, pitch, roll (rad) and translation (mm) in the photo's assumed camera: the crop's
+        pose turned by :attr:`PhotoCrop.rotation`. The model under this pose, projected with the photo's
+        K, lands on :attr:`landmarks_xy`."""
+        pose = np.asarray(self.params["pose"], np.float64)
+        turn = self.crop.rotation
+        angles = rotation_angles((turn @ rotation_matrices(pose[None, :3])[0])[None])[0]
+        return np.concatenate([angles, turn @ pose[3:]])
+
+    def to_json(self) -> dict[str, Any]:
+        """The record ``write_outputs`` saves as ``STEM.json`` (README: "Reconstructing photos")."""
+        h, w = self.photo_shape
+        pose = self.photo_pose()
+        k = self.crop.photo_intrinsics
+        x0, y0, side = self.crop.window
+
+        def rounded(values: Any, digits: int) -> list:
+            return np.round(np.asarray(values, np.float64), digits).tolist()
+
+        return {
+            "format": JSON_FORMAT, "version": JSON_VERSION,
+            "photo": {"width": w, "height": h},
+            "box": {"xywh": list(self.box), "source": self.detector},
+            "crop": {"x0": x0, "y0": y0, "side": side, "size": int(self.crop.image.shape[0])},
+            "camera": {"intrinsics": rounded(k, 4),
+                       "fov_deg": round(float(np.degrees(2 * np.arctan(max(h, w) / 2 / k[0, 0]))), 4),
+                       "axes": "OpenCV: x right, y down, z forward; pixels from the top-left corner"},
+            "pose": {"yaw_deg": round(float(np.degrees(pose[0])), 4), "pitch_deg": round(float(np.degrees(pose[1])), 4),
+                     "roll_deg": round(float(np.degrees(pose[2])), 4), "translation_mm": rounded(pose[3:], 4)},
+            "landmarks": {"convention": "ibug-68", "xy": rounded(self.landmarks_xy, 3),
+                          "visible": [bool(v) for v in self.landmarks_visible]},
+            "identity": rounded(self.params["identity"], 6),
+            "expression": rounded(self.params["expression"], 6),
+        }
 
 
 def depth_relief(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
@@ -70,33 +122,54 @@ def depth_relief(depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray) ->
 
 
 def make_overlay(crop: np.ndarray, depth: np.ndarray, mask: np.ndarray, intrinsics: np.ndarray,
+                 landmarks_xy: np.ndarray | None = None, landmarks_visible: np.ndarray | None = None,
                  alpha: float = 0.7) -> np.ndarray:
-    """The shaded reconstruction (grey) blended with weight ``alpha`` over the crop where it covers it."""
+    """The shaded reconstruction (grey) blended with weight ``alpha`` over the crop where it covers it,
+    with the landmarks (crop pixels) as dots: green where visible, red where the face hides them."""
+    import cv2
+
     shade = depth_relief(depth, mask, intrinsics)[..., None]
     grey = 255.0 * (0.15 + 0.85 * shade)
     a = alpha * mask[..., None].astype(np.float32)
-    return np.clip((1.0 - a) * crop.astype(np.float32) + a * grey, 0, 255).round().astype(np.uint8)
+    out = np.clip((1.0 - a) * crop.astype(np.float32) + a * grey, 0, 255).round().astype(np.uint8)
+    if landmarks_xy is not None:
+        visible = np.ones(len(landmarks_xy), bool) if landmarks_visible is None else landmarks_visible
+        radius = max(1, round(crop.shape[0] / 128))
+        for (x, y), seen in zip(np.asarray(landmarks_xy), visible, strict=True):  # 68 dots, not pixels
+            cv2.circle(out, (round(x - 0.5), round(y - 0.5)), radius, (0, 220, 0) if seen else (230, 0, 0), -1,
+                       lineType=cv2.LINE_AA)
+    return out
 
 
 def reconstruct(image: np.ndarray, predictor: Predictor, *, box: tuple[int, int, int, int] | None = None,
-                margin: float = DEFAULT_MARGIN, fov_deg: float = DEFAULT_FOV_DEG) -> Reconstruction:
-    """Reconstruct the largest face of an (H, W, 3) uint8 RGB photo (or the face in ``box``).
+                fraction: float | None = None, fov_deg: float = DEFAULT_FOV_DEG) -> Reconstruction:
+    """Reconstruct the largest face of an (H, W, 3) uint8 RGB photo, or the face in ``box``.
 
-    The crop is made at the checkpoint's training image size. Raises :class:`ReconstructError` when no
-    face is found.
+    A given ``box`` is the face's frame (:mod:`synthface.framing`: hairline to chin, cheek to cheek);
+    otherwise the detector's box is turned into it. The crop frames the face at ``fraction`` of its side
+    (default: the checkpoint's training data's, ``Checkpoint.face_fraction``) at the checkpoint's
+    image size. Raises :class:`ReconstructError` when no face is found.
     """
+    detector = "frame" if box is not None else "haar"
+    h, w = image.shape[:2]
     if box is None:
         box = detect_face(image)
+    elif not (box[0] < w and box[1] < h and box[0] + box[2] > 0 and box[1] + box[3] > 0):
+        raise ReconstructError(f"the box {tuple(box)} lies outside the {w} × {h} photo; give one on the face")
     size = predictor.checkpoint.image_size
-    crop, k = crop_square(image, box, size, margin, fov_deg)
-    images = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+    fraction = predictor.checkpoint.face_fraction if fraction is None else fraction
+    crop = crop_square(image, box, size, fraction, fov_deg, detector)
+    k = crop.intrinsics
+    images = (crop.image.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
     pred = predictor.predict(images, k[None])
     depth, mask = pred.depth[0].astype(np.float32), pred.mask[0]
     depth = np.where(mask, depth, 0.0).astype(np.float32)
-    return Reconstruction(crop=crop, intrinsics=k, box=tuple(int(v) for v in box),  # type: ignore[arg-type]
-                          vertices=pred.vertices[0], triangles=np.asarray(predictor.model.triangles),
-                          depth=depth, mask=mask, overlay=make_overlay(crop, depth, mask, k),
-                          params={n: v[0] for n, v in pred.params.items()})
+    overlay = make_overlay(crop.image, depth, mask, k, pred.landmarks_xy[0], pred.landmarks_visible[0])
+    return Reconstruction(crop=crop, box=tuple(int(v) for v in box), detector=detector,  # type: ignore[arg-type]
+                          photo_shape=(h, w), vertices=pred.vertices[0],
+                          triangles=np.asarray(predictor.model.triangles), depth=depth, mask=mask, overlay=overlay,
+                          landmarks_visible=pred.landmarks_visible[0], params={n: v[0] for n, v in pred.params.items()},
+                          landmark_indices=np.asarray(predictor.model.landmark_indices))
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -116,7 +189,8 @@ def depth_png(depth: np.ndarray) -> bytes:
 
 
 def write_outputs(rec: Reconstruction, out_dir: str | Path, stem: str, *, mesh_format: str = "obj") -> list[Path]:
-    """Write ``stem.obj`` (or ``.ply``), ``stem_depth.png`` and ``stem_overlay.png`` into ``out_dir``, atomically.
+    """Write ``stem.obj`` (or ``.ply``), ``stem_depth.png``, ``stem_overlay.png`` and ``stem.json``
+    (:meth:`Reconstruction.to_json`) into ``out_dir``, each atomically.
 
     The mesh is in camera space (mm, OpenCV axes: y down, so viewers show it upside down); the depth
     PNG is uint16 of depth × :data:`DEPTH_SCALE` (0.1 mm steps, 0 = no face). Returns the paths written.
@@ -130,7 +204,8 @@ def write_outputs(rec: Reconstruction, out_dir: str | Path, stem: str, *, mesh_f
     mesh_bytes = exported.encode() if isinstance(exported, str) else bytes(exported)
     files = {out_dir / f"{stem}.{mesh_format}": mesh_bytes,
              out_dir / f"{stem}_depth.png": depth_png(rec.depth),
-             out_dir / f"{stem}_overlay.png": _png(rec.overlay)}
+             out_dir / f"{stem}_overlay.png": _png(rec.overlay),
+             out_dir / f"{stem}.json": (json.dumps(rec.to_json(), indent=1) + "\n").encode()}
     for path, data in files.items():
         try:
             atomic_write(path, data)

@@ -26,14 +26,16 @@ RUN_FORMAT = "synthface-run"
 
 
 def data_records(paths: Sequence[Path]) -> tuple[list[dict[str, Any]], set[str]]:
-    """(record per data path: path + sha256 of its manifest, or of the shard file), model sha256s."""
+    """(record per data path: path + sha256 of its manifest, or of the shard file, and the data's
+    ``face_fraction`` — the framing a photo crop reproduces, :func:`synthface.framing.training_fraction`),
+    model sha256s."""
     records, models = [], set()
     for p in paths:
-        models.add(open_source(p).model_sha256)
-        if p.is_dir():
-            records.append({"path": str(p.resolve()), "manifest_sha256": file_sha256(p / MANIFEST)})
-        else:
-            records.append({"path": str(p.resolve()), "sha256": file_sha256(p)})
+        source = open_source(p)
+        models.add(source.model_sha256)
+        digest = {"manifest_sha256": file_sha256(p / MANIFEST)} if p.is_dir() else {"sha256": file_sha256(p)}
+        fraction = source.config().get("camera", {}).get("face_fraction")
+        records.append({"path": str(p.resolve()), **digest, "face_fraction": fraction})
     return records, models
 
 

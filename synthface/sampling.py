@@ -16,6 +16,7 @@ import numpy as np
 from .backgrounds import BackgroundImages
 from .config import FacialHairConfig, SamplingConfig
 from .errors import ConfigError
+from .framing import face_frame, focal_length
 from .geometry import pose_to_camera
 from .model import MorphableModel
 from .params import (
@@ -102,11 +103,10 @@ class ParameterSampler:
         if self.config.background.mode == "images" and backgrounds is None:
             backgrounds = BackgroundImages.scan(self.config.background.directory)
         self.backgrounds = backgrounds
-        face = model.mean_shape[model.face_region]  # a full-head model is framed by its face, as photos are
-        lo, hi = face.min(axis=0), face.max(axis=0)
-        self.face_centre = ((lo + hi) / 2).astype(np.float64)
+        frame = face_frame(model)  # the framing convention the photo crop reproduces (synthface.framing)
+        self.face_centre = frame.centre
         """Model-space centre of the mean face's bounding box (mm): what the camera aims at."""
-        self.face_extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
+        self.face_extent = frame.extent
         """Larger of the mean face's width and height (mm): what ``face_fraction`` frames."""
         blend = model.expression_kind == "blendshape"
         k_exp = model.n_expression
@@ -153,7 +153,7 @@ class ParameterSampler:
         cam = cfg.camera
         distance = uniform("distance", cam.distance_mm)[:, 0]
         fraction = uniform("face_fraction", cam.face_fraction)[:, 0]
-        focal = fraction * cfg.image_size * distance / self.face_extent
+        focal = focal_length(fraction, cfg.image_size, distance, self.face_extent)
         intrinsics = np.zeros((b, 3, 3))
         intrinsics[:, 0, 0] = intrinsics[:, 1, 1] = focal
         intrinsics[:, :2, 2] = cfg.image_size / 2.0  # principal point: image centre, corner origin

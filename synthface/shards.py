@@ -291,6 +291,13 @@ class DataSource:
     manifest: dict[str, Any] | None
     """The directory's manifest; None for a shard file."""
 
+    def config(self) -> dict[str, Any]:
+        """The generator config the data was made with (``SamplingConfig.to_dict()``'s layout)."""
+        if self.manifest is not None:
+            return dict(self.manifest.get("config") or {})
+        raw = read_attrs(self.shards[0].path).get("config")
+        return json.loads(raw) if raw else {}
+
 
 def open_source(path: Path) -> DataSource:
     """A dataset directory (via its manifest) or one shard file (via its attributes), validated once:

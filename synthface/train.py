@@ -53,6 +53,7 @@ from .data import ShardDataset
 from .distributed import join, mean_metrics, set_threads, weights_digest, wrap
 from .errors import ConfigError, SynthfaceError
 from .feedback import FeedbackRenderer
+from .framing import training_fraction
 from .geometry import resolve_device
 from .loaders import load_model
 from .model import MorphableModel
@@ -239,7 +240,7 @@ class _Trainer:
         if c.real_images:
             if "fine" not in stages:
                 raise ConfigError("--real-images feeds the fine stage; use --stage fine or all")
-            self.photos = PhotoDataset(c.real_images, self.image_size)
+            self.photos = PhotoDataset(c.real_images, self.image_size, fraction=training_fraction(self.records))
             if len(self.photos) < c.real_batch:
                 raise ConfigError(f"--real-images {c.real_images}: {len(self.photos)} photos with a face, fewer "
                                   f"than the {c.real_batch} per batch; add photos or lower --real-fraction")

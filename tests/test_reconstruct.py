@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,12 +11,15 @@ import torch
 import trimesh
 from PIL import Image
 
+from synthface import load_config, load_model, sample_params
 from synthface.errors import ReconstructError
 from synthface.feedback import feedback_settings
+from synthface.framing import DETECTOR_FRAMES, face_frame
+from synthface.geometry import camera_vertices, project, transform
 from synthface.photo import crop_square, detect_face, photo_focal, read_image
 from synthface.predict import Predictor, load_checkpoint
 from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
-from synthface.render import FaceRenderer
+from synthface.render import FaceRenderer, RenderSettings
 from synthface.targets import PARAM_VECTOR, ParameterNormalizer
 
 from .helpers import assert_user_error, cli, header_bomb
@@ -45,7 +49,7 @@ def ckpt_file(tmp_path_factory, bundled_model, astronaut):
     m = bundled_model
     sizes = (m.n_identity, m.n_expression, 6)
     mean = np.zeros(sum(sizes), np.float32)
-    _, k = crop_square(astronaut[0], detect_face(astronaut[0]), SIZE)
+    k = crop_square(astronaut[0], detect_face(astronaut[0]), SIZE).intrinsics
     mean[-1] = math.log(DISTANCE_MM / k[0, 0])
     normalizer = ParameterNormalizer(PARAM_VECTOR, sizes, mean, np.ones(sum(sizes), np.float32))
     path = tmp_path_factory.mktemp("ckpt") / "bundled.pt"
@@ -65,16 +69,33 @@ def test_detector_finds_the_astronauts_face(astronaut):
         detect_face(np.full((200, 200, 3), 128, np.uint8))
 
 
-def test_crop_is_square_with_a_scaled_focal_length(astronaut):
+def test_crop_is_the_view_of_a_camera_turned_toward_the_face(astronaut):
     image, _ = astronaut
     f = photo_focal(image.shape, 50.0)
     assert f == pytest.approx(256 / math.tan(math.radians(25)))
-    crop, k = crop_square(image, (100, 100, 50, 50), 40, margin=0.5)  # 100 px square → 40 px
-    assert crop.shape == (40, 40, 3) and crop.dtype == np.uint8
-    np.testing.assert_allclose(k, [[f * 0.4, 0, 20], [0, f * 0.4, 20], [0, 0, 1]], rtol=1e-6)
-    # a box at the corner: the square leaves the photo and is padded, not shrunk
-    crop, k = crop_square(image, (0, 0, 60, 60), 32)
-    assert crop.shape == (32, 32, 3)
+    # a box that is the face frame, at fraction 0.5: a 100 px square around its centre → 40 px
+    crop = crop_square(image, (100, 100, 50, 50), 40, 0.5, detector="frame")
+    assert crop.image.shape == (40, 40, 3) and crop.image.dtype == np.uint8 and crop.window == (75, 75, 100)
+    np.testing.assert_allclose(crop.intrinsics, [[f * 0.4, 0, 20], [0, f * 0.4, 20], [0, 0, 1]], rtol=1e-6)
+    # the virtual camera looks at the frame's centre: its optical axis lands there in the photo
+    np.testing.assert_allclose(crop.to_photo(np.array([0.0, 0.0, 500.0])), [125, 125], atol=1e-6)
+    np.testing.assert_allclose(crop.rotation @ crop.rotation.T, np.eye(3), atol=1e-12)
+    # every crop pixel shows the photo where to_photo says: a white dot moved through both
+    photo = np.zeros((300, 400, 3), np.uint8)
+    photo[40:43, 60:63] = 255  # centred on pixel (61, 41): corner coordinates (61.5, 41.5)
+    crop = crop_square(photo, (30, 10, 80, 80), 64, 0.8, detector="frame")
+    assert crop.image[..., 0].max() > 0
+    yy, xx = np.nonzero(crop.image[..., 0] == crop.image[..., 0].max())
+    ray = np.linalg.solve(crop.intrinsics.astype(np.float64), [xx.mean() + 0.5, yy.mean() + 0.5, 1.0])
+    np.testing.assert_allclose(crop.to_photo(ray), [61.5, 41.5], atol=0.7)
+    # a detector's box is first turned into the frame it suggests (framing.DETECTOR_FRAMES)
+    haar = DETECTOR_FRAMES["haar"]
+    x0, y0, side = crop_square(image, (100, 100, 50, 50), 40, 0.5).window
+    assert side == round(50 * haar.scale / 0.5)
+    assert x0 + side / 2 == pytest.approx(125 + 50 * haar.dx, abs=1)
+    assert y0 + side / 2 == pytest.approx(125 + 50 * haar.dy, abs=1)
+    # a box at the corner: the view leaves the photo and repeats its edge, it does not shrink
+    assert crop_square(image, (0, 0, 60, 60), 32).image.shape == (32, 32, 3)
 
 
 def test_reconstruct_writes_mesh_depth_and_overlay(astronaut, ckpt_file, bundled_model, gl_ctx, tmp_path):
@@ -85,16 +106,23 @@ def test_reconstruct_writes_mesh_depth_and_overlay(astronaut, ckpt_file, bundled
             rec = reconstruct(image, predictor)
     finally:
         renderer.release()
-    assert rec.crop.shape == rec.overlay.shape == (SIZE, SIZE, 3)
+    assert rec.crop.image.shape == rec.overlay.shape == (SIZE, SIZE, 3)
     assert rec.depth.shape == rec.mask.shape == (SIZE, SIZE)
     assert 0.2 < rec.mask.mean() < 0.9  # the face fills a good part of the crop
     z = rec.depth[rec.mask]
     assert (z > DISTANCE_MM - 200).all() and (z < DISTANCE_MM + 200).all() and (rec.depth[~rec.mask] == 0).all()
-    assert not np.array_equal(rec.overlay, rec.crop)
-    np.testing.assert_array_equal(rec.overlay[~rec.mask], rec.crop[~rec.mask])
+    assert not np.array_equal(rec.overlay, rec.crop.image)
+    # off the face the crop shows through, except at the landmark dots (visible ones green)
+    xy = project(rec.vertices[None, bundled_model.landmark_indices], rec.crop.intrinsics[None])[0]
+    yy, xx = np.mgrid[:SIZE, :SIZE] + 0.5
+    near = (np.hypot(xx[..., None] - xy[:, 0], yy[..., None] - xy[:, 1]) < 3.5).any(-1)
+    np.testing.assert_array_equal(rec.overlay[~rec.mask & ~near], rec.crop.image[~rec.mask & ~near])
+    seen = np.round(xy[rec.landmarks_visible] - 0.5).astype(int)
+    dots = rec.overlay[seen[:, 1].clip(0, SIZE - 1), seen[:, 0].clip(0, SIZE - 1)].astype(int)
+    assert rec.landmarks_visible.sum() > 30 and (dots[:, 1] > dots[:, 0] + 60).mean() > 0.9
     for fmt in ("obj", "ply"):
         written = write_outputs(rec, tmp_path, "astro", mesh_format=fmt)
-        assert [p.name for p in written] == [f"astro.{fmt}", "astro_depth.png", "astro_overlay.png"]
+        assert [p.name for p in written] == [f"astro.{fmt}", "astro_depth.png", "astro_overlay.png", "astro.json"]
         mesh = trimesh.load(tmp_path / f"astro.{fmt}", process=False)
         assert len(mesh.vertices) == bundled_model.n_vertices and len(mesh.faces) == len(bundled_model.triangles)
         np.testing.assert_allclose(mesh.vertices, rec.vertices, atol=1e-3)
@@ -105,6 +133,31 @@ def test_reconstruct_writes_mesh_depth_and_overlay(astronaut, ckpt_file, bundled
         assert (im.size, im.mode) == ((SIZE, SIZE), "RGB")
         np.testing.assert_array_equal(np.asarray(im), rec.overlay)
     assert not list(tmp_path.glob("*.tmp*"))
+    check_json(tmp_path / "astro.json", rec, image)
+
+
+def check_json(path, rec, image):
+    """STEM.json read back: the photo's landmarks are the crop's mapped out, and the photo camera with the
+    photo pose puts the mesh's landmarks on them."""
+    record = json.loads(path.read_text())
+    assert record["format"] == "synthface-reconstruction" and record["version"] == 1
+    assert (record["photo"]["height"], record["photo"]["width"]) == image.shape[:2]
+    assert record["box"]["xywh"] == list(rec.box)
+    xy = np.array(record["landmarks"]["xy"])
+    assert xy.shape == (68, 2) and len(record["landmarks"]["visible"]) == 68
+    x0, y0, side = (record["crop"][k] for k in ("x0", "y0", "side"))
+    assert x0 <= xy[:, 0].min() and xy[:, 0].max() <= x0 + side and y0 <= xy[:, 1].min() <= xy[:, 1].max() <= y0 + side
+    k = np.array(record["camera"]["intrinsics"])
+    assert record["camera"]["fov_deg"] == pytest.approx(50.0) and k[0, 2] == image.shape[1] / 2
+    pose = record["pose"]
+    full = {"identity": np.array([record["identity"]]), "expression": np.array([record["expression"]]),
+            "pose": np.concatenate([np.radians([pose["yaw_deg"], pose["pitch_deg"], pose["roll_deg"]]),
+                                    pose["translation_mm"]])[None]}
+    # the crop's camera looks up at her face (upper half of the photo): the photo's pitch differs by that turn
+    assert abs(pose["pitch_deg"] - np.degrees(rec.params["pose"][1])) > 5
+    model = load_model()
+    lm = project(camera_vertices(model, full)[:, model.landmark_indices], k[None])[0]
+    np.testing.assert_allclose(lm, xy, atol=0.01)
 
 
 def reconstruct_cli(*args):
@@ -116,8 +169,24 @@ def test_cli_happy_path_and_per_file_errors(astronaut, ckpt_file, model_file, tm
     out = tmp_path / "out"
     result = reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out, "--format", "ply", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["astronaut.ply", "astronaut_depth.png", "astronaut_overlay.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut.json", "astronaut.ply", "astronaut_depth.png",
+                                                     "astronaut_overlay.png"]
     assert "astronaut.jpg: face at" in result.stdout
+    detected = json.loads((out / "astronaut.json").read_text())
+    assert detected["box"]["source"] == "haar"
+    # --box: the face given, not detected; the crop is the square that frames it
+    out_box = tmp_path / "out_box"
+    result = reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out_box, "--box", "170,60,110,150",
+                             "--face-fraction", "0.5", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    given = json.loads((out_box / "astronaut.json").read_text())
+    assert given["box"] == {"xywh": [170, 60, 110, 150], "source": "frame"}
+    assert (given["crop"]["x0"], given["crop"]["y0"], given["crop"]["side"]) == (75, -15, 300)
+    for bad, fragment in (("1,2,3", "is not four numbers"), ("10,10,0,5", "width or height <= 0")):
+        assert_user_error(reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out_box, "--box", bad), fragment)
+    result = reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out_box, "--box", "900,900,50,50",
+                             "--device", "cpu")
+    assert_user_error(result, "lies outside the 512 × 512 photo")
     # a text file named .jpg, and a photo without a face: one error line each; the good photo is still done
     fake = tmp_path / "fake.jpg"
     fake.write_text("not a picture\n")
@@ -144,3 +213,35 @@ def test_cli_happy_path_and_per_file_errors(astronaut, ckpt_file, model_file, tm
                       "checkpoint not found")
     assert_user_error(reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out, "--model", model_file),
                       "trained on model")
+
+
+def test_a_render_through_the_photo_path_comes_back_to_its_own_framing(bundled_model, gl_ctx, tmp_path):
+    """Renders saved as PNG, read, detected and cropped as photos are: each crop frames the face as the
+    generator framed it — the face box's centre near the crop's, its extent within the sampled fractions."""
+    size, n = 192, 12
+    cfg = load_config(overrides={"image_size": size, "pose.yaw_deg": [-15, 15], "pose.pitch_deg": [-10, 10],
+                                 "pose.roll_deg": [-5, 5]})
+    params = sample_params(bundled_model, seed=3, indices=range(n), config=cfg)
+    with FaceRenderer(bundled_model, RenderSettings(size, faces_per_draw=n), ctx=gl_ctx) as renderer:
+        images = renderer.render(params).image
+    frame = face_frame(bundled_model)
+    centre = transform(np.broadcast_to(frame.centre, (n, 1, 3)), params["pose"].astype(np.float64))[:, 0]
+    fov = np.degrees(2 * np.arctan(size / 2 / params["intrinsics"][:, 0, 0]))  # the renders' own camera
+    offsets, fractions = [], []
+    for i in range(n):
+        Image.fromarray(images[i]).save(tmp_path / f"{i}.png")
+        photo = read_image(tmp_path / f"{i}.png")
+        try:
+            box = detect_face(photo)
+        except ReconstructError:
+            continue
+        crop = crop_square(photo, box, SIZE, 0.75, float(fov[i]))
+        virtual = crop.rotation.T @ centre[i]  # the face box's centre in the crop's camera
+        xy = crop.intrinsics.astype(np.float64) @ (virtual / virtual[2])
+        offsets.append(np.abs(xy[:2] - SIZE / 2).max() / SIZE)
+        fractions.append(crop.intrinsics[0, 0] * frame.extent / virtual[2] / SIZE)
+    assert len(offsets) >= 8  # Haar finds most upright renders
+    offsets, fractions = np.array(offsets), np.array(fractions)
+    # the generator: centre within ±0.05 of the side, fraction 0.6–0.9 (the crop aims at 0.75)
+    assert np.median(offsets) < 0.05 and (offsets < 0.1).mean() >= 0.9, offsets
+    assert abs(np.median(fractions) - 0.75) < 0.06 and ((fractions > 0.6) & (fractions < 0.9)).mean() >= 0.9, fractions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from synthface.batches import StepBatches, batch_positions
 from synthface.checkpoint import CHECKPOINT_VERSION, read_checkpoint
 from synthface.errors import CheckpointError, ConfigError, SynthfaceError
 from synthface.nets import CoarseNet
+from synthface.predict import load_checkpoint
 from synthface.targets import ParameterNormalizer
 from synthface.train import TrainConfig, train
 
@@ -91,6 +93,10 @@ def test_checkpoint_contract(coarse_run, dataset, model):
     assert set(latest.coarse_args) == {"n_params", "widths", "blocks", "norm", "hidden"}
     assert latest.coarse_iterations == 3 and latest.train_config["steps"] == 2
     assert latest.data[0]["manifest_sha256"] == hashlib.sha256((dataset / "manifest.json").read_bytes()).hexdigest()
+    # the data's framing, which photo crops reproduce (synthface.framing)
+    fraction = json.loads((dataset / "manifest.json").read_text())["config"]["camera"]["face_fraction"]
+    assert latest.data[0]["face_fraction"] == fraction
+    assert load_checkpoint(folder / "latest.pt").face_fraction == pytest.approx(sum(fraction) / 2)
     normalizer = ParameterNormalizer.from_state_dict(raw["normalizer"])
     assert normalizer.dim == latest.coarse_args["n_params"] == model.n_identity + model.n_expression + 6
     coarse, fine = latest.coarse_net(), latest.fine_net()
@@ -461,11 +467,14 @@ def test_photo_dataset_crops_detected_faces(photos, tmp_path):
     assert [p.name for p in ds.paths] == ["a.jpg", "c.PNG", "d.jpeg", "b.png"]  # sorted by path: sub/ last
     assert [p.name for p, _ in ds.skipped] == ["noise.png"] and "no face found" in ds.skipped[0][1]
     item = ds[3]
-    crop, k = crop_square(read_image(photos / "sub" / "b.png"), detect_face(read_image(photos / "sub" / "b.png")),
-                          SIZE)
+    b = read_image(photos / "sub" / "b.png")
+    crop = crop_square(b, detect_face(b), SIZE)
     assert item["image"].shape == (3, SIZE, SIZE) and item["image"].dtype == torch.float32
-    np.testing.assert_allclose(item["image"].numpy(), crop.transpose(2, 0, 1) / 255.0, atol=1e-7)
-    np.testing.assert_array_equal(item["intrinsics"].numpy(), k)
+    np.testing.assert_allclose(item["image"].numpy(), crop.image.transpose(2, 0, 1) / 255.0, atol=1e-7)
+    np.testing.assert_array_equal(item["intrinsics"].numpy(), crop.intrinsics)
+    # the training data's framing: a wider face fraction is a tighter crop (a longer focal length)
+    tight = PhotoDataset(photos, SIZE, fraction=0.9)[3]["intrinsics"].numpy()
+    assert tight[0, 0] == pytest.approx(crop.intrinsics[0, 0] * 0.9 / 0.75, rel=1e-3)
     assert int(item["index"]) == 3
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -587,7 +596,6 @@ def test_coarse_net_learns_the_pose_from_images(tmp_path, bundled_model):
     """Not just finite losses: a short run on the bundled model must read the pose from the image,
     well below the mean pose's error on held-out faces (the recipe's effect, small and fast)."""
     from synthface.evaluate import evaluate
-    from synthface.predict import load_checkpoint
 
     data = tmp_path / "d"
     make_dataset(data, bundled_model, n=2048, seed=3, shard_size=512, size=SIZE, faces_per_draw=64)

@@ -9,9 +9,21 @@ import click
 from ..errors import ConfigError, SynthfaceError
 from ..geometry import resolve_device
 from ..model import MorphableModel
-from ..photo import DEFAULT_FOV_DEG, DEFAULT_MARGIN, read_image
+from ..photo import DEFAULT_FOV_DEG, read_image
 from ..reconstruct import MESH_FORMATS, reconstruct, write_outputs
 from .options import DEVICES, model_options
+
+
+def parse_box(text: str) -> tuple[int, int, int, int]:
+    """``--box X,Y,W,H`` → four integers, W and H positive."""
+    try:
+        x, y, w, h = (round(float(v)) for v in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--box {text!r} is not four numbers X,Y,W,H; give the face's box in photo pixels, "
+                          "e.g. --box 120,80,200,240") from None
+    if w <= 0 or h <= 0:
+        raise ConfigError(f"--box {text!r} has a width or height <= 0; give W,H of at least 1 pixel")
+    return x, y, w, h
 
 
 @click.command("reconstruct")
@@ -24,20 +36,25 @@ from .options import DEVICES, model_options
               help="Mesh file format.")
 @click.option("--fov", "fov_deg", type=click.FloatRange(1.0, 170.0), default=DEFAULT_FOV_DEG, show_default=True,
               help="Assumed field of view (degrees) across the photo's longer side.")
-@click.option("--margin", type=click.FloatRange(0.0, 5.0), default=DEFAULT_MARGIN, show_default=True,
-              help="Crop margin on each side of the detected face, as a fraction of its size.")
+@click.option("--face-fraction", "fraction", type=click.FloatRange(0.05, 2.0), default=None,
+              help="Share of the crop's side the face spans [default: the checkpoint's training data's].")
+@click.option("--box", type=str, default=None, metavar="X,Y,W,H",
+              help="The face (hairline to chin, cheek to cheek) in photo pixels, instead of detecting it; "
+                   "used for every IMAGE.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the networks run (rendering always uses OpenGL).")
 @model_options
 def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_format: str, fov_deg: float,
-            margin: float, device: str, model: MorphableModel) -> None:
+            fraction: float | None, box: str | None, device: str, model: MorphableModel) -> None:
     """Reconstruct the largest face in each IMAGE with CHECKPOINT.
 
-    Writes STEM.obj (or .ply; camera space, mm), STEM_depth.png (16-bit, depth in 0.1 mm, 0 = no face)
-    and STEM_overlay.png (the shaded reconstruction over the face crop) into --out. An image that cannot
+    Writes STEM.obj (or .ply; camera space, mm), STEM_depth.png (16-bit, depth in 0.1 mm, 0 = no face),
+    STEM_overlay.png (the shaded reconstruction and its landmarks over the face crop) and STEM.json (box,
+    landmarks in photo pixels, head pose, coefficients, the assumed camera) into --out. An image that cannot
     be read or has no detectable face gets one 'error:' line and is skipped; the others are still done,
     and the exit status is 1 if any failed.
     """
+    face_box = parse_box(box) if box is not None else None
     stems: dict[str, Path] = {}
     for path in images:
         if path.stem in stems and stems[path.stem] != path:
@@ -55,7 +72,7 @@ def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_form
     with Predictor(load_checkpoint(checkpoint, device=device), model, device=device) as predictor:
         for stem, path in stems.items():
             try:
-                rec = reconstruct(read_image(path), predictor, margin=margin, fov_deg=fov_deg)
+                rec = reconstruct(read_image(path), predictor, box=face_box, fraction=fraction, fov_deg=fov_deg)
                 written = write_outputs(rec, out_dir, stem, mesh_format=mesh_format)
             except SynthfaceError as exc:
                 message = str(exc)
