@@ -1,10 +1,11 @@
 """Does a render pushed through the photo path reach the networks as the generator framed it?
 
-Part 1 (always): where OpenCV's Haar cascade (``reconstruct``'s detector) puts its box on the face frame
-of ``synthface.framing`` — the frame centre's offset from the box centre and the frame's extent, in box
-sides — over N renders of the bundled model at 256 px (|yaw| <= 25°, |pitch| <= 15°, the generator's
-defaults otherwise). The medians are ``framing.DETECTOR_FRAMES["haar"]``; the table also shows where the
-crop built from them puts the true frame (centre off by, extent / side), against the generator's range.
+Part 1 (always): where OpenCV's Haar cascade (``reconstruct``'s detector) and the box of the 68 landmarks
+put their boxes on the face frame of ``synthface.framing`` — the frame centre's offset from the box centre
+and the frame's extent, in box sides — over N renders of the bundled model at 256 px (|yaw| <= 25°,
+|pitch| <= 15°, the generator's defaults otherwise). The medians are ``framing.DETECTOR_FRAMES``; the
+table also shows where the crop built from Haar's puts the true frame (centre off by, extent / side),
+against the generator's range.
 
 Part 2 (``--checkpoint``): landmark error of the checkpoint's reconstruction on the same samples fed two
 ways: rendered at the networks' image size with their own framing (what training and ``evaluate`` see),
@@ -64,35 +65,40 @@ def as_photo(image: np.ndarray, folder: Path, i: int) -> np.ndarray:
     return read_image(path)
 
 
+def frame_constants(name: str, boxes: dict[int, tuple[float, ...]], centre: np.ndarray, extent: np.ndarray) -> None:
+    """Print the medians (and IQRs) of where ``boxes`` (sample → x, y, w, h) sit on the true frames."""
+    rows = []
+    for i, (x, y, w, h) in boxes.items():
+        s = max(w, h)
+        off = (centre[i] - [x + w / 2, y + h / 2]) / s
+        if abs(off).max() <= 0.5:  # else a box elsewhere (not this face)
+            rows.append((off[0], off[1], extent[i] / s))
+    r = np.array(rows)
+    print(f"# {name}: boxes on {len(r)} of {len(centre)} renders")
+    for label, col in zip(("dx (frame centre - box centre) / side", "dy", "scale (frame extent / side)"), r.T,
+                          strict=True):
+        q = np.percentile(col, [25, 50, 75])
+        print(f"{label:<40} median {q[1]:+.4f}   IQR [{q[0]:+.4f}, {q[2]:+.4f}]")
+
+
 def calibrate(model, params, out, size: int) -> None:
     frame = face_frame(model)
     centre, extent = image_frame(frame, params["pose"], params["intrinsics"])
-    rows = []
+    haar = {}
     for i, image in enumerate(out.image):
         try:
-            x, y, w, h = detect_face(image)
+            haar[i] = detect_face(image)
         except ReconstructError:
             continue
-        s = max(w, h)
-        off = (centre[i] - [x + w / 2, y + h / 2]) / s
-        if abs(off).max() > 0.5:  # a box elsewhere (not this face)
-            continue
-        rows.append((off[0], off[1], extent[i] / s))
-    r = np.array(rows)
-    print(f"# Haar boxes on {len(r)} of {len(out.image)} renders at {size} px")
-    for name, col in zip(("dx (frame centre - box centre) / side", "dy", "scale (frame extent / side)"), r.T,
-                         strict=True):
-        q = np.percentile(col, [25, 50, 75])
-        print(f"{name:<40} median {q[1]:+.4f}   IQR [{q[0]:+.4f}, {q[2]:+.4f}]")
+    frame_constants(f"Haar cascade at {size} px", haar, centre, extent)
+    xy = out.landmarks_xy
+    frame_constants("box of the 68 landmarks", {i: (*xy[i].min(0), *np.ptp(xy[i], axis=0)) for i in range(len(xy))},
+                    centre, extent)
     fraction = 0.75
     d = DETECTOR_FRAMES["haar"]
     print(f"# crops from DETECTOR_FRAMES['haar'] = {d} at fraction {fraction}: where the true frame lands")
     errs, fracs = [], []
-    for i, image in enumerate(out.image):
-        try:
-            box = detect_face(image)
-        except ReconstructError:
-            continue
+    for i, box in haar.items():
         x0, y0, side = crop_window(box, fraction)
         c = (centre[i] - [x0 + side / 2, y0 + side / 2]) / side
         if abs(c).max() > 0.5:

@@ -94,6 +94,9 @@ DETECTOR_FRAMES: Mapping[str, DetectorFrame] = {
     # OpenCV's Haar frontal-face cascade, medians over 300 renders at 256 px of the bundled model
     # (|yaw| <= 25°, |pitch| <= 15°; benchmarks/bench_framing.py).
     "haar": DetectorFrame(dx=0.004, dy=0.029, scale=1.229),
+    # The box of a face's 68 ibug landmarks (ground truth in evaluation), same renders: the landmarks
+    # stop at the brows, so the frame reaches up past them to the hairline.
+    "landmarks": DetectorFrame(dx=0.001, dy=-0.112, scale=1.476),
     # A box the user gives (--box) or a ground-truth box: taken as the frame itself.
     "frame": DetectorFrame(dx=0.0, dy=0.0, scale=1.0),
 }

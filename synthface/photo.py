@@ -90,11 +90,40 @@ def read_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(bgr[:, :, ::-1])
 
 
-def detect_face(image: np.ndarray) -> tuple[int, int, int, int]:
-    """The largest frontal face (x, y, w, h) in an (H, W, 3) uint8 RGB image, by OpenCV's Haar cascade.
+PTS_POINTS = 68
+"""Points of an ibug-68 ``.pts`` annotation (the 300-W convention)."""
 
-    Raises :class:`ReconstructError` when there is none.
+
+def read_pts(path: str | Path) -> np.ndarray:
+    """An ibug ``.pts`` landmark file (``version: 1``, ``n_points: 68``, ``{`` x y lines ``}``) as (68, 2)
+    float64 pixel coordinates in synthface's convention (origin at the top-left pixel's corner).
+
+    300-W's coordinates are 1-based pixel centres (Matlab's), so 0.5 is subtracted. Raises
+    :class:`ReconstructError` naming the file if it is not such a file or has another point count.
     """
+    path = Path(path)
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise ReconstructError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    declared = re.search(r"n_points\s*:\s*(\d+)", text)
+    body = re.search(r"\{(.*?)\}", text, re.S)
+    try:
+        points = np.array([[float(v) for v in line.split()] for line in body.group(1).strip().splitlines()
+                           if line.strip()]) if body else None
+    except ValueError:
+        points = None
+    if points is None or points.ndim != 2 or points.shape[1] != 2 or not np.isfinite(points).all():
+        raise ReconstructError(f"{path}: not an ibug .pts file (version: 1, n_points: 68, then '{{', one 'x y' "
+                               "line per point, '}}'); fix or remove it")
+    if len(points) != PTS_POINTS or (declared and int(declared.group(1)) != len(points)):
+        raise ReconstructError(f"{path}: {len(points)} points (n_points: {declared.group(1) if declared else '?'}), "
+                               f"not the {PTS_POINTS} of the ibug-68 convention; give 68-point annotations")
+    return points - 0.5
+
+
+def detect_faces(image: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Every frontal face (x, y, w, h) in an (H, W, 3) uint8 RGB image by OpenCV's Haar cascade, largest first."""
     import cv2
 
     image = np.asarray(image)
@@ -103,10 +132,15 @@ def detect_face(image: np.ndarray) -> tuple[int, int, int, int]:
     gray = cv2.equalizeHist(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))
     smallest = max(24, min(image.shape[:2]) // 20)
     faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest))
-    if len(faces) == 0:
+    return sorted((tuple(int(v) for v in f) for f in faces), key=lambda f: -f[2] * f[3])  # type: ignore[misc]
+
+
+def detect_face(image: np.ndarray) -> tuple[int, int, int, int]:
+    """The largest frontal face (x, y, w, h) of :func:`detect_faces`; :class:`ReconstructError` when there is none."""
+    faces = detect_faces(image)
+    if not faces:
         raise ReconstructError("no face found")
-    x, y, w, h = max((tuple(int(v) for v in f) for f in faces), key=lambda f: f[2] * f[3])
-    return x, y, w, h
+    return faces[0]
 
 
 def photo_focal(shape: tuple[int, ...], fov_deg: float = DEFAULT_FOV_DEG) -> float:

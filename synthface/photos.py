@@ -22,7 +22,7 @@ from .errors import ConfigError, ReconstructError
 from .framing import DEFAULT_FRACTION
 from .photo import DEFAULT_FOV_DEG, crop_square, detect_face, read_image
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 """File name endings taken as photos (case-insensitive), searched recursively."""
 
 

@@ -1,4 +1,5 @@
-"""``synthface evaluate``: depth error (% of the face's depth range) and per-parameter errors of a checkpoint."""
+"""``synthface evaluate``: depth error (% of the face's depth range) and per-parameter errors of a checkpoint
+on shards, or its landmark error on annotated photos (``--photos``)."""
 
 from __future__ import annotations
 
@@ -40,10 +41,34 @@ def _table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _photo_table(result: dict[str, Any]) -> list[str]:
+    """NME (inner 51, all 68) and failure rates per row of :func:`~synthface.evaluate_photos.evaluate_photos`."""
+    from ..evaluate_photos import PHOTO_ROWS
+    missed = result["n_photos"] - result["detected"]
+    lines = [f"landmark error on {result['n_photos']} annotated photos, NME by the outer-eye-corner distance "
+             f"(boxes: {result['boxes']}" + (f"; the detector missed {missed}, cropped from their landmarks)"
+                                             if result["boxes"] == "detector" else ")"),
+             f"  {'':<20}{'NME 51':>8}{'median':>8}{'NME 68':>8}{'fail 51':>9}{'fail 68':>9}"]
+    for key, row in result["rows"].items():
+        lines.append(f"  {PHOTO_ROWS[key]:<20}{_fmt(row['nme_51'], '.4f'):>8}{_fmt(row['median_nme_51'], '.4f'):>8}"
+                     f"{_fmt(row['nme_68'], '.4f'):>8}{_fmt(row['failure_rate_51'], '.1%'):>9}"
+                     f"{_fmt(row['failure_rate_68'], '.1%'):>9}")
+    lines.append(f"  (fail: NME > {result['failure_threshold']}; FineNet refines depth only: its landmarks are "
+                 "CoarseNet's)")
+    if result["without_pts"]:
+        lines.append(f"  {len(result['without_pts'])} photos without a .pts file were left out")
+    return lines
+
+
 @click.command("evaluate")
-@click.option("--data", "data", multiple=True, required=True,
-              type=click.Path(exists=True, path_type=Path),
+@click.option("--data", "data", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Dataset directory or shard file (repeatable).")
+@click.option("--photos", type=click.Path(path_type=Path), default=None,
+              help="Instead of --data: a folder of photos with ibug-68 .pts files beside them (300-W).")
+@click.option("--boxes", type=click.Choice(["detector", "landmarks"]), default="detector", show_default=True,
+              help="--photos: crop around the detector's box (as reconstruct does) or the annotation's.")
+@click.option("--fov", "fov_deg", type=click.FloatRange(1.0, 170.0), default=50.0, show_default=True,
+              help="--photos: assumed field of view (degrees) across a photo's longer side.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
               help="Checkpoint written by 'synthface train'.")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
@@ -55,9 +80,13 @@ def _table(result: dict[str, Any]) -> list[str]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write every number (incl. per-parameter errors) to this JSON file.")
 @model_options
-def command(data: tuple[Path, ...], checkpoint: Path, split: str, limit: int | None, batch_size: int, device: str,
-            json_out: Path | None, model: MorphableModel) -> None:
+def command(data: tuple[Path, ...], photos: Path | None, boxes: str, fov_deg: float, checkpoint: Path, split: str,
+            limit: int | None, batch_size: int, device: str, json_out: Path | None, model: MorphableModel) -> None:
     """Score CHECKPOINT on shards: the mean face (baseline), CoarseNet and CoarseNet+FineNet.
+
+    With --photos DIR instead: the landmark error (NME over the outer-eye-corner distance, inner 51 and
+    all 68 points, failures above 0.08) of the image-blind mean face and CoarseNet on photos with
+    ibug .pts annotations, each cropped as 'reconstruct' crops it.
 
     The depth error of a face is the mean |predicted - true depth| over its pixels, after moving the
     prediction along the optical axis by the median difference, as a percentage of its true depth
@@ -66,15 +95,22 @@ def command(data: tuple[Path, ...], checkpoint: Path, split: str, limit: int | N
     """
     if json_out is not None and not json_out.parent.is_dir():
         raise ConfigError(f"--json {json_out}: directory {json_out.parent} does not exist; create it first")
+    if bool(data) == (photos is not None):
+        raise ConfigError("give either --data (shards) or --photos (annotated photos), not both or neither")
     from ..evaluate import evaluate  # these import torch: only when the command runs, never for --help
+    from ..evaluate_photos import evaluate_photos
     from ..predict import load_checkpoint
 
     device = resolve_device(device)
     ckpt = load_checkpoint(checkpoint, device=device)
-    with tqdm(unit="sample", dynamic_ncols=True, disable=None, leave=False) as bar:
-        result = evaluate(list(data), ckpt, model, split=split, limit=limit, device=device,  # type: ignore[arg-type]
-                          batch_size=batch_size, progress=bar.update)
-    for line in _table(result):
+    with tqdm(unit="photo" if photos else "sample", dynamic_ncols=True, disable=None, leave=False) as bar:
+        if photos is not None:
+            result = evaluate_photos(photos, ckpt, model, boxes=boxes, fov_deg=fov_deg,  # type: ignore[arg-type]
+                                     device=device, batch_size=batch_size, progress=bar.update)
+        else:
+            result = evaluate(list(data), ckpt, model, split=split, limit=limit, device=device,  # type: ignore[arg-type]
+                              batch_size=batch_size, progress=bar.update)
+    for line in (_photo_table(result) if photos is not None else _table(result)):
         click.echo(line)
     if json_out is not None:
         atomic_write_text(json_out, json.dumps(result, indent=1, allow_nan=False) + "\n")
