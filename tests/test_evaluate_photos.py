@@ -83,7 +83,7 @@ def ckpt_file(tmp_path_factory, bundled_model, photos):
 def test_nme_is_the_mean_distance_over_the_outer_eye_corners():
     truth = np.zeros((1, 68, 2))
     truth[0, 45, 0] = 10.0  # outer eye corners 10 px apart
-    shifted = truth + [3.0, 4.0]  # every point 5 px off
+    shifted = truth + np.array([3.0, 4.0])  # every point 5 px off
     all68, inner51 = nme(shifted, truth)
     assert all68 == pytest.approx([0.5]) and inner51 == pytest.approx([0.5])
     jaw_only = truth.copy()
@@ -97,10 +97,10 @@ def test_read_pts_takes_the_300w_convention(tmp_path, photos):
     np.testing.assert_allclose(read_pts(folder / "frontal.pts"), xy[0], atol=1e-3)  # 1-based centres → corners
     bad = tmp_path / "bad.pts"
     write_pts(bad, xy[0][:19])
-    with pytest.raises(ReconstructError, match="bad.pts: 19 points .* not the 68"):
+    with pytest.raises(ReconstructError, match=r"bad\.pts: 19 points .* not the 68"):
         read_pts(bad)
     bad.write_text("version: 1\nn_points: 68\n{\n1 2 3\n}\n")
-    with pytest.raises(ReconstructError, match="bad.pts: not an ibug .pts file"):
+    with pytest.raises(ReconstructError, match=r"bad\.pts: not an ibug \.pts file"):
         read_pts(bad)
 
 
