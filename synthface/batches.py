@@ -34,17 +34,20 @@ def batch_positions(n: int, batch_size: int, seed: int, stage: str, step: int) -
     return perm[k * batch_size:(k + 1) * batch_size]
 
 
-class StepBatches(Sampler[list[int]]):
-    """This rank's share (``[rank::world]``) of the global batches of steps ``start .. stop - 1``."""
+class StepBatches(Sampler[list[tuple[int, int]]]):
+    """This rank's share (``[rank::world]``) of the global batches of steps ``start .. stop - 1``, as
+    (position, epoch) pairs: the epoch draws a sample's degradations anew on each pass (``ShardDataset.set_epoch``)."""
 
     def __init__(self, n: int, batch_size: int, seed: int, stage: str, start: int, stop: int,
                  rank: int = 0, world: int = 1) -> None:
         self.n, self.batch_size, self.seed, self.stage = n, batch_size, seed, stage
         self.start, self.stop, self.rank, self.world = start, stop, rank, world
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        per_epoch = self.n // self.batch_size
         for step in range(self.start, self.stop):
-            yield batch_positions(self.n, self.batch_size, self.seed, self.stage, step)[self.rank::self.world].tolist()
+            positions = batch_positions(self.n, self.batch_size, self.seed, self.stage, step)[self.rank::self.world]
+            yield [(p, step // per_epoch) for p in positions.tolist()]
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
@@ -65,8 +68,11 @@ class _Reader(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, i: int) -> Any:
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        i, epoch = key if isinstance(key, tuple) else (key, None)
         try:
+            if epoch is not None and hasattr(self.dataset, "set_epoch"):  # per item: workers read any epoch's
+                self.dataset.set_epoch(epoch)
             return self.dataset[i]
         except SynthfaceError as exc:
             return _Failure(str(exc))

@@ -102,7 +102,7 @@ class CoarseStage:
         self.net = net
         self.resuming = state.stage == "coarse"
         self.start, self.first_step = state.stage_step, state.step
-        self.train_ds, self.val_ds = run.datasets(COARSE_FIELDS, run.normalizer)
+        self.train_ds, self.val_ds = run.datasets(COARSE_FIELDS, run.normalizer, degrade=c.degrade)
         assert run.normalizer is not None
         self.normalizer = run.normalizer
         self.column_weights = column_weights(run.normalizer, c.shape_weight)

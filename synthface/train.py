@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from . import __version__
+from .augment import Degradations
 from .batches import STAGE_SALT, loader
 from .checkpoint import TrainingCheckpoint, build_net, read_checkpoint, save_checkpoint
 from .data import ShardDataset
@@ -174,9 +175,12 @@ class _Trainer:
                         "epoch": stage_step // max(1, n_train // c.batch_size), "batches_consumed": stage_step})
         self.summary["checkpoint"] = str(save_checkpoint(ckpt, self.out))
 
-    def datasets(self, fields: Sequence[str], normalize: Any) -> tuple[ShardDataset, ShardDataset]:
+    def datasets(self, fields: Sequence[str], normalize: Any, *, degrade: bool = False,
+                 ) -> tuple[ShardDataset, ShardDataset]:
+        """The training and validation splits; ``degrade``: camera degradations on the training images."""
         c = self.config
-        train = ShardDataset(self.data, "train", c.val_fraction, fields, normalize)
+        train = ShardDataset(self.data, "train", c.val_fraction, fields, normalize,
+                             augment=Degradations() if degrade else None, augment_seed=c.seed)
         val = ShardDataset(self.data, "val", c.val_fraction, fields, train.normalizer if normalize else None)
         return train, val
 

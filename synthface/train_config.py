@@ -82,6 +82,11 @@ class TrainConfig:
     """Width of CoarseNet's hidden fully connected layer."""
     coarse_norm: str = "group"
     """``group`` (batch-independent; default) or ``batch`` (SyncBatchNorm under DDP on CUDA)."""
+    degrade: bool = False
+    """Camera degradations (:class:`synthface.augment.Degradations`' defaults: colour, blur, noise, JPEG,
+    greyscale) on CoarseNet's training images, drawn from (seed, sample, epoch); the shards, the
+    validation split and FineNet's images (whose SfS loss shades with the shard's own albedo and light)
+    stay clean. Why: photos are blurred, noisy and compressed; clean renders are not."""
     real_images: str = ""
     """Folder of unlabelled face photos for the fine stage ('' = none): each fine batch then takes
     ``real_fraction`` of its samples from them (:class:`~synthface.photos.PhotoDataset`) and the
@@ -185,6 +190,8 @@ class TrainConfig:
                 ok = isinstance(value, (list, tuple)) and all(isinstance(v, number) and not isinstance(v, bool)
                                                               for v in value)
                 value = tuple(value) if ok else value
+            elif isinstance(current, bool):
+                ok = isinstance(value, bool)
             elif isinstance(current, float):
                 ok = isinstance(value, number) and not isinstance(value, bool)
                 value = float(value) if ok else value

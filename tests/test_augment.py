@@ -97,3 +97,25 @@ def test_dataset_degrades_images_only_reproducibly_per_epoch(shards):
     assert torch.equal(loaded, torch.stack([aug[i]["image"] for i in range(8)]))
     with pytest.raises(ConfigError, match="augment must be"):
         ShardDataset(shards, augment=True)
+
+
+def test_the_trainers_batches_degrade_a_sample_anew_each_epoch(shards):
+    """train --set degrade=true: the loader passes each item's epoch (StepBatches), so a sample seen on
+    two passes is degraded two ways, each as the dataset draws it for that epoch, in worker processes too."""
+    from synthface.batches import StepBatches, loader
+
+    aug = ShardDataset(shards, split="all", normalize=None, fields=("image", "index"),
+                       augment=Degradations(jpeg_prob=1.0), augment_seed=5)
+    n, b = len(aug), 4
+    per_epoch = n // b
+    seen: dict[tuple[int, int], torch.Tensor] = {}
+    batches = loader(aug, StepBatches(n, b, 0, "coarse", 0, 2 * per_epoch), num_workers=2, pin=False)
+    for step, batch in enumerate(batches):
+        for index, image in zip(batch["index"].tolist(), batch["image"], strict=True):
+            seen[(index, step // per_epoch)] = image
+    index = next(i for i, e in seen if (i, 1) in seen and e == 0)
+    assert not torch.equal(seen[(index, 0)], seen[(index, 1)])
+    position = [int(aug[p]["index"]) for p in range(n)].index(index)
+    for epoch in (0, 1):
+        aug.set_epoch(epoch)
+        assert torch.equal(seen[(index, epoch)], aug[position]["image"])

