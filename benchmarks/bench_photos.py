@@ -76,7 +76,8 @@ def main() -> None:
         print(f"  {'':<20}{'NME 51':>8}{'NME 68':>8}{'fail 51':>9}   per photo (NME 51)")
         for key, row in result["rows"].items():
             each = "  ".join(f"{Path(p['photo']).stem} {p[key]['nme_51']:.3f}" for p in result["photos"])
-            print(f"  {PHOTO_ROWS[key]:<20}{row['nme_51']:8.4f}{row['nme_68']:8.4f}{row['failure_rate_51']:9.1%}   {each}")
+            print(f"  {PHOTO_ROWS[key]:<20}{row['nme_51']:8.4f}{row['nme_68']:8.4f}"
+                  f"{row['failure_rate_51']:9.1%}   {each}")
 
 
 if __name__ == "__main__":
