@@ -245,3 +245,33 @@ def test_a_render_through_the_photo_path_comes_back_to_its_own_framing(bundled_m
     # the generator: centre within ±0.05 of the side, fraction 0.6–0.9 (the crop aims at 0.75)
     assert np.median(offsets) < 0.05 and (offsets < 0.1).mean() >= 0.9, offsets
     assert abs(np.median(fractions) - 0.75) < 0.06 and ((fractions > 0.6) & (fractions < 0.9)).mean() >= 0.9, fractions
+
+
+def test_photos_of_every_kind_reconstruct_or_say_why(astronaut, ckpt_file, tmp_path):
+    """Greyscale, 16-bit, RGBA and CMYK photos are read as 8-bit RGB (alpha ignored) and reconstructed; a
+    photo too small for a face is one error line; a 6000 px photo's face is found where the 512 px one's is."""
+    import cv2
+
+    image, photo = astronaut
+    folder = tmp_path / "kinds"
+    folder.mkdir()
+    Image.fromarray(image).convert("L").save(folder / "grey.png")
+    cv2.imwrite(str(folder / "deep.png"), image[:, :, ::-1].astype(np.uint16) * 257)  # 16 bits per channel
+    rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+    rgba[:64, :64, 3] = 0
+    Image.fromarray(rgba).save(folder / "alpha.png")
+    Image.fromarray(image).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(image).resize((6000, 6000), Image.BICUBIC).save(folder / "huge.jpg", quality=85)
+    Image.fromarray(image).resize((20, 20)).save(folder / "tiny.png")
+    reference = detect_face(image)
+    for name in ("grey.png", "deep.png", "alpha.png", "cmyk.jpg", "huge.jpg"):
+        read = read_image(folder / name)
+        assert read.shape[2] == 3 and read.dtype == np.uint8, name
+        box = np.array(detect_face(read)) * 512 / read.shape[0]
+        assert np.abs(box - reference).max() < 0.1 * reference[2], (name, box, reference)
+    out = tmp_path / "out"
+    result = reconstruct_cli(*sorted(folder.iterdir()), "--checkpoint", ckpt_file, "--out", out, "--device", "cpu")
+    assert_user_error(result, "tiny.png: 20 × 20 pixels is too small to hold a face")
+    done = sorted(p.stem for p in out.glob("*.json"))
+    assert done == ["alpha", "cmyk", "deep", "grey", "huge"] and not list(out.glob("tiny*"))
+    assert json.loads((out / "huge.json").read_text())["photo"] == {"width": 6000, "height": 6000}
