@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .geometry import camera_vertices
+from .geometry import camera_vertices, project
 from .model import MorphableModel
 from .targets import ParameterNormalizer
 
@@ -23,6 +23,20 @@ def vertex_distance(model: MorphableModel, normalizer: ParameterNormalizer, esti
     return (diff.square().sum(-1) + 1e-12).sqrt().mean()
 
 
+def landmark_error(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
+                   intrinsics: torch.Tensor, landmarks: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Mean distance between the estimate's projected ibug-68 landmarks and the shard's ``landmarks/xy``
+    (B, 68, 2) over the ``visible`` (B, 68) ones, in units of the image side (so the weight does not
+    depend on the image size). Why: a photo shows where a face's points are, not its parameters; this
+    term asks for what the image shows. Differentiable in ``estimate``."""
+    verts = camera_vertices(model, normalizer.decode(estimate, intrinsics))[:, list(model.landmark_indices)]
+    xy = project(verts, intrinsics)
+    side = 2.0 * intrinsics[:, 0, 2]  # the principal point is the image centre
+    dist = ((xy - landmarks).square().sum(-1) + 1e-12).sqrt() / side[:, None]
+    w = visible.to(dist.dtype)
+    return (dist * w).sum() / w.sum().clamp_min(1.0)
+
+
 def column_weights(normalizer: ParameterNormalizer, shape_weight: float) -> torch.Tensor:
     """(N,) weights of the parameter loss: ``shape_weight`` on identity and expression columns, 1 on pose."""
     w = torch.ones(normalizer.dim)
@@ -34,14 +48,22 @@ def column_weights(normalizer: ParameterNormalizer, shape_weight: float) -> torc
 
 def coarse_loss(model: MorphableModel, normalizer: ParameterNormalizer, estimate: torch.Tensor,
                 target: torch.Tensor, intrinsics: torch.Tensor, geometric_weight: float,
-                weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``mean(weights · (est − target)²) + geometric_weight · vertex_distance``; returns (loss, mse, vertex mm),
-    ``mse`` unweighted."""
+                weights: torch.Tensor | None = None, landmark_weight: float = 0.0,
+                landmarks: tuple[torch.Tensor, torch.Tensor] | None = None,
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``mean(weights · (est − target)²) + geometric_weight · vertex_distance`` ``+ landmark_weight ·
+    landmark_error`` (with ``landmarks`` = (xy, visible)); returns (loss, terms): ``mse`` (unweighted),
+    ``vertex_mm`` and, with landmarks, ``landmark_side`` (:func:`landmark_error`, in image sides)."""
     sq = (estimate - target).square()
     mse = sq.mean()
     weighted = mse if weights is None else (sq * weights.to(sq.device, sq.dtype)).mean()
     vertex_mm = vertex_distance(model, normalizer, estimate, target, intrinsics)
-    return weighted + geometric_weight * vertex_mm, mse, vertex_mm
+    loss = weighted + geometric_weight * vertex_mm
+    terms = {"mse": mse, "vertex_mm": vertex_mm}
+    if landmarks is not None:
+        terms["landmark_side"] = landmark_error(model, normalizer, estimate, intrinsics, *landmarks)
+        loss = loss + landmark_weight * terms["landmark_side"]
+    return loss, terms
 
 
 def masked_depth_error(depth: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 SCENE = ("albedo", "light", "material", "facial_hair", "intrinsics")
 """Shard entries CoarseNet does not regress but the renderer needs (taken from the sample)."""
-COARSE_FIELDS = ("image", "params", *SCENE)
+COARSE_FIELDS = ("image", "params", "landmarks", "landmarks_visible", *SCENE)
 FINE_FIELDS = ("image", "depth", "mask", *SCENE)
 
 
@@ -120,6 +120,8 @@ class CoarseStage:
         image = batch["image"].to(device, non_blocking=True)
         target = batch["params"].to(device, non_blocking=True)
         k = batch["intrinsics"].to(device, non_blocking=True)
+        landmarks = (batch["landmarks"].to(device, non_blocking=True),
+                     batch["landmarks_visible"].to(device, non_blocking=True))
         scene = _scene(batch)
         refinements = refine(ddp, image, lambda e: renderer.feedback(e, scene), iterations)
         metrics: dict[str, float] = {}
@@ -129,12 +131,13 @@ class CoarseStage:
             sync = ddp.no_sync() if ddp is not self.net and t < iterations - 1 else contextlib.nullcontext()
             with sync:  # around the refinement's forward (next) and its backward
                 new = next(refinements)
-                loss, mse, vertex_mm = coarse_loss(run.model, self.normalizer, new, target, k,
-                                                   c.geometric_weight, self.column_weights)
+                loss, terms = coarse_loss(run.model, self.normalizer, new, target, k, c.geometric_weight,
+                                          self.column_weights, c.landmark_weight, landmarks)
                 (loss / iterations).backward()
             total += loss.item() / iterations
-            metrics[f"param_mse_t{t + 1}"] = mse.item()
-            metrics[f"vertex_mm_t{t + 1}"] = vertex_mm.item()
+            metrics[f"param_mse_t{t + 1}"] = terms["mse"].item()
+            metrics[f"vertex_mm_t{t + 1}"] = terms["vertex_mm"].item()
+            metrics[f"landmark_side_t{t + 1}"] = terms["landmark_side"].item()
         metrics["loss"] = total
         return metrics
 
@@ -146,9 +149,11 @@ class CoarseStage:
             for batch in run.val_batches(self.val_ds):
                 image, target = batch["image"].to(run.device), batch["params"].to(run.device)
                 est = coarse_estimate(run, self.net, image, _scene(batch))
-                _, mse, vertex_mm = coarse_loss(run.model, self.normalizer, est, target,
-                                                batch["intrinsics"].to(run.device), 0.0)
-                yield {"param_mse": mse.item(), "vertex_mm": vertex_mm.item()}
+                k = batch["intrinsics"].to(run.device)
+                landmarks = (batch["landmarks"].to(run.device), batch["landmarks_visible"].to(run.device))
+                _, terms = coarse_loss(run.model, self.normalizer, est, target, k, 0.0, landmarks=landmarks)
+                yield {"param_mse": terms["mse"].item(), "vertex_mm": terms["vertex_mm"].item(),
+                       "landmark_side": terms["landmark_side"].item()}
 
         with torch.no_grad():
             out = _mean(scores())

@@ -52,6 +52,9 @@ class TrainConfig:
     geometric_weight: float = 0.01
     """Coarse loss per mm of mean vertex distance (the parameter term is O(1) per column; at
     0.01 a 10 mm vertex error weighs like a normalized parameter MSE of 0.1)."""
+    landmark_weight: float = 0.0
+    """Weight of CoarseNet's landmark reprojection term (:func:`synthface.losses.landmark_error`: the
+    estimate's 68 projected landmarks against the shard's visible ones, in image sides); 0: off."""
     shape_weight: float = SHAPE_WEIGHT
     """Weight of identity and expression columns in the parameter loss (pose columns: 1)."""
     sfs_weights: tuple[float, float, float] = DEFAULT_SFS_WEIGHTS
@@ -140,6 +143,7 @@ class TrainConfig:
             (self.coarse_iterations >= 1, f"coarse_iterations must be at least 1, got {self.coarse_iterations}"),
             (self.geometric_weight >= 0, f"geometric_weight must be >= 0, got {self.geometric_weight}"),
             (self.shape_weight >= 0, f"shape_weight must be >= 0, got {self.shape_weight}"),
+            (self.landmark_weight >= 0, f"landmark_weight must be >= 0, got {self.landmark_weight}"),
             (0.0 < self.real_fraction <= 1.0, f"--real-fraction must be in (0, 1], got {self.real_fraction}"),
             (not self.real_images or self.real_batch >= 1,
              f"--real-fraction {self.real_fraction} of --batch-size {self.batch_size} is no photo per batch; raise it"),

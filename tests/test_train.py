@@ -70,11 +70,11 @@ def test_both_stages_run_with_finite_losses(coarse_run):
     assert summary["step"] == 4 and summary["world_size"] == 1
     coarse, fine = summary["stages"]["coarse"], summary["stages"]["fine"]
     assert coarse["steps"] == 2 and fine["steps"] == 2
-    for key in ("loss", "param_mse_t1", "param_mse_t3", "vertex_mm_t3"):
+    for key in ("loss", "param_mse_t1", "param_mse_t3", "vertex_mm_t3", "landmark_side_t3"):
         assert np.isfinite(coarse["train"][key]) and coarse["train"][key] > 0, key
     for key in ("loss", "shading", "fidelity", "smoothness", "depth_mm", "coarse_depth_mm"):
         assert np.isfinite(fine["train"][key]), key
-    assert set(coarse["val"]) == {"param_mse", "vertex_mm"} and np.isfinite(list(coarse["val"].values())).all()
+    assert set(coarse["val"]) == {"param_mse", "vertex_mm", "landmark_side"} and np.isfinite(list(coarse["val"].values())).all()
     assert np.isfinite(list(fine["val"].values())).all() and fine["val"]["depth_mm"] > 0
 
 
@@ -593,6 +593,36 @@ def test_vertex_distance_ignores_a_shift_along_the_optical_axis(model):
     turned = target.clone()
     turned[0, sum(sizes) - 6] = 0.3  # yaw
     assert float(vertex_distance(model, norm, turned, target, k)) > 1.0
+
+
+def test_landmark_error_is_the_shards_landmark_offset_in_image_sides(dataset, model):
+    """The true parameters reproject onto the shard's landmarks; a shift of x/z moves every visible one
+    by f·x/z pixels; hidden ones do not count; the gradient reaches the estimate."""
+    from synthface.data import ShardDataset
+    from synthface.geometry import camera_vertices
+    from synthface.losses import landmark_error
+
+    ds = ShardDataset(dataset, split="all", fields=("params", "intrinsics", "landmarks", "landmarks_visible"))
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ("params", "intrinsics", "landmarks",
+                                                                     "landmarks_visible")}
+    norm = ds.normalizer
+    k = batch["intrinsics"].double()
+    xy, visible = batch["landmarks"].double(), batch["landmarks_visible"]
+    target = batch["params"].double()
+    assert float(landmark_error(model, norm, target, k, xy, visible)) < 1e-4
+    column = norm.slices["pose"].start + 3  # x / z
+    aside = target.clone().requires_grad_(True)
+    shift = torch.zeros_like(target)
+    shift[:, column] = 0.01 / float(norm.std[column])  # x/z + 0.01: f · 0.01 pixels
+    error = landmark_error(model, norm, aside + shift, k, xy, visible)
+    params = norm.decode(target, k)
+    z = camera_vertices(model, params)[:, list(model.landmark_indices), 2]  # nearer points move more
+    moved = k[:, 0, 0, None] * 0.01 * params["pose"][:, 5, None] / z / (2 * k[:, 0, 2, None])
+    assert float(error.detach()) == pytest.approx(float(moved[visible].mean()), rel=1e-3)
+    error.backward()
+    assert aside.grad is not None and aside.grad[:, column].abs().sum() > 0
+    hidden = torch.zeros_like(visible)
+    assert float(landmark_error(model, norm, target + shift, k, xy, hidden)) == 0.0
 
 
 @pytest.mark.slow
