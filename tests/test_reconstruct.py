@@ -252,7 +252,7 @@ def test_photos_of_every_kind_reconstruct_or_say_why(astronaut, ckpt_file, tmp_p
     photo too small for a face is one error line; a 6000 px photo's face is found where the 512 px one's is."""
     import cv2
 
-    image, photo = astronaut
+    image, _ = astronaut
     folder = tmp_path / "kinds"
     folder.mkdir()
     Image.fromarray(image).convert("L").save(folder / "grey.png")
