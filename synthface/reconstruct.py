@@ -18,7 +18,7 @@ import trimesh
 
 from .errors import ReconstructError
 from .geometry import rotation_angles, rotation_matrices
-from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_face
+from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_face, detect_faces
 from .shards import atomic_write
 
 if TYPE_CHECKING:  # torch is imported when a reconstruction runs, not with this module (the CLI's --help)
@@ -142,15 +142,17 @@ def make_overlay(crop: np.ndarray, depth: np.ndarray, mask: np.ndarray, intrinsi
 
 
 def reconstruct(image: np.ndarray, predictor: Predictor, *, box: tuple[int, int, int, int] | None = None,
-                fraction: float | None = None, fov_deg: float = DEFAULT_FOV_DEG) -> Reconstruction:
+                box_source: str = "frame", fraction: float | None = None,
+                fov_deg: float = DEFAULT_FOV_DEG) -> Reconstruction:
     """Reconstruct the largest face of an (H, W, 3) uint8 RGB photo, or the face in ``box``.
 
-    A given ``box`` is the face's frame (:mod:`synthface.framing`: hairline to chin, cheek to cheek);
-    otherwise the detector's box is turned into it. The crop frames the face at ``fraction`` of its side
-    (default: the checkpoint's training data's, ``Checkpoint.face_fraction``) at the checkpoint's
-    image size. Raises :class:`ReconstructError` when no face is found.
+    A given ``box`` is, by default, the face's frame (:mod:`synthface.framing`: hairline to chin, cheek
+    to cheek); ``box_source`` names another convention (``"haar"``: a box of :func:`detect_faces`).
+    Without one the detector's largest box is used. The crop frames the face at ``fraction`` of its side
+    (default: the checkpoint's training data's, ``Checkpoint.face_fraction``) at the checkpoint's image
+    size. Raises :class:`ReconstructError` when no face is found.
     """
-    detector = "frame" if box is not None else "haar"
+    detector = box_source if box is not None else "haar"
     h, w = image.shape[:2]
     if box is None:
         box = detect_face(image)
@@ -170,6 +172,16 @@ def reconstruct(image: np.ndarray, predictor: Predictor, *, box: tuple[int, int,
                           triangles=np.asarray(predictor.model.triangles), depth=depth, mask=mask, overlay=overlay,
                           landmarks_visible=pred.landmarks_visible[0], params={n: v[0] for n, v in pred.params.items()},
                           landmark_indices=np.asarray(predictor.model.landmark_indices))
+
+
+def reconstruct_all(image: np.ndarray, predictor: Predictor, *, fraction: float | None = None,
+                    fov_deg: float = DEFAULT_FOV_DEG) -> list[Reconstruction]:
+    """Every face the detector finds in the photo, largest first (:class:`ReconstructError` if none)."""
+    boxes = detect_faces(image)
+    if not boxes:
+        raise ReconstructError("no face found")
+    return [reconstruct(image, predictor, box=b, box_source="haar", fraction=fraction, fov_deg=fov_deg)
+            for b in boxes]
 
 
 def _png(array: np.ndarray) -> bytes:

@@ -275,3 +275,20 @@ def test_photos_of_every_kind_reconstruct_or_say_why(astronaut, ckpt_file, tmp_p
     done = sorted(p.stem for p in out.glob("*.json"))
     assert done == ["alpha", "cmyk", "deep", "grey", "huge"] and not list(out.glob("tiny*"))
     assert json.loads((out / "huge.json").read_text())["photo"] == {"width": 6000, "height": 6000}
+
+
+def test_all_faces_reconstructs_each_detected_face(astronaut, ckpt_file, tmp_path):
+    image, photo = astronaut
+    two = np.zeros((512, 900, 3), np.uint8)
+    two[:, :512] = image
+    two[64:448, 516:900] = np.asarray(Image.fromarray(image).resize((384, 384)))  # a smaller second face
+    path = tmp_path / "two.png"
+    Image.fromarray(two).save(path)
+    out = tmp_path / "out"
+    result = reconstruct_cli(path, "--checkpoint", ckpt_file, "--out", out, "--all-faces", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    boxes = [json.loads((out / f"two_face{i}.json").read_text())["box"]["xywh"] for i in range(2)]
+    assert boxes[0][2] > boxes[1][2] and boxes[0][0] < 512 <= boxes[1][0]  # largest first: hers, then the copy
+    assert json.loads((out / "two_face1.json").read_text())["box"]["source"] == "haar"
+    assert_user_error(reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out, "--all-faces", "--box",
+                                      "1,1,9,9"), "--box gives one face and --all-faces")

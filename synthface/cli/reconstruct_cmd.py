@@ -10,7 +10,7 @@ from ..errors import ConfigError, SynthfaceError
 from ..geometry import resolve_device
 from ..model import MorphableModel
 from ..photo import DEFAULT_FOV_DEG, read_image
-from ..reconstruct import MESH_FORMATS, reconstruct, write_outputs
+from ..reconstruct import MESH_FORMATS, reconstruct, reconstruct_all, write_outputs
 from .options import DEVICES, model_options
 
 
@@ -41,12 +41,14 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
 @click.option("--box", type=str, default=None, metavar="X,Y,W,H",
               help="The face (hairline to chin, cheek to cheek) in photo pixels, instead of detecting it; "
                    "used for every IMAGE.")
+@click.option("--all-faces", is_flag=True,
+              help="Reconstruct every face the detector finds, as STEM_face0 (the largest), STEM_face1, ...")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the networks run (rendering always uses OpenGL).")
 @model_options
 def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_format: str, fov_deg: float,
-            fraction: float | None, box: str | None, device: str, model: MorphableModel) -> None:
-    """Reconstruct the largest face in each IMAGE with CHECKPOINT.
+            fraction: float | None, box: str | None, all_faces: bool, device: str, model: MorphableModel) -> None:
+    """Reconstruct the largest face in each IMAGE (or every face: --all-faces) with CHECKPOINT.
 
     Writes STEM.obj (or .ply; camera space, mm), STEM_depth.png (16-bit, depth in 0.1 mm, 0 = no face),
     STEM_overlay.png (the shaded reconstruction and its landmarks over the face crop) and STEM.json (box,
@@ -54,6 +56,8 @@ def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_form
     be read or has no detectable face gets one 'error:' line and is skipped; the others are still done,
     and the exit status is 1 if any failed.
     """
+    if box is not None and all_faces:
+        raise ConfigError("--box gives one face and --all-faces asks for every detected one; use one of them")
     face_box = parse_box(box) if box is not None else None
     stems: dict[str, Path] = {}
     for path in images:
@@ -72,13 +76,19 @@ def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_form
     with Predictor(load_checkpoint(checkpoint, device=device), model, device=device) as predictor:
         for stem, path in stems.items():
             try:
-                rec = reconstruct(read_image(path), predictor, box=face_box, fraction=fraction, fov_deg=fov_deg)
-                written = write_outputs(rec, out_dir, stem, mesh_format=mesh_format)
+                photo = read_image(path)
+                if all_faces:
+                    named = [(f"{stem}_face{i}", r) for i, r in
+                             enumerate(reconstruct_all(photo, predictor, fraction=fraction, fov_deg=fov_deg))]
+                else:
+                    named = [(stem, reconstruct(photo, predictor, box=face_box, fraction=fraction, fov_deg=fov_deg))]
+                written = [(rec, write_outputs(rec, out_dir, name, mesh_format=mesh_format)) for name, rec in named]
             except SynthfaceError as exc:
                 message = str(exc)
                 click.echo(f"error: {message if message.startswith(str(path)) else f'{path}: {message}'}", err=True)
                 failed += 1
                 continue
-            click.echo(f"{path}: face at {rec.box}; wrote {', '.join(p.name for p in written)}")
+            for rec, files in written:
+                click.echo(f"{path}: face at {rec.box}; wrote {', '.join(p.name for p in files)}")
     if failed:
         click.get_current_context().exit(1)
