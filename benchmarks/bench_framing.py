@@ -29,6 +29,7 @@ from PIL import Image
 
 import synthface
 from synthface.errors import ReconstructError
+from synthface.evaluate_photos import nme as nme68_51
 from synthface.framing import DETECTOR_FRAMES, crop_window, face_frame, image_frame
 from synthface.photo import crop_square, detect_face, read_image
 from synthface.render import FaceRenderer, RenderSettings
@@ -39,13 +40,11 @@ LOOKS = {  # --look: the generator settings of the renders (the checkpoint's tra
     "recipe": {"background.mode": "random", "antialias": "off", "material.specular": [0.0, 0.0],
                "material.occlusion": [0.0, 0.0], "light.directional": [0.0, 0.6], "background.brightness": [0.0, 1.0]},
 }
-OUTER_EYES = (36, 45)
 
 
 def nme(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(B,) mean landmark distance over the outer-eye-corner distance of the truth."""
-    norm = np.linalg.norm(truth[:, OUTER_EYES[0]] - truth[:, OUTER_EYES[1]], axis=-1)
-    return np.linalg.norm(pred - truth, axis=-1).mean(axis=1) / norm
+    """(B,) mean landmark distance over all 68 points, by the truth's outer-eye-corner distance."""
+    return nme68_51(pred, truth)[0]
 
 
 def render(model, overrides: dict, n: int, size: int, seed: int = 0):

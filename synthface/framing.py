@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import CameraConfig
 from .errors import ConfigError
 from .geometry import project, transform
 from .model import MorphableModel
@@ -69,9 +70,9 @@ def fraction_midpoint(face_fraction: Sequence[float]) -> float:
     return (lo + hi) / 2.0
 
 
-DEFAULT_FRACTION = 0.75
-"""The middle of the default ``camera.face_fraction`` (0.6, 0.9): crops for networks whose training data
-is not recorded (checkpoints written before the framing was)."""
+DEFAULT_FRACTION = fraction_midpoint(CameraConfig().face_fraction)
+"""The middle of the default ``camera.face_fraction``: crops for networks whose training data is not
+recorded (checkpoints written before the framing was)."""
 
 
 @dataclass(frozen=True)

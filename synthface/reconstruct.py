@@ -56,10 +56,10 @@ class Reconstruction:
     the landmarks (green: visible, red: hidden by the face)."""
     landmarks_visible: np.ndarray
     """(68,) bool: not hidden by the estimated face itself (and inside the crop)."""
+    landmark_indices: np.ndarray
+    """(68,) the model's ibug-68 vertex indices."""
     params: dict[str, np.ndarray] = field(default_factory=dict)
     """``identity``, ``expression``, ``pose`` of the estimate (shard layout, one row each; the crop's camera)."""
-    landmark_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    """(68,) the model's ibug-68 vertex indices."""
 
     @property
     def landmarks_xy(self) -> np.ndarray:
