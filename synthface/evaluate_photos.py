@@ -3,7 +3,8 @@
 Every photo under DIR (:data:`~synthface.photos.IMAGE_SUFFIXES`, recursively) with a ``.pts`` file of the
 same stem beside it (the 300-W convention, :func:`~synthface.photo.read_pts`) is cropped as
 ``reconstruct`` crops a photo (:func:`~synthface.photo.crop_square`, the checkpoint's framing): around
-the Haar box that overlaps the annotated face (``boxes="detector"``; a photo where the detector finds
+the detector's box that overlaps the annotated face (``boxes="detector"``; ``detector`` picks dlib or
+Haar, :data:`~synthface.photo.DETECTORS`; a photo where the detector finds
 none is cropped from its landmarks' box and counted as missed), or always around the landmarks' box
 (``boxes="landmarks"``, which leaves the detector out of the score). The estimate's 68 landmarks are
 projected into the photo and compared with the annotation: the normalized mean error (NME) is the mean
@@ -25,7 +26,7 @@ import numpy as np
 
 from .errors import ConfigError, ReconstructError
 from .model import MorphableModel
-from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_faces, read_image, read_pts
+from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_faces, read_image, read_pts, resolve_detector
 from .photos import IMAGE_SUFFIXES
 from .predict import Checkpoint, Predictor, mean_face_prediction
 
@@ -69,23 +70,24 @@ def _overlaps(box: tuple[int, ...], truth: np.ndarray) -> bool:
 
 
 def _crop(image: np.ndarray, truth: np.ndarray, size: int, fraction: float, fov_deg: float,
-          boxes: str) -> tuple[PhotoCrop, bool]:
-    """The crop of the annotated face and whether the detector found it."""
+          boxes: str, detector: str) -> tuple[PhotoCrop, bool]:
+    """The crop of the annotated face and whether ``detector`` (a resolved name) found it."""
     if boxes == "detector":  # every face, not only the largest: the annotated one may be smaller
-        found = [f for f in detect_faces(image) if _overlaps(f, truth)]
+        found = [f for f in detect_faces(image, detector) if _overlaps(f, truth)]
         if found:
-            return crop_square(image, found[0], size, fraction, fov_deg, "haar"), True
+            return crop_square(image, found[0], size, fraction, fov_deg, detector), True
     lo, hi = truth.min(0), truth.max(0)
     return crop_square(image, (*lo, *(hi - lo)), size, fraction, fov_deg, "landmarks"), False
 
 
 def evaluate_photos(folder: str | os.PathLike, checkpoint: Checkpoint, model: MorphableModel, *,
-                    boxes: Literal["detector", "landmarks"] = "detector", fov_deg: float = DEFAULT_FOV_DEG,
-                    device: str = "cpu", batch_size: int = 16,
+                    boxes: Literal["detector", "landmarks"] = "detector", detector: str = "auto",
+                    fov_deg: float = DEFAULT_FOV_DEG, device: str = "cpu", batch_size: int = 16,
                     progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Score a checkpoint's landmarks on annotated photos (module docstring); every number as a dict."""
     if boxes not in BOXES:
         raise ConfigError(f"boxes must be one of {', '.join(BOXES)}, got {boxes!r}")
+    detector = resolve_detector(detector)
     pairs, bare = annotated_photos(folder)
     truths = [read_pts(pts) for _, pts in pairs]  # every annotation checked before any work
     size, fraction = checkpoint.image_size, checkpoint.face_fraction
@@ -98,7 +100,7 @@ def evaluate_photos(folder: str | os.PathLike, checkpoint: Checkpoint, model: Mo
             for (photo, _), truth in zip(pairs[start:start + batch_size], truths[start:start + batch_size],
                                          strict=True):
                 try:
-                    crop, hit = _crop(read_image(photo), truth, size, fraction, fov_deg, boxes)
+                    crop, hit = _crop(read_image(photo), truth, size, fraction, fov_deg, boxes, detector)
                 except ReconstructError as exc:
                     message = str(exc)
                     raise ReconstructError(message if message.startswith(str(photo)) else f"{photo}: {message}") \
@@ -128,7 +130,8 @@ def evaluate_photos(folder: str | os.PathLike, checkpoint: Checkpoint, model: Mo
             record[key] = {"nme_68": float(a), "nme_51": float(b)}
     return {
         "n_photos": len(pairs), "folder": str(folder), "without_pts": [str(p) for p in bare],
-        "boxes": boxes, "detected": int(sum(r["detected"] for r in per_photo)),
+        "boxes": boxes, "detector": detector if boxes == "detector" else None,
+        "detected": int(sum(r["detected"] for r in per_photo)),
         "checkpoint": {"path": str(checkpoint.path), "stage": checkpoint.stage, "step": checkpoint.step,
                        "face_fraction": fraction},
         "fov_deg": fov_deg, "failure_threshold": FAILURE_NME, "rows": rows, "photos": per_photo,

@@ -95,6 +95,8 @@ DETECTOR_FRAMES: Mapping[str, DetectorFrame] = {
     # OpenCV's Haar frontal-face cascade, medians over 300 renders at 256 px of the bundled model
     # (|yaw| <= 25°, |pitch| <= 15°; benchmarks/bench_framing.py).
     "haar": DetectorFrame(dx=0.004, dy=0.029, scale=1.229),
+    # dlib's HOG frontal-face detector (synthface[detect]), the same renders: a tighter box (brows to chin).
+    "dlib": DetectorFrame(dx=0.008, dy=-0.024, scale=1.429),
     # The box of a face's 68 ibug landmarks (ground truth in evaluation), same renders: the landmarks
     # stop at the brows, so the frame reaches up past them to the hairline.
     "landmarks": DetectorFrame(dx=0.001, dy=-0.112, scale=1.476),

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from .errors import ConfigError, ReconstructError
 from .framing import DEFAULT_FRACTION
-from .photo import DEFAULT_FOV_DEG, crop_square, detect_face, read_image
+from .photo import DEFAULT_FOV_DEG, crop_square, detect_face, read_image, resolve_detector
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm")
 """File name endings taken as photos (case-insensitive), searched recursively."""
@@ -43,8 +43,9 @@ class PhotoDataset(Dataset):
     """
 
     def __init__(self, folder: str | os.PathLike, image_size: int, *, fraction: float = DEFAULT_FRACTION,
-                 fov_deg: float = DEFAULT_FOV_DEG) -> None:
+                 fov_deg: float = DEFAULT_FOV_DEG, detector: str = "auto") -> None:
         self.folder, self.image_size, self.fraction, self.fov_deg = Path(folder), int(image_size), fraction, fov_deg
+        self.detector = resolve_detector(detector)
         files = find_photos(self.folder)
         self.paths: list[Path] = []
         self.boxes: list[tuple[int, int, int, int]] = []
@@ -52,7 +53,7 @@ class PhotoDataset(Dataset):
         """Photos left out, with why (unreadable, no face)."""
         for path in files:
             try:
-                self.boxes.append(detect_face(read_image(path)))
+                self.boxes.append(detect_face(read_image(path), self.detector))
                 self.paths.append(path)
             except ReconstructError as exc:
                 self.skipped.append((path, str(exc)))
@@ -64,7 +65,8 @@ class PhotoDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        crop = crop_square(read_image(self.paths[i]), self.boxes[i], self.image_size, self.fraction, self.fov_deg)
+        crop = crop_square(read_image(self.paths[i]), self.boxes[i], self.image_size, self.fraction, self.fov_deg,
+                           self.detector)
         image = np.ascontiguousarray(crop.image.transpose(2, 0, 1), dtype=np.float32) / np.float32(255)
         return {"image": torch.from_numpy(image), "intrinsics": torch.from_numpy(crop.intrinsics),
                 "index": torch.tensor(i, dtype=torch.int64)}

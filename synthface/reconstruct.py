@@ -18,7 +18,7 @@ import trimesh
 
 from .errors import ReconstructError
 from .geometry import rotation_angles, rotation_matrices
-from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_face, detect_faces
+from .photo import DEFAULT_FOV_DEG, PhotoCrop, crop_square, detect_face, detect_faces, resolve_detector
 from .shards import atomic_write
 
 if TYPE_CHECKING:  # torch is imported when a reconstruction runs, not with this module (the CLI's --help)
@@ -142,20 +142,21 @@ def make_overlay(crop: np.ndarray, depth: np.ndarray, mask: np.ndarray, intrinsi
 
 
 def reconstruct(image: np.ndarray, predictor: Predictor, *, box: tuple[int, int, int, int] | None = None,
-                box_source: str = "frame", fraction: float | None = None,
+                box_source: str = "frame", detector: str = "auto", fraction: float | None = None,
                 fov_deg: float = DEFAULT_FOV_DEG) -> Reconstruction:
     """Reconstruct the largest face of an (H, W, 3) uint8 RGB photo, or the face in ``box``.
 
     A given ``box`` is, by default, the face's frame (:mod:`synthface.framing`: hairline to chin, cheek
-    to cheek); ``box_source`` names another convention (``"haar"``: a box of :func:`detect_faces`).
-    Without one the detector's largest box is used. The crop frames the face at ``fraction`` of its side
-    (default: the checkpoint's training data's, ``Checkpoint.face_fraction``) at the checkpoint's image
-    size. Raises :class:`ReconstructError` when no face is found.
+    to cheek); ``box_source`` names another convention (``"dlib"``, ``"haar"``: a box of that detector).
+    Without one the largest box of ``detector`` (:data:`~synthface.photo.DETECTORS`) is used. The crop
+    frames the face at ``fraction`` of its side (default: the checkpoint's training data's,
+    ``Checkpoint.face_fraction``) at the checkpoint's image size. Raises :class:`ReconstructError` when
+    no face is found.
     """
-    detector = box_source if box is not None else "haar"
+    detector = box_source if box is not None else resolve_detector(detector)
     h, w = image.shape[:2]
     if box is None:
-        box = detect_face(image)
+        box = detect_face(image, detector)
     elif not (box[0] < w and box[1] < h and box[0] + box[2] > 0 and box[1] + box[3] > 0):
         raise ReconstructError(f"the box {tuple(box)} lies outside the {w} × {h} photo; give one on the face")
     size = predictor.checkpoint.image_size
@@ -174,13 +175,14 @@ def reconstruct(image: np.ndarray, predictor: Predictor, *, box: tuple[int, int,
                           landmark_indices=np.asarray(predictor.model.landmark_indices))
 
 
-def reconstruct_all(image: np.ndarray, predictor: Predictor, *, fraction: float | None = None,
-                    fov_deg: float = DEFAULT_FOV_DEG) -> list[Reconstruction]:
-    """Every face the detector finds in the photo, largest first (:class:`ReconstructError` if none)."""
-    boxes = detect_faces(image)
+def reconstruct_all(image: np.ndarray, predictor: Predictor, *, detector: str = "auto",
+                    fraction: float | None = None, fov_deg: float = DEFAULT_FOV_DEG) -> list[Reconstruction]:
+    """Every face ``detector`` finds in the photo, largest first (:class:`ReconstructError` if none)."""
+    name = resolve_detector(detector)
+    boxes = detect_faces(image, name)
     if not boxes:
         raise ReconstructError("no face found")
-    return [reconstruct(image, predictor, box=b, box_source="haar", fraction=fraction, fov_deg=fov_deg)
+    return [reconstruct(image, predictor, box=b, box_source=name, fraction=fraction, fov_deg=fov_deg)
             for b in boxes]
 
 

@@ -248,7 +248,8 @@ class _Trainer:
             if len(self.photos) < c.real_batch:
                 raise ConfigError(f"--real-images {c.real_images}: {len(self.photos)} photos with a face, fewer "
                                   f"than the {c.real_batch} per batch; add photos or lower --real-fraction")
-            self.summary["real_images"] = {"photos": len(self.photos), "skipped": len(self.photos.skipped)}
+            self.summary["real_images"] = {"photos": len(self.photos), "skipped": len(self.photos.skipped),
+                                           "detector": self.photos.detector}
 
         resumed = resume_point(self.out, c, self.records, self.model, stages, resume=resume, tidy=self.proc.main)
         if resumed is not None:

@@ -116,9 +116,13 @@ def test_the_mean_face_scores_on_its_own_photo_and_fails_on_a_turned_head(photos
         assert frontal[row]["nme_68"] < 1e-3 and frontal[row]["nme_51"] < 1e-3, frontal  # the whole chain is exact
         assert turned[row]["nme_51"] > 0.08, turned
         assert result["rows"][row]["failure_rate_51"] == 0.5
-    # the Haar cascade finds the frontal render; crops from its box are framed alike
-    detected = evaluate_photos(folder, ckpt, bundled_model, boxes="detector")
-    assert detected["photos"][0]["detected"] and detected["photos"][0]["mean_face"]["nme_51"] < 0.08
+    # each detector finds the frontal render; crops from its box are framed alike, up to the scatter of
+    # where a detector puts its box (bench_framing: the frame lands ~0.03 of the side off the crop's
+    # centre, ~0.08 eye distances here; measured 0.055 from Haar's box, 0.086 from dlib's)
+    for detector in ("haar", "dlib"):
+        detected = evaluate_photos(folder, ckpt, bundled_model, boxes="detector", detector=detector)
+        assert detected["detector"] == detector
+        assert detected["photos"][0]["detected"] and detected["photos"][0]["mean_face"]["nme_51"] < 0.12
 
 
 def test_cli_table_json_and_errors(photos, ckpt_file, model_file, tmp_path):

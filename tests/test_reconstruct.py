@@ -11,12 +11,12 @@ import torch
 import trimesh
 from PIL import Image
 
-from synthface import load_config, load_model, sample_params
-from synthface.errors import ReconstructError
+from synthface import load_config, load_model, photo, sample_params
+from synthface.errors import ConfigError, ReconstructError
 from synthface.feedback import feedback_settings
 from synthface.framing import DETECTOR_FRAMES, face_frame
 from synthface.geometry import camera_vertices, project, transform
-from synthface.photo import crop_square, detect_face, photo_focal, read_image
+from synthface.photo import box_iou, crop_square, detect_face, detect_faces, photo_focal, read_image, resolve_detector
 from synthface.predict import Predictor, load_checkpoint
 from synthface.reconstruct import DEPTH_SCALE, read_depth_png, reconstruct, write_outputs
 from synthface.render import FaceRenderer, RenderSettings
@@ -57,16 +57,34 @@ def ckpt_file(tmp_path_factory, bundled_model, astronaut):
     return path
 
 
-def test_detector_finds_the_astronauts_face(astronaut):
+@pytest.mark.parametrize("detector", ["haar", "dlib"])
+def test_detector_finds_the_astronauts_face(astronaut, detector):
     image, path = astronaut
     np.testing.assert_array_equal(read_image(path).shape, image.shape)
-    x, y, w, h = detect_face(image)
+    # one face: dlib's weak box on the flag below her (score 0.1 beside her face's 1.5) is dropped
+    assert len(detect_faces(image, detector)) == 1
+    x, y, w, h = detect_face(image, detector)
     assert 0 <= x and 0 <= y and x + w <= image.shape[1] and y + h <= image.shape[0]
     assert 50 <= w <= 250 and 0.8 <= h / w <= 1.25
     # her face is in the upper half, left of centre
     assert y + h / 2 < image.shape[0] / 2 and x + w / 2 < image.shape[1] / 2
     with pytest.raises(ReconstructError, match="no face found"):
-        detect_face(np.full((200, 200, 3), 128, np.uint8))
+        detect_face(np.full((200, 200, 3), 128, np.uint8), detector)
+    # a small copy (her face ~45 px): dlib's second pass at 2× finds it, the cascade too
+    small = np.asarray(Image.fromarray(image).resize((256, 256), Image.Resampling.LANCZOS))
+    assert box_iou(detect_face(small, detector), np.array([x, y, w, h]) / 2) > 0.5
+
+
+def test_auto_detector_is_dlib_when_installed_else_haar(monkeypatch, astronaut, ckpt_file, tmp_path):
+    assert resolve_detector("auto") == "dlib" and resolve_detector("haar") == "haar"  # dlib: a dev extra
+    with pytest.raises(ConfigError, match="unknown face detector 'hog'"):
+        resolve_detector("hog")
+    monkeypatch.setattr(photo, "_has_dlib", lambda: False)  # as on an install without synthface[detect]
+    assert resolve_detector("auto") == "haar"
+    with pytest.raises(ReconstructError, match=r"pip install 'synthface\[detect\]'.*--detector haar"):
+        detect_faces(astronaut[0], "dlib")
+    assert_user_error(cli("reconstruct", astronaut[1], "--checkpoint", ckpt_file, "--out", tmp_path, "--detector",
+                          "dlib"), "the dlib face detector is not installed")
 
 
 def test_crop_is_the_view_of_a_camera_turned_toward_the_face(astronaut):
@@ -89,11 +107,15 @@ def test_crop_is_the_view_of_a_camera_turned_toward_the_face(astronaut):
     ray = np.linalg.solve(crop.intrinsics.astype(np.float64), [xx.mean() + 0.5, yy.mean() + 0.5, 1.0])
     np.testing.assert_allclose(crop.to_photo(ray), [61.5, 41.5], atol=0.7)
     # a detector's box is first turned into the frame it suggests (framing.DETECTOR_FRAMES)
-    haar = DETECTOR_FRAMES["haar"]
-    x0, y0, side = crop_square(image, (100, 100, 50, 50), 40, 0.5).window
-    assert side == round(50 * haar.scale / 0.5)
-    assert x0 + side / 2 == pytest.approx(125 + 50 * haar.dx, abs=1)
-    assert y0 + side / 2 == pytest.approx(125 + 50 * haar.dy, abs=1)
+    for detector in ("haar", "dlib"):
+        frame = DETECTOR_FRAMES[detector]
+        x0, y0, side = crop_square(image, (100, 100, 50, 50), 40, 0.5, detector=detector).window
+        assert side == round(50 * frame.scale / 0.5)
+        assert x0 + side / 2 == pytest.approx(125 + 50 * frame.dx, abs=1)
+        assert y0 + side / 2 == pytest.approx(125 + 50 * frame.dy, abs=1)
+    # "auto" is the frame of the detector detect_faces uses by default
+    assert crop_square(image, (100, 100, 50, 50), 40, 0.5).window == \
+        crop_square(image, (100, 100, 50, 50), 40, 0.5, detector=resolve_detector()).window
     # a box at the corner: the view leaves the photo and repeats its edge, it does not shrink
     assert crop_square(image, (0, 0, 60, 60), 32).image.shape == (32, 32, 3)
 
@@ -173,7 +195,14 @@ def test_cli_happy_path_and_per_file_errors(astronaut, ckpt_file, model_file, tm
                                                      "astronaut_overlay.png"]
     assert "astronaut.jpg: face at" in result.stdout
     detected = json.loads((out / "astronaut.json").read_text())
-    assert detected["box"]["source"] == "haar"
+    assert detected["box"]["source"] == resolve_detector() == "dlib"  # installed with the dev extras
+    # --detector haar: OpenCV's cascade instead, its box in the JSON under its name
+    out_haar = tmp_path / "out_haar"
+    result = reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out_haar, "--detector", "haar",
+                             "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    haar = json.loads((out_haar / "astronaut.json").read_text())["box"]
+    assert haar["source"] == "haar" and box_iou(haar["xywh"], detected["box"]["xywh"]) > 0.5
     # --box: the face given, not detected; the crop is the square that frames it
     out_box = tmp_path / "out_box"
     result = reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out_box, "--box", "170,60,110,150",
@@ -289,6 +318,6 @@ def test_all_faces_reconstructs_each_detected_face(astronaut, ckpt_file, tmp_pat
     assert result.exit_code == 0, result.output
     boxes = [json.loads((out / f"two_face{i}.json").read_text())["box"]["xywh"] for i in range(2)]
     assert boxes[0][2] > boxes[1][2] and boxes[0][0] < 512 <= boxes[1][0]  # largest first: hers, then the copy
-    assert json.loads((out / "two_face1.json").read_text())["box"]["source"] == "haar"
+    assert json.loads((out / "two_face1.json").read_text())["box"]["source"] == resolve_detector()
     assert_user_error(reconstruct_cli(photo, "--checkpoint", ckpt_file, "--out", out, "--all-faces", "--box",
                                       "1,1,9,9"), "--box gives one face and --all-faces")

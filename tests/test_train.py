@@ -506,7 +506,7 @@ def test_fine_stage_trains_on_real_photos(tmp_path, coarse_run, dataset, model, 
         return summary, read_checkpoint(tmp_path / name / "checkpoints" / "latest.pt").fine
 
     summary, mixed = fine_weights(photos, 0.5, "mixed")
-    assert summary["real_images"] == {"photos": 4, "skipped": 1}
+    assert summary["real_images"] == {"photos": 4, "skipped": 1, "detector": "dlib"}
     train_metrics = summary["stages"]["fine"]["train"]
     assert np.isfinite(train_metrics["loss"]) and "depth_mm" in train_metrics
     only, first = fine_weights(photos, 1.0, "only")

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..geometry import resolve_device
 from ..model import MorphableModel
 from ..shards import atomic_write_text
-from .options import DEVICES, model_options
+from .options import DEVICES, detector_option, model_options
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -46,8 +46,8 @@ def _photo_table(result: dict[str, Any]) -> list[str]:
     from ..evaluate_photos import PHOTO_ROWS
     missed = result["n_photos"] - result["detected"]
     lines = [f"landmark error on {result['n_photos']} annotated photos, NME by the outer-eye-corner distance "
-             f"(boxes: {result['boxes']}" + (f"; the detector missed {missed}, cropped from their landmarks)"
-                                             if result["boxes"] == "detector" else ")"),
+             f"(boxes: {result['boxes']}" + (f", {result['detector']}; it missed {missed}, cropped from their "
+                                             "landmarks)" if result["boxes"] == "detector" else ")"),
              f"  {'':<20}{'NME 51':>8}{'median':>8}{'NME 68':>8}{'fail 51':>9}{'fail 68':>9}"]
     for key, row in result["rows"].items():
         lines.append(f"  {PHOTO_ROWS[key]:<20}{_fmt(row['nme_51'], '.4f'):>8}{_fmt(row['median_nme_51'], '.4f'):>8}"
@@ -67,6 +67,7 @@ def _photo_table(result: dict[str, Any]) -> list[str]:
               help="Instead of --data: a folder of photos with ibug-68 .pts files beside them (300-W).")
 @click.option("--boxes", type=click.Choice(["detector", "landmarks"]), default="detector", show_default=True,
               help="--photos: crop around the detector's box (as reconstruct does) or the annotation's.")
+@detector_option
 @click.option("--fov", "fov_deg", type=click.FloatRange(1.0, 170.0), default=50.0, show_default=True,
               help="--photos: assumed field of view (degrees) across a photo's longer side.")
 @click.option("--checkpoint", type=click.Path(path_type=Path), required=True,
@@ -80,8 +81,9 @@ def _photo_table(result: dict[str, Any]) -> list[str]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write every number (incl. per-parameter errors) to this JSON file.")
 @model_options
-def command(data: tuple[Path, ...], photos: Path | None, boxes: str, fov_deg: float, checkpoint: Path, split: str,
-            limit: int | None, batch_size: int, device: str, json_out: Path | None, model: MorphableModel) -> None:
+def command(data: tuple[Path, ...], photos: Path | None, boxes: str, detector: str, fov_deg: float,
+            checkpoint: Path, split: str, limit: int | None, batch_size: int, device: str, json_out: Path | None,
+            model: MorphableModel) -> None:
     """Score CHECKPOINT on shards: the mean face (baseline), CoarseNet and CoarseNet+FineNet.
 
     With --photos DIR instead: the landmark error (NME over the outer-eye-corner distance, inner 51 and
@@ -105,7 +107,8 @@ def command(data: tuple[Path, ...], photos: Path | None, boxes: str, fov_deg: fl
     ckpt = load_checkpoint(checkpoint, device=device)
     with tqdm(unit="photo" if photos else "sample", dynamic_ncols=True, disable=None, leave=False) as bar:
         if photos is not None:
-            result = evaluate_photos(photos, ckpt, model, boxes=boxes, fov_deg=fov_deg,  # type: ignore[arg-type]
+            result = evaluate_photos(photos, ckpt, model, boxes=boxes, detector=detector,  # type: ignore[arg-type]
+                                     fov_deg=fov_deg,
                                      device=device, batch_size=batch_size, progress=bar.update)
         else:
             result = evaluate(list(data), ckpt, model, split=split, limit=limit, device=device,  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import click
 
 from ..config import load_config, parse_assignment
 from ..loaders import FORMATS, load_model
+from ..photo import DETECTORS
 
 
 class RangeType(click.ParamType):
@@ -49,6 +50,11 @@ class ShardRangeType(click.ParamType):
 
 SHARD_RANGE = ShardRangeType()
 DEVICES = ("auto", "cpu", "cuda")
+
+detector_option = click.option(
+    "--detector", type=click.Choice(DETECTORS), default="auto", show_default=True,
+    help="Face detector: dlib's HOG detector (pip install 'synthface[detect]'), OpenCV's Haar cascade, or "
+         "auto (dlib when installed, else Haar).")
 
 
 def model_options(f: Callable) -> Callable:

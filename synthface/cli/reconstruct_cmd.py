@@ -9,9 +9,9 @@ import click
 from ..errors import ConfigError, SynthfaceError
 from ..geometry import resolve_device
 from ..model import MorphableModel
-from ..photo import DEFAULT_FOV_DEG, read_image
+from ..photo import DEFAULT_FOV_DEG, read_image, resolve_detector
 from ..reconstruct import MESH_FORMATS, reconstruct, reconstruct_all, write_outputs
-from .options import DEVICES, model_options
+from .options import DEVICES, detector_option, model_options
 
 
 def parse_box(text: str) -> tuple[int, int, int, int]:
@@ -43,11 +43,13 @@ def parse_box(text: str) -> tuple[int, int, int, int]:
                    "used for every IMAGE.")
 @click.option("--all-faces", is_flag=True,
               help="Reconstruct every face the detector finds, as STEM_face0 (the largest), STEM_face1, ...")
+@detector_option
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
               help="Where the networks run (rendering always uses OpenGL).")
 @model_options
 def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_format: str, fov_deg: float,
-            fraction: float | None, box: str | None, all_faces: bool, device: str, model: MorphableModel) -> None:
+            fraction: float | None, box: str | None, all_faces: bool, detector: str, device: str,
+            model: MorphableModel) -> None:
     """Reconstruct the largest face in each IMAGE (or every face: --all-faces) with CHECKPOINT.
 
     Writes STEM.obj (or .ply; camera space, mm), STEM_depth.png (16-bit, depth in 0.1 mm, 0 = no face),
@@ -59,6 +61,7 @@ def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_form
     if box is not None and all_faces:
         raise ConfigError("--box gives one face and --all-faces asks for every detected one; use one of them")
     face_box = parse_box(box) if box is not None else None
+    detector = resolve_detector(detector)  # a missing dlib is one error line, not one per photo
     stems: dict[str, Path] = {}
     for path in images:
         if path.stem in stems and stems[path.stem] != path:
@@ -79,9 +82,11 @@ def command(images: tuple[Path, ...], checkpoint: Path, out_dir: Path, mesh_form
                 photo = read_image(path)
                 if all_faces:
                     named = [(f"{stem}_face{i}", r) for i, r in
-                             enumerate(reconstruct_all(photo, predictor, fraction=fraction, fov_deg=fov_deg))]
+                             enumerate(reconstruct_all(photo, predictor, detector=detector, fraction=fraction,
+                                                                 fov_deg=fov_deg))]
                 else:
-                    named = [(stem, reconstruct(photo, predictor, box=face_box, fraction=fraction, fov_deg=fov_deg))]
+                    named = [(stem, reconstruct(photo, predictor, box=face_box, detector=detector, fraction=fraction,
+                                                fov_deg=fov_deg))]
                 written = [(rec, write_outputs(rec, out_dir, name, mesh_format=mesh_format)) for name, rec in named]
             except SynthfaceError as exc:
                 message = str(exc)
