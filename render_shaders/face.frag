@@ -110,14 +110,21 @@ vec3 cloth_albedo(int c, vec3 p) {
     return albedo * max(1.0 + 2.0 * clothes[c + 12] * fold, 0.2);
 }
 
+// The hair's strand pattern at this point of the head, in [-0.75, 0.75]: noise stretched along the
+// height and around the azimuth (strands run down and back over the head).
+float strand_noise() {
+    vec3 c = v_pncc - 0.5;
+    vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along
+    return texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
+}
+
+const float FINE_HAIR_MM = 8.0;  // fine hairs thin out over this band below the shell's cut
+
 void main() {
     float alpha = 1.0;
     float strand = 0.0;
     if (HAIR_PASS == 1) {  // the hairline first: pixels past it are discarded before they are shaded
-        // Strands run down and back over the head: noise stretched along the height, around the azimuth.
-        vec3 c = v_pncc - 0.5;
-        vec2 q = vec2(atan(c.x, c.z) * 2.0, c.y * 0.4);  // ~0.2 mm across a texel, ~2 mm along
-        strand = texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
+        strand = strand_noise();
         float edge = v_hair - 3.0 * (strand + 0.75);  // a ragged hairline: hair where > 0
         if (coverage_to_alpha == 1) {
             alpha = clamp(edge / max(fwidth(edge), 1e-3) + 0.5, 0.0, 1.0);  // the pixel's share past the line
@@ -152,6 +159,13 @@ void main() {
         vec3 model_mm = v_pncc * pncc_extent;  // where on the mean shape: skin and cloth patterns stay put
         if (abs(region - eyes_class * 255.0) > 0.5 && abs(region - mouth_class * 255.0) > 0.5) {
             albedo = mottled_skin(albedo, model_mm);
+        }
+        // A hairline is not a cut: below the shell's ragged edge (v_hair ~ 0–4.5 mm) fine hairs in the
+        // hair's colour thin out over FINE_HAIR_MM, following the same strands.
+        if (v_hair > -FINE_HAIR_MM) {
+            int h = 9 * v_instance;
+            float fine = smoothstep(-FINE_HAIR_MM, 4.0, v_hair) * clamp(strand_noise() + 0.6, 0.0, 1.0);
+            albedo = mix(albedo, vec3(hair[h + 4], hair[h + 5], hair[h + 6]), 0.85 * fine);
         }
         int f = 11 * v_instance;
         vec3 colour = vec3(facial_hair[f + 8], facial_hair[f + 9], facial_hair[f + 10]);
