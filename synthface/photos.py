@@ -1,7 +1,8 @@
 """Unlabelled face photos as a torch Dataset, for FineNet's unsupervised stage (``--real-images DIR``).
 
 The photos get exactly the treatment :mod:`synthface.reconstruct` gives a photo at inference: the
-largest face found by OpenCV's Haar cascade, the crop that frames it as the training renders are
+largest face found by the detector (``detector``: dlib's when installed, else OpenCV's Haar cascade;
+:func:`~synthface.photo.resolve_detector`), the crop that frames it as the training renders are
 (:mod:`synthface.framing`, the data's face fraction) at the networks' image size, and the assumed
 camera of :func:`~synthface.photo.crop_square` — so FineNet trains on the framing it will later see.
 Faces are detected once, when the dataset is built (photos where none is found are left out and

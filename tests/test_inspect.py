@@ -211,6 +211,7 @@ def test_doctor_reports_the_renderer():
     result = cli("doctor")
     assert result.exit_code == 0, result.output
     assert "GL renderer" in result.stdout and "rendering works" in result.stdout
+    assert "face detector (reconstruct, evaluate --photos, --real-images): dlib" in result.stdout  # dev extras
 
 
 def test_doctor_without_egl_says_how_to_fix():

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..gl import create_context, gl_info
 from ..loaders import load_model
+from ..photo import resolve_detector
 from ..render import FaceRenderer, RenderSettings
 from ..sampling import sample_params
 
@@ -19,7 +20,8 @@ _ENV = ("__EGL_VENDOR_LIBRARY_FILENAMES", "EGL_PLATFORM", "LIBGL_ALWAYS_SOFTWARE
 
 @click.command("doctor")
 def command() -> None:
-    """Report the GL vendor, renderer and version, and time a test render of the bundled model."""
+    """Report the GL vendor, renderer and version, time a test render of the bundled model, and name the
+    face detector photos get."""
     for name in _ENV:
         if name in os.environ:
             click.echo(f"{name}={os.environ[name]}")
@@ -38,3 +40,6 @@ def command() -> None:
     click.echo(f"test render: 16 faces at 200x200 in {seconds * 1000:.0f} ms "
                f"({16 / seconds:.0f} faces/s), {covered:.0%} of pixels covered")
     click.echo("rendering works")
+    detector = resolve_detector()
+    click.echo(f"face detector (reconstruct, evaluate --photos, --real-images): {detector}"
+               + ("" if detector == "dlib" else " (dlib's finds more faces: pip install 'synthface[detect]')"))
