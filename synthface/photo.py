@@ -172,7 +172,7 @@ def resolve_detector(detector: str = "auto") -> str:
 
 
 def _boxes(small: np.ndarray, detector: str) -> list[tuple[float, float, float, float]]:
-    """Boxes (x, y, w, h) with scores in the (already resized) image, before merging."""
+    """The boxes (x, y, w, h) ``detector`` (a resolved name) finds in the already resized image."""
     import cv2
 
     if detector == "haar":
