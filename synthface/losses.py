@@ -16,8 +16,12 @@ def vertex_distance(model: MorphableModel, normalizer: ParameterNormalizer, esti
     vectors (B, N) with K (B, 3, 3), after moving the estimate along the optical axis by the mean
     z difference — as the depth error is measured (:mod:`synthface.evaluate`): a face's distance
     is seen only through its size, which identity also sets. Differentiable in ``estimate``."""
-    est = camera_vertices(model, normalizer.decode(estimate, intrinsics))
-    ref = camera_vertices(model, normalizer.decode(target, intrinsics))
+    return _vertex_distance(camera_vertices(model, normalizer.decode(estimate, intrinsics)),
+                            camera_vertices(model, normalizer.decode(target, intrinsics)))
+
+
+def _vertex_distance(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """:func:`vertex_distance` of (B, V, 3) camera-space vertices."""
     diff = est - ref
     diff = torch.cat([diff[..., :2], diff[..., 2:] - diff[..., 2:].mean(-2, keepdim=True)], -1)
     return (diff.square().sum(-1) + 1e-12).sqrt().mean()
@@ -29,8 +33,14 @@ def landmark_error(model: MorphableModel, normalizer: ParameterNormalizer, estim
     (B, 68, 2) over the ``visible`` (B, 68) ones, in units of the image side (so the weight does not
     depend on the image size). Why: a photo shows where a face's points are, not its parameters; this
     term asks for what the image shows. Differentiable in ``estimate``."""
-    verts = camera_vertices(model, normalizer.decode(estimate, intrinsics))[:, list(model.landmark_indices)]
-    xy = project(verts, intrinsics)
+    return _landmark_error(model, camera_vertices(model, normalizer.decode(estimate, intrinsics)), intrinsics,
+                           landmarks, visible)
+
+
+def _landmark_error(model: MorphableModel, vertices: torch.Tensor, intrinsics: torch.Tensor,
+                    landmarks: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """:func:`landmark_error` of the estimate's (B, V, 3) camera-space vertices."""
+    xy = project(vertices[:, list(model.landmark_indices)], intrinsics)
     side = 2.0 * intrinsics[:, 0, 2]  # the principal point is the image centre
     dist = ((xy - landmarks).square().sum(-1) + 1e-12).sqrt() / side[:, None]
     w = visible.to(dist.dtype)
@@ -57,11 +67,12 @@ def coarse_loss(model: MorphableModel, normalizer: ParameterNormalizer, estimate
     sq = (estimate - target).square()
     mse = sq.mean()
     weighted = mse if weights is None else (sq * weights.to(sq.device, sq.dtype)).mean()
-    vertex_mm = vertex_distance(model, normalizer, estimate, target, intrinsics)
+    est = camera_vertices(model, normalizer.decode(estimate, intrinsics))  # once, for both geometric terms
+    vertex_mm = _vertex_distance(est, camera_vertices(model, normalizer.decode(target, intrinsics)))
     loss = weighted + geometric_weight * vertex_mm
     terms = {"mse": mse, "vertex_mm": vertex_mm}
     if landmarks is not None:
-        terms["landmark_side"] = landmark_error(model, normalizer, estimate, intrinsics, *landmarks)
+        terms["landmark_side"] = _landmark_error(model, est, intrinsics, *landmarks)
         loss = loss + landmark_weight * terms["landmark_side"]
     return loss, terms
 
