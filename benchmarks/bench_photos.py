@@ -28,7 +28,7 @@ from pathlib import Path
 from common import print_machine
 
 import synthface
-from synthface.evaluate_photos import PHOTO_ROWS, evaluate_photos
+from synthface.evaluate_photos import PHOTO_ROWS, evaluate_photos, on_face
 from synthface.photo import detect_faces, read_image, read_pts, resolve_detector
 from synthface.predict import load_checkpoint
 
@@ -83,9 +83,7 @@ def compare_detectors(folder: Path) -> list[str]:
     photos = {}
     for name in PHOTOS:
         truth = read_pts(folder / f"{Path(name).stem}.pts")  # lenna's LJSON is written out as .pts
-        lo, hi = truth.min(0), truth.max(0)
-        photos[Path(name).stem] = (read_image(folder / name), lambda b, lo=lo, hi=hi: bool(
-            lo[0] <= b[0] + b[2] / 2 <= hi[0] and lo[1] <= b[1] + b[3] / 2 <= hi[1]))
+        photos[Path(name).stem] = (read_image(folder / name), lambda b, truth=truth: on_face(b, truth))
     astronaut = data.astronaut()
     photos["astronaut"] = (astronaut, lambda b: b[0] + b[2] / 2 < 256 and b[1] + b[3] / 2 < 256)
     print(f"{'detector':<10}" + "".join(f"{p:>14}" for p in photos) + f"{'ms/photo':>10}")

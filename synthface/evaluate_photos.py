@@ -62,7 +62,7 @@ def nme(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dist.mean(1) / eyes, dist[:, INNER].mean(1) / eyes
 
 
-def _overlaps(box: tuple[int, ...], truth: np.ndarray) -> bool:
+def on_face(box: tuple[int, ...], truth: np.ndarray) -> bool:
     """Whether a detector box's centre lies inside the annotated landmarks' box (the same face)."""
     x, y, w, h = box
     lo, hi = truth.min(0), truth.max(0)
@@ -73,7 +73,7 @@ def _crop(image: np.ndarray, truth: np.ndarray, size: int, fraction: float, fov_
           boxes: str, detector: str) -> tuple[PhotoCrop, bool]:
     """The crop of the annotated face and whether ``detector`` (a resolved name) found it."""
     if boxes == "detector":  # every face, not only the largest: the annotated one may be smaller
-        found = [f for f in detect_faces(image, detector) if _overlaps(f, truth)]
+        found = [f for f in detect_faces(image, detector) if on_face(f, truth)]
         if found:
             return crop_square(image, found[0], size, fraction, fov_deg, detector), True
     lo, hi = truth.min(0), truth.max(0)
@@ -141,4 +141,4 @@ def evaluate_photos(folder: str | os.PathLike, checkpoint: Checkpoint, model: Mo
     }
 
 
-__all__ = ["BOXES", "FAILURE_NME", "PHOTO_ROWS", "annotated_photos", "evaluate_photos", "nme"]
+__all__ = ["BOXES", "FAILURE_NME", "PHOTO_ROWS", "annotated_photos", "evaluate_photos", "nme", "on_face"]
