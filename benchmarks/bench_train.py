@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(__file__))
 import common
 
 from synthface import load_model
-from synthface.batches import StepBatches
+from synthface.batches import StepBatches, loader
 from synthface.data import ShardDataset
 from synthface.stages import COARSE_FIELDS, FINE_FIELDS
 from synthface.train import TrainConfig, train
@@ -39,9 +38,7 @@ def loader_rate(data: Path, config: TrainConfig, stage: str, steps: int, warmup:
     ds = ShardDataset(data, "train", config.val_fraction, fields, "fit" if stage == "coarse" else None)
     sampler = StepBatches(len(ds), config.batch_size, config.seed, stage, 0, steps)
     n, t0 = 0, 0.0
-    loader = DataLoader(ds, batch_sampler=sampler, num_workers=config.num_workers,
-                        pin_memory=config.device.startswith("cuda"))
-    for k, batch in enumerate(loader):
+    for k, batch in enumerate(loader(ds, sampler, config.num_workers, config.device.startswith("cuda"))):
         if k == warmup:
             t0 = time.perf_counter()
         elif k > warmup:
