@@ -45,6 +45,7 @@ VARIANTS: dict[str, dict] = {  # name → config overrides
     "  with MSAA (4 samples) instead of the edge blend": {"antialias": "msaa"},
     "  without specular": {"material.specular": [0.0, 0.0]},
     "  without ambient occlusion": {"material.occlusion": [0.0, 0.0]},
+    "  without cast shadows": {"light.shadow": [0.0, 0.0]},
     "  with format 1's lighting range": {"light.directional": [0.0, 0.6]},
     "  with light from any side, not mostly above": {"light.above_prob": 0.0},
     "  without hair (bald)": NO_HAIR,

@@ -53,10 +53,18 @@ What it does
   (``expression_kind="blendshape"``), millimetres per full weight 1.
 * **Albedo.** Procedural (MakeHuman has no statistical albedo): a mean linear-RGB skin colour with
   redder/darker lips, a dark mouth cavity, off-white eyeballs (shadowed under the upper lid and at the
-  corners) with a dark iris/pupil, dark lashes,
+  corners), dark lashes,
   teeth and tongue, and a handful of hand-made N(0, 1) directions (skin tone light↔dark, redness,
-  yellowness, smooth spatial fields, lip colour, iris colour). It is *not* learned from data. Brows,
-  stubble and hair are not in it: the renderer draws them per sample (``synthface.hair``).
+  yellowness, smooth spatial fields, lip colour). It is *not* learned from data. Brows,
+  stubble, hair and the iris are not in it: the renderer draws them per sample (``synthface.hair``; the
+  iris per pixel from ``iris_coordinates``, below).
+* **Iris coordinates.** Each eyeball vertex's place on its eyeball in iris radii from the pupil's
+  centre (an azimuthal equidistant map about the eye's axis: x towards the model's +x, y up; NaN off
+  the eyeballs), so the renderer draws a sharp iris, pupil and limbus per pixel: the eyeballs are
+  8-segment spheres, far too coarse for an iris in per-vertex colour. Centre: a sphere fit to the
+  eyeball's vertices; axis: the mean direction of the vertices within ``AXIS_CONE_DEG`` of +z (the
+  rings round the cornea's pole); iris diameter ``IRIS_TO_EYE_WIDTH`` × the eye's corner-to-corner
+  width (landmarks 36–39, 42–45).
 * **Landmarks.** ibug-68 vertex indices from ``makehuman_ibug68.json`` (indices into base.obj),
   with the corrections listed in ``LANDMARK_FIXES`` after checking renders of the mean face and of
   ``jawOpen``; remapped to region indices.
@@ -106,6 +114,8 @@ LASH_BAND_MM = 3.0  # of the eyelash strips (flat fans ~10 mm deep, made for an 
 ORBIT_RADIUS_MM, ORBIT_DARKENING = 22.0, 0.25  # albedo: darker skin around the eyes (× 1 − this at the centre)
 LID_SHADOW, CANTHUS_SHADOW = 0.55, 0.35  # albedo: the sclera darker under the upper lid and lashes (× 1 − this
 # at the top of the opening) and towards the corners: in photos the eye is a dark band, not a white slit
+AXIS_CONE_DEG = 30.0  # eyeball vertices this close to +z: the rings round the cornea's pole, centred on its axis
+IRIS_TO_EYE_WIDTH = 0.42  # the visible iris spans ~0.4 of the eye's corner-to-corner width in photos
 VISIBILITY_STEP_DEG = 15.0  # views for the hidden-surface test, ~180 over the sphere
 VISIBILITY_TOLERANCE_MM = 1.0
 # Fine labels (albedo and checks); SEGMENTATION maps them to synthface.model.SEGMENTATION_CLASSES.
@@ -685,19 +695,11 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     cavity = soften(is_["mouth"] | is_["eye_socket"]) * (skin | is_["mouth"] | is_["eye_socket"])
     lips = soften(is_["lips"], 1) * skin * (1 - cavity)
     is_eye = is_["eyeball"]
-    ang = np.full(nv, np.pi)
-    for c in eye_centres:
-        d = v - c
-        cosang = d[:, 2] / np.maximum(np.linalg.norm(d, axis=1), 1e-9)
-        ang = np.where(is_eye & (np.abs(v[:, 0] - c[0]) < 20), np.arccos(np.clip(cosang, -1, 1)), ang)
-    iris = (1 - smoothstep(np.radians(31), np.radians(38), ang)) * is_eye  # ~12 mm across
-    pupil = (1 - smoothstep(np.radians(10), np.radians(16), ang)) * is_eye
 
     skin_c = srgb_to_linear([205, 152, 128])
     # Brows and beard are not here: the renderer draws them per sample (synthface.hair, params/facial_hair).
     colours = {"lips": srgb_to_linear([170, 98, 92]),
                "cavity": srgb_to_linear([90, 35, 35]), "sclera": srgb_to_linear([185, 172, 162]),
-               "iris": srgb_to_linear([80, 55, 35]), "pupil": srgb_to_linear([12, 10, 10]),
                "eyelashes": srgb_to_linear([22, 17, 15]), "teeth": srgb_to_linear([225, 215, 190]),
                "tongue": srgb_to_linear([185, 95, 100])}
     mean = np.tile(skin_c, (nv, 1))
@@ -716,8 +718,6 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     mean[is_eye] = colours["sclera"]
     mean = mean + lips[:, None] * (colours["lips"] - mean)
     mean = mean + cavity[:, None] * (colours["cavity"] - mean)
-    mean = mean + iris[:, None] * (colours["iris"] - mean)
-    mean = mean + pupil[:, None] * (colours["pupil"] - mean)
     for c in eye_centres:  # the lid's shadow over the top of the eyeball, darker corners
         d = v - c
         d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
@@ -748,9 +748,40 @@ def build_albedo(v: np.ndarray, tris: np.ndarray, labels: np.ndarray, eye_centre
     add("cheek_nose_flush", (0.8 * cheeks + nose)[:, None] * np.array([0.025, -0.004, -0.002]) * s_mask)
     add("lip_colour", lips[:, None] * np.array([0.035, -0.006, 0.002]))  # at -3σ still a lip, not green
     add("periorbital_darkness", -0.12 * orbit[:, None] * mean * s_mask)
-    add("iris_colour", (iris - pupil).clip(0, 1)[:, None] * np.array([-0.020, 0.010, 0.010]))
-    masks = {"lips": lips, "cavity": cavity, "iris": iris, "pupil": pupil, "orbit": orbit}
+    masks = {"lips": lips, "cavity": cavity, "orbit": orbit}
     return mean, np.stack(basis), names, masks
+
+
+def iris_coordinates(v: np.ndarray, is_eyeball: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(V, 2) float32: each eyeball vertex's place in iris radii from its pupil's centre, NaN elsewhere.
+
+    Azimuthal equidistant about the eye's axis (the angle from the axis over the iris's angular radius,
+    in the direction of x = the model's +x, y = up, both made perpendicular to the axis): linear across
+    a triangle to well under a pixel, so the shader's length() is the distance from the pupil's centre.
+    """
+    out = np.full((len(v), 2), np.nan, np.float32)
+    width = np.mean([np.linalg.norm(v[lm[a]] - v[lm[b]]) for a, b in ((36, 39), (42, 45))])
+    iris_radius = 0.5 * IRIS_TO_EYE_WIDTH * width
+    report = {"iris_diameter_mm": round(float(2 * iris_radius), 2), "eye_width_mm": round(float(width), 2)}
+    for side in (1, -1):
+        idx = np.flatnonzero(is_eyeball & (v[:, 0] * side > 0))
+        p = v[idx].astype(np.float64)
+        sol = np.linalg.lstsq(np.c_[2 * p, np.ones(len(p))], (p**2).sum(axis=1), rcond=None)[0]
+        centre, radius = sol[:3], float(np.sqrt(sol[3] + sol[:3] @ sol[:3]))
+        d = (p - centre) / np.linalg.norm(p - centre, axis=1, keepdims=True)
+        axis = d[d[:, 2] > np.cos(np.radians(AXIS_CONE_DEG))].mean(axis=0)
+        axis /= np.linalg.norm(axis)
+        ex = np.array([1.0, 0.0, 0.0]) - axis[0] * axis
+        ex /= np.linalg.norm(ex)
+        ey = np.cross(axis, ex)
+        angle = np.arccos(np.clip(d @ axis, -1.0, 1.0))
+        tangent = np.stack([d @ ex, d @ ey], axis=1)
+        tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-9)
+        out[idx] = tangent * (angle / np.arcsin(min(iris_radius / radius, 1.0)))[:, None]
+        report["right" if side < 0 else "left"] = {
+            "centre_mm": centre.round(2).tolist(), "radius_mm": round(radius, 2), "axis": axis.round(4).tolist(),
+            "sphere_fit_max_residual_mm": round(float(np.abs(np.linalg.norm(p - centre, axis=1) - radius).max()), 3)}
+    return out, report
 
 
 # ================================================================================================
@@ -881,6 +912,8 @@ def main(argv=None) -> None:
     eye_v = mean_shape[eye_idx]
     eye_centres = np.stack([eye_v[eye_v[:, 0] * side > 0].mean(axis=0) for side in (1, -1)])
     alb_mean, alb_basis, alb_names, _ = build_albedo(mean_shape, tris, labels, eye_centres, lm)
+    iris, iris_report = iris_coordinates(mean_shape, labels == LABELS.index("eyeball"), lm)
+    print(f"iris: {iris_report}")
     lo = (alb_mean[None] + np.array([-2, 2])[:, None, None] * np.abs(alb_basis).sum(0)[None])
     print(f"albedo: K={len(alb_names)}, worst case ±2σ on all components in [{lo.min():.3f}, {lo.max():.3f}]")
 
@@ -923,6 +956,9 @@ def main(argv=None) -> None:
                       "fixes": [{"ibug": i, "vertex": vid, "why": why} for i, vid, why in LANDMARK_FIXES],
                       "note": "jaw contour points 0-16 are fixed vertices, not silhouette points; "
                               "they do not slide with head pose"},
+        "iris": {"rule": "iris_coordinates: azimuthal equidistant about each eyeball's axis, in iris radii; "
+                         f"iris diameter {IRIS_TO_EYE_WIDTH} x the eye's corner-to-corner width",
+                 **iris_report},
         "base_obj_vertex_indices_sha256": hashlib.sha256(rv.astype(np.int64).tobytes()).hexdigest(),
     }
     model = MorphableModel(
@@ -931,7 +967,7 @@ def main(argv=None) -> None:
         identity_std=id_std.astype(np.float32), expression_basis=expr_basis.astype(np.float32),
         expression_kind="blendshape", expression_names=expr_names, triangles=tris,
         albedo_mean=alb_mean.astype(np.float32), albedo_basis=alb_basis.astype(np.float32),
-        landmark_indices=lm, metadata=meta, regions=regions,
+        landmark_indices=lm, metadata=meta, regions=regions, iris_coordinates=iris,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_native(model, args.out)

@@ -1,6 +1,7 @@
 #version 430
 // SH diffuse shading × ambient occlusion + a Blinn-Phong lobe; the basis, its constants and the specular
-// term must match synthface/shading.py (tested).
+// term must match synthface/shading.py (tested). Cast shadows (a shadow map per sample) take away the
+// directional light's share where the head or hair blocks it.
 
 layout(std430, binding = 4) readonly buffer Lights { float lights[]; };  // (B*9*3): [b][k][channel]
 layout(std430, binding = 7) readonly buffer Materials { float materials[]; };  // (B*3): specular, shininess, occlusion
@@ -8,9 +9,14 @@ layout(std430, binding = 9) readonly buffer Hair { float hair[]; };            /
 layout(std430, binding = 10) readonly buffer FacialHair { float facial_hair[]; };  // (B*11) params/facial_hair
 layout(std430, binding = 11) readonly buffer Clothes { float clothes[]; };          // (B*13) params/clothes
 layout(std430, binding = 12) readonly buffer Seeds { float seeds[]; };              // (B) texture offset of each sample
+layout(std430, binding = 13) readonly buffer Eyes { float eyes[]; };                // (B*5) params/eyes
+layout(std430, binding = 14) readonly buffer ShadowFrames { vec4 shadow_frames[]; };  // (B*4) render.shadow_frames
 
 #ifndef HAIR_PASS  // 1: the hair shell's program; 0: the head's, which has no discard (early depth test)
 #define HAIR_PASS 0
+#endif
+#ifndef SHADOW_PASS  // 1: depth into the shadow map only (the hair shell still cuts its hairline)
+#define SHADOW_PASS 0
 #endif
 uniform int coverage_to_alpha;  // 1 in the MSAA colour pass: the hairline's coverage goes to alpha (alpha-to-coverage)
 uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's strands
@@ -22,6 +28,11 @@ uniform float clothes_class; // class id / 255
 uniform float eyes_class;    // class id / 255
 uniform float skin_texture;  // 1: mottle the skin (models with regions); 0: their albedo as it is (BFM files)
 uniform float mouth_class;   // class id / 255
+uniform sampler2DShadow shadow_map;  // the shadow pass's depth atlas, one tile per sample as the image's
+uniform float shadow_size;   // a shadow tile's side, texels
+uniform int first_tile;      // sample k lies in tile first_tile + k
+uniform ivec2 grid;          // tiles per row, tile rows
+uniform vec3 eye_white;      // linear RGB of the unshadowed sclera (synthface.render.eye_white)
 uniform vec3 pncc_extent;    // mm spanned by the PNCC code's [0, 1] on each axis (model space = v_pncc × this)
 
 in vec3 v_normal;
@@ -33,6 +44,7 @@ flat in float v_region;
 in float v_hair;
 centroid in vec4 v_face_hair;
 centroid in vec2 v_collar;
+in vec2 v_iris;
 in float v_depth;
 flat in int v_instance;
 
@@ -118,9 +130,56 @@ float strand_noise() {
     return texture(noise, q).a + 0.5 * texture(noise, q * vec2(3.1, 1.3)).b - 0.75;
 }
 
+// The eye at an eyeball pixel: the sample's iris (radial fibres, a darker collarette round the pupil and
+// a dark limbal ring at its edge), the pupil and the sclera, edges blended over the pixel's footprint.
+// The sclera's albedo carries the lid's shadow; the iris and pupil take the same shadow.
+vec3 eye_albedo(vec3 sclera, int e) {
+    float r = length(v_iris);
+    float w = max(fwidth(r), 1e-3);
+    vec3 iris = vec3(eyes[e], eyes[e + 1], eyes[e + 2]);
+    float around = atan(v_iris.y, v_iris.x) / 6.2831853;  // one turn = the noise's period: no seam
+    float fibres = texture(noise, vec2(around, 0.02 * r) + seeds[v_instance]).r
+                   + 0.5 * texture(noise, vec2(3.0 * around, 0.05 * r) + seeds[v_instance]).g - 0.75;
+    float pupil = eyes[e + 3];
+    iris *= max(1.0 + 2.0 * eyes[e + 4] * fibres, 0.2)
+            * mix(1.0, 0.75, 1.0 - smoothstep(pupil, pupil + 0.2, r))  // collarette
+            * mix(1.0, 0.35, smoothstep(0.72, 1.0, r));                 // limbal ring
+    vec3 shadow = sclera / eye_white;
+    vec3 colour = mix(sclera, iris * shadow, 1.0 - smoothstep(1.0 - w, 1.0 + w, r));
+    return mix(colour, vec3(0.008) * shadow, 1.0 - smoothstep(pupil - w, pupil + w, r));
+}
+
+// How much of the directional light reaches this point, in [0, 1]: its shadow tile looked up one and a
+// half texels out along the normal (no self-shadowing acne) and 1 mm nearer, four filtered taps (PCF: a
+// soft edge ~2 texels wide); 1 where the sample has no shadows or the point lies outside its map.
+float light_reaching(vec3 n) {
+    int f = 4 * v_instance;
+    float strength = shadow_frames[f + 3].w, half_size = shadow_frames[f].w, half_depth = shadow_frames[f + 1].w;
+    if (strength <= 0.0) return 1.0;
+    vec3 d = v_position + n * (3.0 * half_size / shadow_size) - shadow_frames[f + 3].xyz;
+    vec3 q = vec3(dot(d, shadow_frames[f].xyz), dot(d, shadow_frames[f + 1].xyz), 0.0) / half_size;
+    q.z = dot(d, shadow_frames[f + 2].xyz) / half_depth;
+    if (any(greaterThan(abs(q), vec3(1.0)))) return 1.0;
+    int t = first_tile + v_instance;
+    vec2 corner = vec2(t % grid.x, t / grid.x) * shadow_size;
+    vec2 atlas = vec2(grid) * shadow_size;
+    vec2 texel = clamp(corner + (0.5 * q.xy + 0.5) * shadow_size, corner + 1.25, corner + shadow_size - 1.25);
+    float ref = 0.5 * q.z + 0.5 - 0.5 / half_depth;
+    float lit = 0.0;
+    for (int k = 0; k < 4; ++k) {
+        vec2 o = vec2(k & 1, k >> 1) * 1.5 - 0.75;
+        lit += texture(shadow_map, vec3((texel + o) / atlas, ref));
+    }
+    return mix(1.0, 0.25 * lit, strength);
+}
+
 const float FINE_HAIR_MM = 8.0;  // fine hairs thin out over this band below the shell's cut
 
 void main() {
+    if (SHADOW_PASS == 1) {  // depth only: the hair shell casts from its ragged hairline, as drawn
+        if (HAIR_PASS == 1 && v_hair - 3.0 * (strand_noise() + 0.75) < 0.0) discard;
+        return;
+    }
     float alpha = 1.0;
     float strand = 0.0;
     if (HAIR_PASS == 1) {  // the hairline first: pixels past it are discarded before they are shaded
@@ -149,6 +208,10 @@ void main() {
     vec3 sum = band1[0] + band1[1] + band1[2];
     vec3 l = sum / max(length(sum), 1e-12);
     vec3 strength = vec3(length(band1[0]), length(band1[1]), length(band1[2]));
+    // Shadowed: the directional light's positive share of the irradiance goes, and its highlight.
+    float lit = dot(n, l) > 0.0 ? light_reaching(n) : 1.0;  // facing away: no direct light to block
+    irradiance -= (1.0 - lit) * max(vec3(dot(band1[0], n), dot(band1[1], n), dot(band1[2], n)), 0.0);
+    strength *= lit;
     vec3 h = h_dir(l, v_position);
     float ks = materials[3 * v_instance], shininess = materials[3 * v_instance + 1];
     float lobe = dot(n, l) > 0.0 ? pow(max(dot(n, h), 0.0), shininess) : 0.0;
@@ -157,6 +220,12 @@ void main() {
     vec3 albedo = v_albedo;
     if (HAIR_PASS == 0) {
         vec3 model_mm = v_pncc * pncc_extent;  // where on the mean shape: skin and cloth patterns stay put
+        if (v_iris.x < 1000.0) {  // an eyeball: the iris per pixel; the eye is wet and glossy
+            albedo = eye_albedo(albedo, 5 * v_instance);
+            ks = 0.6;
+            shininess = 120.0;
+            lobe = dot(n, l) > 0.0 ? pow(max(dot(n, h), 0.0), shininess) : 0.0;
+        }
         if (abs(region - eyes_class * 255.0) > 0.5 && abs(region - mouth_class * 255.0) > 0.5) {
             albedo = mottled_skin(albedo, model_mm);
         }

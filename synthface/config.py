@@ -76,7 +76,10 @@ class LightConfig:
     above_prob: float = _f(0.8, 0.0, 1.0, "probability that the directional light comes from above the face "
                            "(else from any side of the camera's hemisphere)")
     second_order: float = _f(0.1, 0.0, 2.0, "std of second-order coefficients relative to ambient")
-    tint: float = _f(0.08, 0.0, 1.0, "std of the per-channel colour tint")
+    tint: float = _f(0.08, 0.0, 1.0, "std of the light's warm-cool colour tint (log red/blue over √2); "
+                     "green-magenta and grey-level parts are a quarter of it")
+    shadow: Range = _f((0.6, 1.0), 0.0, 1.0, "strength of the shadows the head and hair cast in the directional "
+                       "light (0 = none, 1 = that light fully blocked; the ambient part stays)")
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,16 @@ class ClothesConfig:
 
 
 @dataclass(frozen=True)
+class EyesConfig:
+    """The iris of models with ``iris_coordinates`` (see synthface.params.EYES_FIELDS)."""
+
+    colours: str = _f("natural", 0, 0, "'natural' (browns, hazel, green, blue, grey, by how common they are) "
+                      "or 'any' (every colour uniformly)", choices=("natural", "any"))
+    pupil: Range = _f((0.3, 0.5), 0.05, 0.95, "pupil radius, fraction of the iris's")
+    fibres: Range = _f((0.2, 0.6), 0.0, 1.0, "contrast of the iris's radial fibres")
+
+
+@dataclass(frozen=True)
 class OccluderConfig:
     """Flat shapes (cards, discs) held in front of the face; off unless ``count`` > 0."""
 
@@ -184,6 +197,7 @@ class SamplingConfig:
     hair: HairConfig = field(default_factory=HairConfig)
     facial_hair: FacialHairConfig = field(default_factory=FacialHairConfig)
     clothes: ClothesConfig = field(default_factory=ClothesConfig)
+    eyes: EyesConfig = field(default_factory=EyesConfig)
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
 
     def to_dict(self) -> dict[str, Any]:

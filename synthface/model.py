@@ -74,6 +74,11 @@ class MorphableModel:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     regions: np.ndarray | None = None
     """(V,) uint8 class ids of :data:`SEGMENTATION_CLASSES` per vertex; None: all face."""
+    iris_coordinates: np.ndarray | None = None
+    """(V, 2) float32: where each eyeball vertex lies on its eyeball, in iris radii from the pupil's
+    centre (x towards the model's +x, y up; an azimuthal equidistant map about the eye's axis), NaN off
+    the eyeballs. The renderer draws iris, pupil and limbus per pixel from it, in the sample's iris
+    colour (``params/eyes``); None (the BFM files): the eyes are the albedo's."""
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
     """torch copies of the bases per (device, dtype), made on first use; not an argument, so
     ``dataclasses.replace`` gives every derived model a cache of its own."""
@@ -107,8 +112,14 @@ class MorphableModel:
         if self.regions is not None and (self.regions.shape != (v,) or self.regions.dtype != np.uint8
                                          or self.regions.max(initial=0) >= N_CLASSES):
             raise ModelFileError(f"model {self.name!r}: regions must be ({v},) uint8 class ids below {N_CLASSES}")
+        iris = self.iris_coordinates
+        if iris is not None and (iris.shape != (v, 2) or iris.dtype != np.float32 or np.isinf(iris).any()
+                                 or np.isnan(iris).any(axis=1).sum() == v):
+            raise ModelFileError(f"model {self.name!r}: iris_coordinates must be ({v}, 2) float32, finite on the "
+                                 "eyeballs' vertices and NaN elsewhere")
         for arr in (self.mean_shape, self.identity_basis, self.identity_std, self.expression_basis,
-                    self.triangles, self.albedo_mean, self.albedo_basis, self.landmark_indices, self.regions):
+                    self.triangles, self.albedo_mean, self.albedo_basis, self.landmark_indices, self.regions,
+                    iris):
             if arr is not None:
                 arr.flags.writeable = False
 
@@ -192,6 +203,8 @@ def save_native(model: MorphableModel, path, *, basis_dtype=np.float16) -> None:
         arrays["landmark_indices"] = model.landmark_indices.astype(np.int32)
     if model.regions is not None:
         arrays["regions"] = model.regions.astype(np.uint8)
+    if model.iris_coordinates is not None:
+        arrays["iris_coordinates"] = model.iris_coordinates.astype(np.float32)
     with open(path, "wb") as f:
         np.savez_compressed(f, **arrays)
 
@@ -217,7 +230,7 @@ def read_native(path, *, sha256: str, source: str) -> MorphableModel:
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
         raise ModelFileError(f"{path}: model file is unreadable, truncated or corrupt "
                              f"({type(exc).__name__}: {exc}); re-download or re-convert it") from exc
-    lm, regions = data.get("landmark_indices"), data.get("regions")
+    lm, regions, iris = data.get("landmark_indices"), data.get("regions"), data.get("iris_coordinates")
     return MorphableModel(
         name=str(data["name"]),
         mean_shape=data["mean_shape"].astype(np.float32),
@@ -234,4 +247,5 @@ def read_native(path, *, sha256: str, source: str) -> MorphableModel:
         source=source,
         metadata=json.loads(str(data["metadata"])),
         regions=None if regions is None else regions.astype(np.uint8),
+        iris_coordinates=None if iris is None else iris.astype(np.float32),
     )

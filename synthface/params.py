@@ -89,6 +89,11 @@ colour ``r2..b2`` with period ``pattern_mm`` at ``pattern_angle`` (radians); ``f
 the cloth's soft folds. Drawn on models with a bust (``regions`` class ``clothes``) only."""
 CLOTHES = {name: i for i, name in enumerate(CLOTHES_FIELDS)}
 
+EYES_FIELDS: tuple[str, ...] = ("r", "g", "b", "pupil", "fibres")
+"""``params/eyes`` columns: the iris's linear RGB, the pupil's radius (a fraction of the iris's) and the
+contrast of the iris's radial fibres. Drawn per pixel on models with ``iris_coordinates`` only."""
+EYES = {name: i for i, name in enumerate(EYES_FIELDS)}
+
 MATERIAL_FIELDS: tuple[str, ...] = ("specular", "shininess", "occlusion")
 """``params/material`` columns: Blinn-Phong specular strength (0 = matte) and exponent, and the
 strength of the per-vertex ambient occlusion (0 = none, 1 = full; see :mod:`synthface.occlusion`)."""
@@ -139,6 +144,10 @@ def param_layout(model: MorphableModel | ModelDims) -> dict[str, ParamField]:
                    "procedural brows and stubble: brow shape, density, beard density and reach, colour"),
         ParamField("clothes", (len(CLOTHES_FIELDS),), f32, "params/clothes",
                    "procedural clothes on the bust: coverage, neckline, colours, pattern, folds"),
+        ParamField("shadow", (), f32, "params/shadow",
+                   "strength of cast shadows: 0 none, 1 the directional light fully blocked where shadowed"),
+        ParamField("eyes", (len(EYES_FIELDS),), f32, "params/eyes",
+                   "the iris drawn per pixel: colour, pupil size, fibre contrast (EYES_FIELDS)"),
         ParamField("occluders", (MAX_OCCLUDERS, len(OCCLUDER_FIELDS)), f32, "params/occluders",
                    "flat shapes in front of the face (OCCLUDER_FIELDS); kind 0 = none"),
         ParamField("background_sha256", (), np.dtype("S64"), "params/background_sha256",

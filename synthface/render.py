@@ -50,6 +50,8 @@ from .params import (
     OCCLUDER_FIELDS,
     SHAPE_FIELDS,
 )
+from .sampling import typical_eyes
+from .shading import C1
 
 FACE_IDS = np.array([SEGMENTATION_CLASSES.index(c) for c in FACE_CLASSES], np.uint8)
 
@@ -163,6 +165,61 @@ def rim_triangles(triangles: np.ndarray, n_vertices: int, rings: int = 1) -> np.
     return near[triangles].any(axis=1)
 
 
+NO_IRIS = 1.0e4
+"""``in_iris`` of vertices off the eyeballs (the model's NaN); the shader takes x > 1000 for "not an eyeball"."""
+
+
+def iris_field(model: MorphableModel) -> np.ndarray:
+    """(V, 2) float32 ``in_iris``: the model's ``iris_coordinates`` with :data:`NO_IRIS` for NaN (and
+    everywhere on a model without them)."""
+    if model.iris_coordinates is None:
+        return np.full((model.n_vertices, 2), NO_IRIS, np.float32)
+    return np.nan_to_num(model.iris_coordinates, nan=NO_IRIS).astype(np.float32)
+
+
+def eye_white(model: MorphableModel) -> tuple[float, float, float]:
+    """Linear RGB of the model's unshadowed sclera (the brightest eyeball albedo): the iris is darkened
+    by the sclera's baked lid shadow, ``v_albedo / eye_white``. (1, 1, 1) without iris coordinates."""
+    if model.iris_coordinates is None:
+        return (1.0, 1.0, 1.0)
+    on_eye = ~np.isnan(model.iris_coordinates[:, 0])
+    return tuple(float(c) for c in np.maximum(model.albedo_mean[on_eye].max(axis=0), 1e-3))
+
+
+SHADOW_DIVISOR = 2
+"""A shadow tile's side is the image's over this: the map spans the whole head (~1.5× the face) at
+~2 mm a texel at 200 px, as soft as the PCF blurs it anyway, for a quarter of the raster work."""
+SHADOW_MARGIN_MM = 40.0
+"""Added round the head's extent in the shadow map: the hair shell stands up to ~30 mm off the scalp."""
+
+
+def shadow_frames(verts: np.ndarray, light: np.ndarray, shadow: np.ndarray, framed: np.ndarray) -> np.ndarray:
+    """(B, 4, 4) float32 light-space frames of the shadow pass, one per sample.
+
+    Rows: ``u``, ``v`` (the map's axes; ``.w`` = its half-size H, mm), ``w`` (the direction the light
+    travels, from SH band 1 as the shader reads it; ``.w`` = the depth half-range D, mm) and the centre
+    ``c`` (``.w`` = the sample's ``shadow`` strength). A camera-space point p maps to
+    ((p−c)·u/H, (p−c)·v/H, (p−c)·w/D) in [−1, 1]³, a map tile of the atlas. ``framed``: (V,) bool, the
+    vertices the map spans (the head; the bust below it only receives shadows).
+    """
+    band1 = C1 * light[:, [3, 1, 2], :].sum(axis=2)  # (B, 3): x, y, z, all channels together
+    towards = band1 / np.maximum(np.linalg.norm(band1, axis=1, keepdims=True), 1e-12)
+    w = -towards
+    w[np.linalg.norm(band1, axis=1) < 1e-9] = (0.0, 0.0, 1.0)  # no directional light: any frame will do
+    helper = np.where(np.abs(w[:, :1]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
+    u = np.cross(w, helper)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    v = np.cross(w, u)
+    head = verts[:, framed]
+    centre = 0.5 * (head.min(axis=1) + head.max(axis=1))
+    d = head - centre[:, None]
+    half = np.maximum(np.abs(np.einsum("bvk,bk->bv", d, u)).max(axis=1),
+                      np.abs(np.einsum("bvk,bk->bv", d, v)).max(axis=1)) + SHADOW_MARGIN_MM
+    depth = np.abs(np.einsum("bvk,bk->bv", verts - centre[:, None], w)).max(axis=1) + SHADOW_MARGIN_MM
+    return np.stack([np.c_[u, half], np.c_[v, depth], np.c_[w, np.zeros(len(w))], np.c_[centre, shadow]],
+                    axis=1).astype(np.float32)
+
+
 def texture_seeds(params: dict[str, np.ndarray]) -> np.ndarray:
     """(B,) float32 in [0, 1): each sample's offset into the shaders' noise texture (brow hairs, stubble,
     skin, cloth, occluder grain), from its global ``index`` (the batch position where there is none).
@@ -172,7 +229,8 @@ def texture_seeds(params: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def scene_defaults(b: int) -> dict[str, np.ndarray]:
-    """Scene parameters for a batch that brings none: a black solid background, matte skin, no occlusion.
+    """Scene parameters for a batch that brings none: a black solid background, matte skin, no occlusion,
+    no cast shadows, typical (brown) eyes.
 
     What trainers and predictors render (their depth, mask, PNCC and normals do not depend on them)."""
     return {"material": np.zeros((b, len(MATERIAL_FIELDS)), np.float32),
@@ -182,6 +240,8 @@ def scene_defaults(b: int) -> dict[str, np.ndarray]:
             "hair": np.zeros((b, len(HAIR_FIELDS)), np.float32),
             "facial_hair": np.zeros((b, len(FACIAL_HAIR_FIELDS)), np.float32),
             "clothes": np.zeros((b, len(CLOTHES_FIELDS)), np.float32),
+            "eyes": np.repeat(typical_eyes()[None], b, axis=0),
+            "shadow": np.zeros(b, np.float32),
             "background_sha256": np.full(b, b"", "S64")}
 
 
@@ -218,19 +278,25 @@ class FaceRenderer:
         per_row = max(1, min(math.ceil(math.sqrt(self.settings.faces_per_draw)), max_tex // size))
         rows = max(1, min(math.ceil(self.settings.faces_per_draw / per_row), max_tex // size))
         self.grid = (per_row, rows)
+        self._shadow_size = max(size // SHADOW_DIVISOR, 16)
         self.faces_per_draw = min(self.settings.faces_per_draw, per_row * rows)
         # Two variants of face.*: the head's program has no discard, so the depth test runs before its
         # shading; the hair shell's cuts its hairline with discard.
         self._program = load_program(self.ctx, "face", defines={"HAIR_PASS": 0})
         self._hair_program = load_program(self.ctx, "face", defines={"HAIR_PASS": 1})
+        # The shadow pass: the same two variants, drawn from the light into a depth-only map atlas.
+        self._shadow_programs = [load_program(self.ctx, "face", defines={"HAIR_PASS": h, "SHADOW_PASS": 1})
+                                 for h in (0, 1)]
         for name, value in (("n_vertices", model.n_vertices), ("grid", self.grid),
                             ("tile_size", (float(size), float(size))), ("depth_range", self.settings.depth_range),
                             ("noise", 0), ("coverage_to_alpha", 0),
                             ("skin_texture", float(model.regions is not None)),
+                            ("eye_white", eye_white(model)), ("shadow_map", 2),
+                            ("shadow_size", float(self._shadow_size)),
                             ("pncc_extent", tuple(float(x) for x in np.subtract(*pncc_box(model)[::-1]))),
                             *((f"{c}_class", SEGMENTATION_CLASSES.index(c) / 255.0)
                               for c in ("hair", "face", "brows", "neck", "clothes", "eyes", "mouth"))):
-            for program in (self._program, self._hair_program):
+            for program in (self._program, self._hair_program, *self._shadow_programs):
                 if program.get(name, None) is not None:  # each variant uses some of them
                     program[name] = value
         rim = rim_triangles(model.triangles, model.n_vertices)
@@ -246,16 +312,22 @@ class FaceRenderer:
         self._hairline = self.ctx.buffer(np.stack([hairline, temple], axis=1))
         self._face_hair = self.ctx.buffer(face_hair_fields(model))
         self._collar = self.ctx.buffer(collar_fields(model))
+        self._iris = self.ctx.buffer(iris_field(model))
         attributes = [(self._pncc, (("3f", "in_pncc"),)), (self._occlusion, (("f", "in_occlusion"),)),
                       (self._regions, (("f", "in_region"),)),
                       (self._hairline, (("f", "in_hairline"), ("f", "in_temple"))),
-                      (self._face_hair, (("4f", "in_face_hair"),)), (self._collar, (("2f", "in_collar"),))]
+                      (self._face_hair, (("4f", "in_face_hair"),)), (self._collar, (("2f", "in_collar"),)),
+                      (self._iris, (("2f", "in_iris"),))]
         self._vao = self._vertex_array(self._program, attributes, self._ibo)
         # The hair shell: only triangles hair can reach (none for a model without a scalp).
         scalp_tris = model.triangles[(hairline[model.triangles] > NO_HAIR).all(axis=1)]
         self._hair_ibo = self.ctx.buffer(np.ascontiguousarray(scalp_tris, np.uint32)) if len(scalp_tris) else None
         self._hair_vao = None if self._hair_ibo is None else \
             self._vertex_array(self._hair_program, attributes, self._hair_ibo)
+        self._shadow_vaos = [self._vertex_array(self._shadow_programs[0], attributes, self._ibo)]
+        if self._hair_ibo is not None:
+            self._shadow_vaos.append(self._vertex_array(self._shadow_programs[1], attributes, self._hair_ibo))
+        self._shadow_framed = np.flatnonzero(regions != SEGMENTATION_CLASSES.index("clothes"))
         self._bg_program = load_program(self.ctx, "background")
         for name, value in (("grid", self.grid), ("tile_size", (float(size), float(size))),
                             ("n_fields", len(BACKGROUND_FIELDS)), ("max_shapes", MAX_SHAPES),
@@ -282,6 +354,12 @@ class FaceRenderer:
         self._targets = [self.ctx.texture(atlas, c, dtype=d) for c, d in wanted]
         self._depth = self.ctx.depth_renderbuffer(atlas)
         self._fbo = self.ctx.framebuffer(color_attachments=self._targets, depth_attachment=self._depth)
+        # Shadow maps: one depth tile per sample, as the image's tiles; compared and filtered (PCF) on lookup.
+        self._shadow_map = self.ctx.depth_texture((per_row * self._shadow_size, rows * self._shadow_size))
+        self._shadow_map.compare_func = "<="
+        self._shadow_map.filter = (moderngl.LINEAR, moderngl.LINEAR)
+        self._shadow_map.repeat_x = self._shadow_map.repeat_y = False
+        self._shadow_fbo = self.ctx.framebuffer(depth_attachment=self._shadow_map)
         # The anti-aliased image: [framebuffer to draw into, framebuffer holding the result, its objects].
         self._msaa: list[Any] = []
         self._edges: list[Any] = []
@@ -333,10 +411,11 @@ class FaceRenderer:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
             for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
-                        self._regions, self._hairline, self._face_hair, self._collar,
+                        self._regions, self._hairline, self._face_hair, self._collar, self._iris,
                         *filter(None, (self._hair_vao, self._hair_ibo)),
                         self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
                         self._program, self._hair_program, self._noise, *self._msaa, *self._edges,
+                        *self._shadow_vaos, *self._shadow_programs, self._shadow_fbo, self._shadow_map,
                         *([self._images] if self._images is not None else []), *self._buffers.values()):
                 obj.release()
         self._buffers.clear()
@@ -391,6 +470,17 @@ class FaceRenderer:
                 self._images.use(location=1)
             self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
             self.ctx.depth_func = "<"
+
+    def _draw_shadows(self, b: int, hair: bool) -> None:
+        """Depth from the light into each sample's shadow tile: the heads, then the hair shells (both
+        faces: no light leaks through a mesh seen edge-on)."""
+        self._shadow_fbo.use()
+        self._shadow_fbo.clear(depth=1.0)
+        self.ctx.enable(moderngl.DEPTH_TEST)
+        self.ctx.disable(moderngl.CULL_FACE)
+        self._noise.use(location=0)
+        for vao in self._shadow_vaos[:1 + hair]:
+            vao.render(moderngl.TRIANGLES, instances=b)
 
     def _blend_edges(self, b: int, first_tile: int) -> None:
         """The ``edges`` pass: the one-sample colour, blended across the edges of the exact buffers."""
@@ -485,10 +575,13 @@ class FaceRenderer:
             for binding, data in enumerate((verts, normals, albedo, cams, params["light"], params["background"],
                                             params["background_shapes"], params["material"], params["occluders"],
                                             params["hair"], params["facial_hair"], params["clothes"],
-                                            texture_seeds(params))):
+                                            texture_seeds(params), params["eyes"],
+                                            shadow_frames(verts, params["light"], params["shadow"],
+                                                          self._shadow_framed))):
                 self._upload(binding, data)
             self._upload_images(params)
-            self._program["first_tile"] = self._hair_program["first_tile"] = first_tile
+            for program in (self._program, self._hair_program, *self._shadow_programs):
+                program["first_tile"] = first_tile
             self._bg_program["first_tile"] = first_tile
             self._occ_program["first_tile"] = first_tile
         occluders = bool((params["occluders"][..., 0] > 0).any())
@@ -499,6 +592,9 @@ class FaceRenderer:
             for plane in range(4):
                 self.ctx.enable_direct(GL_CLIP_DISTANCE0 + plane)
             self.ctx.disable(moderngl.CULL_FACE)  # a shared context may have it on; _draw culls the heads only
+            if (params["shadow"] > 0).any():
+                self._draw_shadows(b, hair)
+            self._shadow_map.use(location=2)
             if self._msaa:
                 self._draw(self._fbo, b, background=False, occluders=occluders, hair=hair)
                 self._draw(self._msaa[0], b, background=True, occluders=occluders, hair=hair, multisampled=True)

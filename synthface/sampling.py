@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .backgrounds import BackgroundImages
-from .config import FacialHairConfig, SamplingConfig
+from .config import EyesConfig, FacialHairConfig, SamplingConfig
 from .errors import ConfigError
 from .framing import face_frame, focal_length
 from .geometry import pose_to_camera
@@ -26,6 +26,8 @@ from .params import (
     BACKGROUND_SOURCES,
     CLOTHES,
     CLOTHES_FIELDS,
+    EYES,
+    EYES_FIELDS,
     FACIAL_HAIR,
     FACIAL_HAIR_FIELDS,
     HAIR,
@@ -61,8 +63,33 @@ HAIR_COLOURS: dict[str, tuple[tuple[float, float, float], float]] = {
 }
 """Natural hair colours (linear RGB) and how often each is drawn (``hair.colours = "natural"``)."""
 
+EYE_COLOURS: dict[str, tuple[tuple[float, float, float], float]] = {
+    "dark brown": ((0.048, 0.019, 0.009), 0.40), "brown": ((0.141, 0.058, 0.019), 0.22),
+    "hazel": ((0.223, 0.127, 0.038), 0.10), "green": ((0.114, 0.156, 0.061), 0.06),
+    "blue": ((0.091, 0.171, 0.305), 0.15), "grey": ((0.171, 0.205, 0.223), 0.07),
+}
+"""Iris colours (linear RGB; sRGB 62/38/24 … 115/125/130) and how often each is drawn (``eyes.colours =
+"natural"``): brown eyes are most people's; blue, grey and green a minority."""
+
+
+def _palette(palette: dict[str, tuple[tuple[float, float, float], float]], pick: np.ndarray) -> np.ndarray:
+    """(B, 3) colours of ``palette`` drawn by its weights from uniform draws ``pick`` (B,)."""
+    colours, weights = zip(*palette.values(), strict=True)
+    k = np.searchsorted(np.cumsum(weights) / np.sum(weights), pick, side="right")
+    return np.array(colours)[np.minimum(k, len(colours) - 1)]
+
 
 _BROW_SHAPE = ("brow_thickness_mm", "brow_taper", "brow_arch_mm", "brow_lift_mm", "brow_length", "brow_density")
+
+
+def typical_eyes(config: EyesConfig | None = None) -> np.ndarray:
+    """(5,) float32 ``params/eyes`` of a typical face: brown, every other field at the middle of its range.
+    What a photo's and a trainer's renders use (the iris is unknown)."""
+    cfg = config or EyesConfig()
+    out = np.zeros(len(EYES_FIELDS), np.float32)
+    out[EYES["r"]:EYES["b"] + 1] = EYE_COLOURS["brown"][0]
+    out[EYES["pupil"]], out[EYES["fibres"]] = np.mean(cfg.pupil), np.mean(cfg.fibres)
+    return out
 
 
 def typical_facial_hair(config: FacialHairConfig | None = None) -> np.ndarray:
@@ -79,6 +106,14 @@ def typical_facial_hair(config: FacialHairConfig | None = None) -> np.ndarray:
 _CLOTHES_DRAWS, _N_CLOTHES_DRAWS = _plan([("dressed", 1), ("neckline", 1), ("v_neck", 2), ("colour", 4),
                                          ("colour2", 4), ("saturation", 1), ("pattern", 4)])
 """Uniform columns of a sample's clothes (:meth:`ParameterSampler._clothes`)."""
+
+
+_TINT_AXES = np.array([np.array([1.0, 0.0, -1.0]) / np.sqrt(2.0),
+                       0.25 * np.array([-1.0, 2.0, -1.0]) / np.sqrt(6.0),
+                       0.25 * np.array([1.0, 1.0, 1.0]) / np.sqrt(3.0)])
+"""Log-colour directions of the light's three tint draws (rows): warm ↔ cool (red against blue, as a
+colour temperature moves; std ``light.tint``), then green ↔ magenta and grey level, each a quarter of it:
+photos' casts lie mostly along the colour-temperature line, rarely magenta."""
 
 
 def _span(bounds: tuple[float, float], u: np.ndarray) -> np.ndarray:
@@ -122,7 +157,8 @@ class ParameterSampler:
             ("shapes", MAX_SHAPES * (len(SHAPE_FIELDS) + 1)), ("material", len(MATERIAL_FIELDS)),
             ("occluders", MAX_OCCLUDERS * (len(OCCLUDER_FIELDS) + 1)), ("hair", len(HAIR_FIELDS) + 2),
             ("facial_hair", len(FACIAL_HAIR_FIELDS) + 1), ("light_above", 1),
-            ("clothes", _N_CLOTHES_DRAWS),  # last: earlier columns keep their draws
+            # new blocks go last: earlier columns keep their draws
+            ("clothes", _N_CLOTHES_DRAWS), ("eyes", len(EYES_FIELDS) + 2), ("shadow", 1),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -179,6 +215,8 @@ class ParameterSampler:
             "hair": hair,
             "facial_hair": self._facial_hair(u[:, self._uniform["facial_hair"]], hair[:, HAIR["r"]:HAIR["b"] + 1]),
             "clothes": self._clothes(u[:, self._uniform["clothes"]]),
+            "eyes": self._eyes(u[:, self._uniform["eyes"]]),
+            "shadow": uniform("shadow", light.shadow)[:, 0],
             **self._background(u[:, self._uniform["background"]], u[:, self._uniform["shapes"]]),
             "intrinsics": intrinsics,
             "index": idx,
@@ -230,10 +268,8 @@ class ParameterSampler:
         out[:, HAIR["hairline_mm"]] = _span(cfg.hairline_mm, col["hairline_mm"])
         out[:, HAIR["recession_mm"]] = _span(cfg.recession_mm, col["recession_mm"] ** 2)  # most recede little
         out[:, HAIR["thickness_mm"]] = _span(cfg.thickness_mm, col["thickness_mm"])
-        palette, weights = zip(*HAIR_COLOURS.values(), strict=True)
         if cfg.colours == "natural":
-            pick = np.searchsorted(np.cumsum(weights) / np.sum(weights), u[:, -2], side="right")
-            base = np.array(palette)[np.minimum(pick, len(palette) - 1)]
+            base = _palette(HAIR_COLOURS, u[:, -2])
             hue = 1 + 0.15 * (np.stack([col["g"], col["b"], u[:, -1]], 1) - 0.5)  # ±7.5 % per channel
             rgb = base * (0.75 + 0.5 * col["r"])[:, None] * hue
         else:
@@ -274,6 +310,21 @@ class ParameterSampler:
         out[:, CLOTHES["pattern_mm"]] = _span(cfg.pattern_mm, d["pattern"][:, 1])
         out[:, CLOTHES["pattern_angle"]] = np.pi / 2 * (d["pattern"][:, 2] < 0.5)  # vertical or horizontal
         out[:, CLOTHES["folds"]] = _span(cfg.folds, d["pattern"][:, 3])
+        return out
+
+    def _eyes(self, u: np.ndarray) -> np.ndarray:
+        """(B, 5) iris: a palette colour varied ±25 % in brightness and ±7.5 % per channel, pupil, fibres."""
+        cfg = self.config.eyes
+        col = {name: u[:, EYES[name]] for name in EYES_FIELDS}
+        if cfg.colours == "natural":
+            hue = 1 + 0.15 * (np.stack([col["g"], col["b"], u[:, -1]], 1) - 0.5)
+            rgb = _palette(EYE_COLOURS, col["r"]) * (0.75 + 0.5 * u[:, -2])[:, None] * hue
+        else:
+            rgb = np.stack([col["r"], col["g"], col["b"]], 1) ** 2.2 * 0.4  # irises are dark: at most 0.4 linear
+        out = np.zeros((u.shape[0], len(EYES_FIELDS)))
+        out[:, EYES["r"]:EYES["b"] + 1] = np.clip(rgb, 0.0, 1.0)
+        out[:, EYES["pupil"]] = _span(cfg.pupil, col["pupil"])
+        out[:, EYES["fibres"]] = _span(cfg.fibres, col["fibres"])
         return out
 
     def _occluders(self, u: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -384,7 +435,7 @@ class ParameterSampler:
         coeffs[:, 0] = 1.0
         coeffs[:, 1:4] = strength[:, None] * d[:, [1, 2, 0]] / C1  # band 1 holds (y, z, x)
         coeffs[:, 4:9] = self.config.light.second_order * second_order
-        colour = np.exp(self.config.light.tint * tint)  # (B, 3), positive
+        colour = np.exp(self.config.light.tint * tint @ _TINT_AXES)  # (B, 3), positive
         return ambient[:, None, None] * coeffs[:, :, None] * colour[:, None, :]
 
 

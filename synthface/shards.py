@@ -1,4 +1,4 @@
-"""HDF5 shards (format version 3; versions 1 and 2 still read) and the dataset manifest.
+"""HDF5 shards (format version 4; versions 1 to 3 still read) and the dataset manifest.
 
 A shard is written under a temporary name, fsynced, then renamed: a file that
 exists under its final name is complete. Images, depth and masks are chunked
@@ -28,15 +28,16 @@ from .params import ModelDims, param_layout
 from .render import RenderOutput
 
 SHARD_FORMAT = "synthface-shard"
-SHARD_VERSION = 3
-READABLE_SHARD_VERSIONS = (1, 2, 3)
+SHARD_VERSION = 4
+READABLE_SHARD_VERSIONS = (1, 2, 3, 4)
 """Format 1: face-only scene, ``params/background`` a colour (N, 3). Format 2 adds ``segmentation``
 (class ids, table in its ``classes`` attribute), ``params/material``, ``params/background_shapes``,
 ``params/background_sha256`` and gives ``params/background`` the columns of
 :data:`synthface.params.BACKGROUND_FIELDS`; ``image`` is anti-aliased over a textured background;
 ``depth`` covers every rendered surface and ``mask`` the face region (the same pixels as format 1's
 for a face-only model). Format 3 adds ``params/clothes`` and the segmentation class ``clothes`` (the
-bundled model's bust); :data:`DATASET_SINCE` lists what each version added."""
+bundled model's bust). Format 4 adds ``params/eyes`` (the iris drawn per pixel on models with
+``iris_coordinates``) and ``params/shadow`` (cast shadows); :data:`DATASET_SINCE` lists what each version added."""
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "synthface-dataset"
 MANIFEST_VERSION = 1
@@ -73,7 +74,7 @@ RENDER_FIELDS = {  # RenderOutput attribute → shard dataset path
 DATASET_SINCE = {**dict.fromkeys(("segmentation", "params/material", "params/background_shapes",
                                    "params/background_sha256", "params/occluders", "params/hair",
                                    "params/facial_hair"), 2),
-                 "params/clothes": 3}
+                 "params/clothes": 3, **dict.fromkeys(("params/eyes", "params/shadow"), 4)}
 """The shard format version that added each dataset (older shards lack it; format 1's ``params/background``
 held a colour). Every other dataset is in every version."""
 

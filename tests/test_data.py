@@ -282,8 +282,8 @@ def test_corrupt_chunk_fails_at_read_time_naming_the_shard(data, tmp_path):
 def test_other_format_version_or_mismatched_shard_is_refused(data, tmp_path):
     d = copy_of(data["b"], tmp_path)
     with h5py.File(d / "shard-000000.h5", "r+") as f:
-        f.attrs["format_version"] = 4
-    with pytest.raises(ShardError, match=r"shard-000000\.h5: shard format version 4 is not one of 1, 2, 3") as err:
+        f.attrs["format_version"] = 5
+    with pytest.raises(ShardError, match=r"shard-000000\.h5: shard format version 5 is not one of 1, 2, 3, 4") as err:
         ShardDataset(d)
     assert isinstance(err.value, SynthfaceError)
     with h5py.File(d / "shard-000000.h5", "r+") as f:

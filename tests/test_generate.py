@@ -63,7 +63,7 @@ def test_shards_follow_the_design_table(tmp_path, model_file):
                 assert f[name].chunks == (1, *f[name].shape[1:]), name  # one sample per chunk
                 assert f[name].compression is not None or f[name]._filters, name  # compressed
             a = dict(f.attrs)
-            assert a["format"] == "synthface-shard" and a["format_version"] == 3
+            assert a["format"] == "synthface-shard" and a["format_version"] == 4
             assert a["first_index"] == shard["first_index"] and a["count"] == n and a["seed"] == 3
             assert a["model"] == model.name and a["model_sha256"] == model.sha256
             assert json.loads(a["config"])["image_size"] == SIZE and a["synthface_version"]

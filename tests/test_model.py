@@ -141,3 +141,34 @@ def test_landmark_file_overrides(bundled_model, tmp_path):
     path.write_text("[1, 2, 3]")
     with pytest.raises(ModelFileError, match="need 68"):
         read_landmark_file(path, bundled_model.n_vertices)
+
+
+def test_iris_coordinates_centre_on_each_eye(bundled_model):
+    """The bundled eyeballs carry iris coordinates: the pupil's centre (r = 0) lies between each eye's
+    corners, in front of the eyeball, and the iris spans ~0.42 of the eye's width; other vertices are NaN."""
+    m = bundled_model
+    iris, v, lm = m.iris_coordinates, m.mean_shape, m.landmark_indices
+    on = ~np.isnan(iris[:, 0])
+    assert 40 <= on.sum() <= 400 and (m.regions[on] == SEGMENTATION_CLASSES.index("eyes")).all()
+    r = np.linalg.norm(iris[on], axis=1)
+    assert r.min() < 0.8 and r.max() > 3.0
+    for a, b in ((36, 39), (42, 45)):
+        corners = v[lm[[a, b]]]
+        this = on & (np.abs(v[:, 0] - corners[:, 0].mean()) < 20)
+        inner = this & (np.linalg.norm(iris, axis=1) < 1.0)  # NaN compares False
+        centre = v[inner].mean(axis=0)
+        assert corners[:, 0].min() < centre[0] < corners[:, 0].max()
+        assert abs(centre[1] - corners[:, 1].mean()) < 4.0 and centre[2] > v[this, 2].mean()
+        # the iris's radius in mm: the vertices at r ≈ 1.2 lie 1.2 iris radii (arc) from the pupil ring's axis
+        width = np.linalg.norm(corners[0] - corners[1])
+        ring = this & (np.abs(np.linalg.norm(iris, axis=1) - 1.2) < 0.15)
+        spread = np.linalg.norm(v[ring, :2] - centre[:2], axis=1).mean() / 1.2
+        assert 0.3 * width < 2 * spread < 0.55 * width
+
+
+def test_iris_coordinates_are_validated(bundled_model):
+    bad = bundled_model.iris_coordinates[:, :1].copy()
+    with pytest.raises(ModelFileError, match="iris_coordinates must be"):
+        dataclasses.replace(bundled_model, iris_coordinates=bad)
+    with pytest.raises(ModelFileError, match="iris_coordinates must be"):
+        dataclasses.replace(bundled_model, iris_coordinates=np.full((bundled_model.n_vertices, 2), np.nan, np.float32))

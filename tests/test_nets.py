@@ -148,6 +148,7 @@ def rendered(bundled_model, gl_ctx):
                                  "light.directional": [0.0, 0.6]})  # no shadowed side: the SH model is linear there
     params = sample_params(bundled_model, seed=3, indices=range(2), config=cfg)
     params["material"] = np.zeros_like(params["material"])  # Lambertian: what solve_lighting models
+    params["shadow"] = np.zeros_like(params["shadow"])  # and no cast shadows
     ambient = np.zeros_like(params["light"])
     ambient[:, 0] = 1.0
     with FaceRenderer(bundled_model, RenderSettings(96, normals=True, antialias="off"), ctx=gl_ctx) as r:
@@ -467,7 +468,8 @@ def test_sfs_loss_models_the_renderers_highlights_and_occlusion(bundled_model, g
     cfg = load_config(overrides={"image_size": 96, "pose.yaw_deg": [-20, 20], "pose.pitch_deg": [-10, 10],
                                  "camera.distance_mm": [400, 600], "light.directional": [0.8, 1.0],
                                  "light.second_order": 0.0, "material.specular": [0.6, 0.6],
-                                 "material.shininess": [12, 12], "material.occlusion": [1.0, 1.0]})
+                                 "material.shininess": [12, 12], "material.occlusion": [1.0, 1.0],
+                                 "light.shadow": [0.0, 0.0]})  # cast shadows: the one term the loss leaves out
     params = sample_params(bundled_model, seed=4, indices=range(3), config=cfg)
     ambient = np.zeros_like(params["light"])
     ambient[:, 0] = 1.0

@@ -10,7 +10,7 @@ from synthface import camera_vertices, load_config, sample_params
 from synthface.model import FACE_CLASSES, SEGMENTATION_CLASSES
 from synthface.occlusion import vertex_occlusion
 from synthface.render import FaceRenderer, RenderSettings, landmark_visibility
-from synthface.shading import irradiance, linear_to_srgb, specular
+from synthface.shading import C1, irradiance, linear_to_srgb, specular
 
 from .conftest import make_model
 
@@ -450,6 +450,93 @@ def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
     # models without regions (BFM files: brows in their albedo) get neither
     fields = face_hair_fields(make_model("pca"))
     assert (fields[:, 0] == NO_BROW).all() and (fields[:, 2] == 0).all()
+
+
+def test_eyes_follow_their_parameters(bundled_model, gl_ctx):
+    """params/eyes draws the iris per pixel inside each eye opening: a dark iris and a wide pupil darken
+    the eyes and nothing else; depth, mask and classes do not move. Models without iris coordinates
+    (the BFM files) ignore it."""
+    from synthface.params import EYES
+
+    size = 160
+    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
+                                             "pose.roll_deg": [0, 0], "camera.face_fraction": [0.7, 0.7]})
+    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
+    params = {k: np.repeat(v, 3, axis=0) for k, v in one.items()}
+    params["expression"][:] = 0.0
+    e = params["eyes"]
+    e[:, EYES["r"]:EYES["b"] + 1] = [[0.02, 0.01, 0.005], [0.3, 0.4, 0.6], [0.3, 0.4, 0.6]]
+    e[:, EYES["pupil"]] = [0.3, 0.1, 0.9]
+    e[:, EYES["fibres"]] = 0.3
+    with FaceRenderer(bundled_model, RenderSettings(size, antialias="off"), ctx=gl_ctx) as r:
+        out = r.render(params)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    np.testing.assert_allclose(out.depth[1:], out.depth[:1].repeat(2, axis=0), atol=0.05)
+    np.testing.assert_array_equal(out.segmentation[1:], out.segmentation[:1].repeat(2, axis=0))
+    eyes = out.segmentation[0] == SEGMENTATION_CLASSES.index("eyes")
+    xy = out.landmarks_xy[0]
+    opening = np.zeros((size, size), bool)
+    for a in (36, 42):  # inside each eye's contour box: the eyeball between the lids
+        lo, hi = xy[a:a + 6].min(axis=0), xy[a:a + 6].max(axis=0)
+        opening[int(lo[1]):int(hi[1]) + 1, int(lo[0]):int(hi[0]) + 1] = True
+    grey = out.image.astype(float).mean(axis=-1)
+    assert (eyes & opening).sum() > 30
+    dark, light, wide = (grey[k][eyes & opening].mean() for k in range(3))
+    assert light > dark + 15 and light > wide + 10, (dark, light, wide)
+    blue = (out.image[1].astype(float) - out.image[0])[eyes & opening].mean(axis=0)
+    assert blue[2] > blue[0] + 5  # the blue iris shows
+    np.testing.assert_allclose(out.image[1][~eyes], out.image[0][~eyes], atol=1)  # tiles round apart
+    sphere = make_model("pca")
+    plain = sample_params(sphere, seed=0, indices=[0, 0], config=frontal_config())
+    plain["eyes"][1] = plain["eyes"][1] * 0.1 + 0.5
+    with FaceRenderer(sphere, RenderSettings(SIZE), ctx=gl_ctx) as r:
+        out = r.render(plain)
+    np.testing.assert_array_equal(out.image[0], out.image[1])
+
+
+def _lit_from(direction, strength: float = 1.0) -> np.ndarray:
+    """(9, 3) SH light: ambient 0.5 plus a directional lobe towards camera-space ``direction``."""
+    d = np.asarray(direction, float) / np.linalg.norm(direction)
+    light = np.zeros((9, 3), np.float32)
+    light[0] = 0.5
+    light[1:4] = (0.5 * strength * d[[1, 2, 0]] / C1)[:, None]
+    return light
+
+
+def test_cast_shadows_darken_only_what_the_head_hides_from_the_light(bundled_model, gl_ctx):
+    """params/shadow: lit from above, the head shades itself (the jaw the neck, the nose the lip) — pixels
+    that face the light but are hidden from it go darker, none brighter; geometry outputs do not move. Lit
+    from the camera, almost nothing is hidden; at strength 0 the image is as without the pass."""
+    size = 128
+    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
+                                             "pose.roll_deg": [0, 0], "hair.bald_prob": 1.0})
+    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
+    params = {k: np.repeat(v, 4, axis=0) for k, v in one.items()}
+    params["expression"][:] = 0.0
+    params["material"][:] = 0.0
+    above = [-0.5, -1.0, -0.4]  # camera space: from the image's upper left, in front of the face
+    high, front = _lit_from(above), _lit_from([0.0, 0.0, -1.0])
+    params["light"][:] = [high, high, front, front]
+    params["shadow"][:] = [0.0, 1.0, 0.0, 1.0]
+    with FaceRenderer(bundled_model, RenderSettings(size, antialias="off", normals=True), ctx=gl_ctx) as r:
+        out = r.render(params)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    np.testing.assert_allclose(out.depth[1:], out.depth[:1].repeat(3, axis=0), atol=0.05)
+    np.testing.assert_array_equal(out.segmentation[1:], out.segmentation[:1].repeat(3, axis=0))
+    grey = out.image.astype(float).mean(axis=-1)
+    surface = out.segmentation[0] > 0
+    shaded = grey[0] - grey[1]
+    assert shaded.min() >= -1.0  # a shadow never brightens
+    hidden = surface & (shaded > 15)
+    assert 30 < hidden.sum() < 0.3 * surface.sum()
+    assert (out.normals[1][hidden] @ np.array(above) > 0).mean() > 0.9  # those pixels face the light
+    neck = out.segmentation[0] == SEGMENTATION_CLASSES.index("neck")
+    assert (hidden & neck).sum() > 0.3 * hidden.sum()  # most of it under the jaw
+    frontal = surface & (grey[2] - grey[3] > 15)
+    assert frontal.sum() < 0.01 * surface.sum()
+    with FaceRenderer(bundled_model, RenderSettings(size, antialias="off"), ctx=gl_ctx) as r:
+        again = r.render({k: v[:1] for k, v in params.items()})
+    np.testing.assert_array_equal(again.image[0], out.image[0])
 
 
 def test_slots_place_a_batch_in_a_full_one_and_refuse_what_does_not_fit(gl_ctx):

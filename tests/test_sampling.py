@@ -8,8 +8,8 @@ import pytest
 from synthface import camera_vertices, param_layout, project, sample_params
 from synthface.config import load_config
 from synthface.errors import ConfigError
-from synthface.params import BACKGROUND, BACKGROUND_SOURCES, CLOTHES, MATERIAL, SHAPE
-from synthface.sampling import ParameterSampler
+from synthface.params import BACKGROUND, BACKGROUND_SOURCES, CLOTHES, EYES, MATERIAL, SHAPE
+from synthface.sampling import EYE_COLOURS, ParameterSampler, typical_eyes
 
 
 def _equal(a: dict, b: dict) -> None:
@@ -151,6 +151,24 @@ def test_clothes_follow_the_config(sphere_model):
     assert np.median(spread) < 0.5 and spread.max() > 0.7  # mostly muted, some vivid
     with pytest.raises(ConfigError, match="pattern_probs"):
         load_config(overrides={"clothes.pattern_probs": [0, 0, 0, 0]})
+
+
+def test_eyes_follow_the_config(sphere_model):
+    """Natural iris colours come in the palette's shares (brown, hazel, green: red over blue), pupil and
+    fibres within their ranges; 'any' draws every hue; the typical eye is brown."""
+    e = sample_params(sphere_model, seed=4, indices=range(800))["eyes"]
+    rgb = e[:, EYES["r"]:EYES["b"] + 1]
+    brownish = rgb[:, 0] > rgb[:, 2]
+    share = sum(w for name, (_, w) in EYE_COLOURS.items() if name not in ("blue", "grey"))
+    assert abs(brownish.mean() - share / sum(w for _, w in EYE_COLOURS.values())) < 0.05
+    assert 0.0 <= rgb.min() and rgb.max() < 0.45
+    assert 0.3 <= e[:, EYES["pupil"]].min() and e[:, EYES["pupil"]].max() <= 0.5
+    cfg = load_config(overrides={"eyes.colours": "any", "eyes.pupil": [0.2, 0.25], "eyes.fibres": [0.0, 0.0]})
+    f = sample_params(sphere_model, seed=4, indices=range(800), config=cfg)["eyes"]
+    assert (f[:, EYES["b"]] > f[:, EYES["r"]]).mean() > 0.4 and (f[:, EYES["fibres"]] == 0).all()
+    assert 0.2 <= f[:, EYES["pupil"]].min() and f[:, EYES["pupil"]].max() <= 0.25
+    typical = typical_eyes()
+    assert typical[EYES["r"]] > typical[EYES["b"]] and typical[EYES["pupil"]] == pytest.approx(0.4)
 
 
 @pytest.mark.parametrize("bad", [-1, 2**63, 1.5, True, "3"])
