@@ -116,6 +116,15 @@ colour temperature moves; std ``light.tint``), then green ↔ magenta and grey l
 photos' casts lie mostly along the colour-temperature line, rarely magenta."""
 
 
+def _warmth(u_warm: np.ndarray, u_green: np.ndarray) -> np.ndarray:
+    """(B, 3) per-channel factors that vary a palette colour: up to ±7.5 % redder ↔ bluer and ±2.5 % greener
+    ↔ more magenta, from uniform draws. Pigment varies along the warm line; per-channel jitter of equal
+    size turned grey and white hair lilac."""
+    warm = 0.15 * (u_warm - 0.5)[:, None] * np.array([1.0, 0.0, -1.0])
+    green = 0.05 * (u_green - 0.5)[:, None] * np.array([-0.5, 1.0, -0.5])
+    return 1.0 + warm + green
+
+
 def _span(bounds: tuple[float, float], u: np.ndarray) -> np.ndarray:
     """Uniform draws ``u`` in [0, 1) mapped onto the range ``bounds`` (lo, hi)."""
     return bounds[0] + (bounds[1] - bounds[0]) * u
@@ -270,8 +279,7 @@ class ParameterSampler:
         out[:, HAIR["thickness_mm"]] = _span(cfg.thickness_mm, col["thickness_mm"])
         if cfg.colours == "natural":
             base = _palette(HAIR_COLOURS, u[:, -2])
-            hue = 1 + 0.15 * (np.stack([col["g"], col["b"], u[:, -1]], 1) - 0.5)  # ±7.5 % per channel
-            rgb = base * (0.75 + 0.5 * col["r"])[:, None] * hue
+            rgb = base * (0.75 + 0.5 * col["r"])[:, None] * _warmth(col["g"], col["b"])
         else:
             rgb = np.stack([col["r"], col["g"], col["b"]], 1) ** 2.2
         out[:, HAIR["r"]:HAIR["b"] + 1] = np.clip(rgb, 0.0, 1.0)
@@ -317,8 +325,7 @@ class ParameterSampler:
         cfg = self.config.eyes
         col = {name: u[:, EYES[name]] for name in EYES_FIELDS}
         if cfg.colours == "natural":
-            hue = 1 + 0.15 * (np.stack([col["g"], col["b"], u[:, -1]], 1) - 0.5)
-            rgb = _palette(EYE_COLOURS, col["r"]) * (0.75 + 0.5 * u[:, -2])[:, None] * hue
+            rgb = _palette(EYE_COLOURS, col["r"]) * (0.75 + 0.5 * u[:, -2])[:, None] * _warmth(col["g"], col["b"])
         else:
             rgb = np.stack([col["r"], col["g"], col["b"]], 1) ** 2.2 * 0.4  # irises are dark: at most 0.4 linear
         out = np.zeros((u.shape[0], len(EYES_FIELDS)))

@@ -171,6 +171,20 @@ def test_eyes_follow_the_config(sphere_model):
     assert typical[EYES["r"]] > typical[EYES["b"]] and typical[EYES["pupil"]] == pytest.approx(0.4)
 
 
+def test_palette_colours_vary_along_the_warm_line_not_into_magenta(sphere_model):
+    """Natural hair colours vary redder ↔ bluer by up to ±7.5 % but greener ↔ more magenta by at most
+    ±2.5 %: grey and white hair stay grey (equal per-channel jitter once turned them lilac)."""
+    from synthface.params import HAIR
+
+    h = sample_params(sphere_model, seed=6, indices=range(800))["hair"]
+    rgb = h[:, HAIR["r"]:HAIR["b"] + 1].astype(float)
+    light = rgb.mean(axis=1) > 0.15  # the grey and white entries (black is dark and a little warm)
+    grey = rgb[light & np.isclose(rgb / rgb.mean(axis=1, keepdims=True), 1.0, atol=0.1).all(axis=1)]
+    assert len(grey) > 20
+    warm, magenta = np.log(grey[:, 0] / grey[:, 2]), np.log(grey[:, 0] * grey[:, 2] / grey[:, 1] ** 2)
+    assert np.abs(magenta).max() < 0.12 and np.abs(warm).max() > 0.1  # per-channel ±7.5 % reached 0.3
+
+
 @pytest.mark.parametrize("bad", [-1, 2**63, 1.5, True, "3"])
 def test_bad_seeds_are_rejected(sphere_model, bad):
     with pytest.raises(ConfigError, match="seed"):
