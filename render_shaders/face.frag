@@ -149,14 +149,18 @@ vec3 eye_albedo(vec3 sclera, int e) {
     return mix(colour, vec3(0.008) * shadow, 1.0 - smoothstep(pupil - w, pupil + w, r));
 }
 
-// How much of the directional light reaches this point, in [0, 1]: its shadow tile looked up one and a
-// half texels out along the normal (no self-shadowing acne) and 1 mm nearer, four filtered taps (PCF: a
-// soft edge ~2 texels wide); 1 where the sample has no shadows or the point lies outside its map.
-float light_reaching(vec3 n) {
+// How much of the directional light reaches this point, in [0, 1]: its shadow tile looked up out along
+// the normal and 1 mm nearer, four filtered taps (PCF: a soft edge ~2 texels wide); 1 where the sample has
+// no shadows or the point lies outside its map. The taps reach ~2.5 texels sideways, where a surface at
+// angle a to the light lies 2.5 tan(a) texels nearer it; stepping k texels out along the normal clears
+// that when k >= 2.5 sin(a), so k grows with the slope (no acne) and stays small facing the light (no
+// shadow pulled away from its caster).
+float light_reaching(vec3 n, float cos_light) {
     int f = 4 * v_instance;
     float strength = shadow_frames[f + 3].w, half_size = shadow_frames[f].w, half_depth = shadow_frames[f + 1].w;
     if (strength <= 0.0) return 1.0;
-    vec3 d = v_position + n * (3.0 * half_size / shadow_size) - shadow_frames[f + 3].xyz;
+    float texels = 0.5 + 2.75 * sqrt(max(1.0 - cos_light * cos_light, 0.0));
+    vec3 d = v_position + n * (texels * 2.0 * half_size / shadow_size) - shadow_frames[f + 3].xyz;
     vec3 q = vec3(dot(d, shadow_frames[f].xyz), dot(d, shadow_frames[f + 1].xyz), 0.0) / half_size;
     q.z = dot(d, shadow_frames[f + 2].xyz) / half_depth;
     if (any(greaterThan(abs(q), vec3(1.0)))) return 1.0;
@@ -209,7 +213,7 @@ void main() {
     vec3 l = sum / max(length(sum), 1e-12);
     vec3 strength = vec3(length(band1[0]), length(band1[1]), length(band1[2]));
     // Shadowed: the directional light's positive share of the irradiance goes, and its highlight.
-    float lit = dot(n, l) > 0.0 ? light_reaching(n) : 1.0;  // facing away: no direct light to block
+    float lit = dot(n, l) > 0.0 ? light_reaching(n, dot(n, l)) : 1.0;  // facing away: no direct light to block
     irradiance -= (1.0 - lit) * max(vec3(dot(band1[0], n), dot(band1[1], n), dot(band1[2], n)), 0.0);
     strength *= lit;
     vec3 h = h_dir(l, v_position);
