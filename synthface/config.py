@@ -54,7 +54,8 @@ class PoseConfig:
 
     yaw_deg: Range = _f((-60.0, 60.0), -180.0, 180.0, "yaw range; + turns the face to image left")
     pitch_deg: Range = _f((-30.0, 30.0), -90.0, 90.0, "pitch range; + tilts the face down")
-    roll_deg: Range = _f((-20.0, 20.0), -180.0, 180.0, "roll range; + turns the head clockwise in the image")
+    roll_deg: Range = _f((-15.0, 15.0), -180.0, 180.0, "roll range; + turns the head clockwise in the image "
+                         "(people in photos hold their heads near upright; widen it for rotation robustness)")
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,13 @@ class LightConfig:
 
     ambient: Range = _f((0.6, 1.1), 0.0, 10.0, "DC coefficient (1 = albedo shown as is)")
     directional: Range = _f((0.2, 1.0), 0.0, 2.0, "first-order strength relative to ambient (1: the far side is unlit)")
-    above_prob: float = _f(0.8, 0.0, 1.0, "probability that the directional light comes from above the face "
-                           "(else from any side of the camera's hemisphere)")
+    above_prob: float = _f(0.9, 0.0, 1.0, "probability that the directional light is a key light from above and "
+                           "in front, as in most photos (key_azimuth_deg, key_elevation_deg); else it comes from "
+                           "any side of the camera's hemisphere")
+    key_azimuth_deg: Range = _f((-60.0, 60.0), -90.0, 90.0, "key light: angle beside the camera, about the "
+                                "vertical (+ = from the image's right), uniform")
+    key_elevation_deg: Range = _f((10.0, 55.0), -90.0, 90.0, "key light: angle above the horizontal through "
+                                  "the face, uniform")
     second_order: float = _f(0.1, 0.0, 2.0, "std of second-order coefficients relative to ambient")
     tint: float = _f(0.08, 0.0, 1.0, "std of the light's warm-cool colour tint (log red/blue over √2); "
                      "green-magenta and grey-level parts are a quarter of it")

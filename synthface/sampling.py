@@ -168,6 +168,7 @@ class ParameterSampler:
             ("facial_hair", len(FACIAL_HAIR_FIELDS) + 1), ("light_above", 1),
             # new blocks go last: earlier columns keep their draws
             ("clothes", _N_CLOTHES_DRAWS), ("eyes", len(EYES_FIELDS) + 2), ("shadow", 1),
+            ("light_key", 2),
         ])
 
     def _draw(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -218,7 +219,9 @@ class ParameterSampler:
                                  z[:, self._normal["light_second_order"]], z[:, self._normal["light_tint"]],
                                  uniform("ambient", light.ambient)[:, 0],
                                  uniform("directional", light.directional)[:, 0],
-                                 u[:, self._uniform["light_above"]][:, 0] < light.above_prob),
+                                 u[:, self._uniform["light_above"]][:, 0] < light.above_prob,
+                                 np.radians(uniform("light_key", light.key_azimuth_deg)[:, 0]),
+                                 np.radians(uniform("light_key", light.key_elevation_deg)[:, 1])),
             "material": self._material(u[:, self._uniform["material"]]),
             "occluders": self._occluders(u[:, self._uniform["occluders"]], distance),
             "hair": hair,
@@ -430,14 +433,18 @@ class ParameterSampler:
         return np.where(used[..., None], shapes, 0.0)
 
     def _light(self, direction: np.ndarray, second_order: np.ndarray, tint: np.ndarray,
-               ambient: np.ndarray, strength: np.ndarray, above: np.ndarray) -> np.ndarray:
+               ambient: np.ndarray, strength: np.ndarray, above: np.ndarray,
+               azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
         """(B, 9, 3) SH coefficients: ambient · (1 + strength·(d·n) + second-order noise), tinted.
 
-        ``d`` is uniform over the camera's half of the sphere, flipped to the upper half where ``above``
-        (photos are mostly lit from above: the brow ridge shades the eyes, the nose its underside)."""
+        Where ``above``, ``d`` is a key light at ``azimuth`` beside the camera and ``elevation`` above the
+        face (rad; photos are mostly lit so: the brow ridge shades the eyes, the nose its underside);
+        elsewhere it is uniform over the camera's half of the sphere."""
         d = direction / np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
         d[:, 2] = -np.abs(d[:, 2])  # light from the camera's side of the face (camera space, z forward)
-        d[:, 1] = np.where(above, -np.abs(d[:, 1]), d[:, 1])  # camera y points down the image
+        key = np.stack([np.sin(azimuth) * np.cos(elevation), -np.sin(elevation),  # camera y points down
+                        -np.cos(azimuth) * np.cos(elevation)], axis=1)
+        d = np.where(above[:, None], key, d)
         coeffs = np.zeros((d.shape[0], 9))
         coeffs[:, 0] = 1.0
         coeffs[:, 1:4] = strength[:, None] * d[:, [1, 2, 0]] / C1  # band 1 holds (y, z, x)

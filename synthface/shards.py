@@ -46,12 +46,15 @@ MANIFEST_VERSION = 1
 CODECS: dict[str, Any] = {
     "blosc-lz4": lambda: hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE),
     "blosc-zstd": lambda: hdf5plugin.Blosc(cname="zstd", clevel=3, shuffle=hdf5plugin.Blosc.SHUFFLE),
+    "blosc-zstd1": lambda: hdf5plugin.Blosc(cname="zstd", clevel=1, shuffle=hdf5plugin.Blosc.SHUFFLE),
     "gzip": lambda: {"compression": "gzip", "compression_opts": 4, "shuffle": True},
     "lzf": lambda: {"compression": "lzf", "shuffle": True},
     "none": lambda: {},
 }
 """Lossless codecs by name. Blosc codecs need ``import hdf5plugin`` before h5py reads the file."""
-DEFAULT_CODEC = "blosc-lz4"
+DEFAULT_CODEC = "blosc-zstd1"
+"""Zstd at level 1: 123 KB a sample at 200 px on format 4's renders, where LZ4 needs 156 KB, at about the
+same write cost (a few % of a render) and thousands of reads/s (benchmarks/bench_codecs.py)."""
 
 
 @dataclass(frozen=True)

@@ -447,7 +447,8 @@ def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
     assert (grey[0] - grey[2])[chin].mean() > 15
     forehead = np.zeros((size, size), bool)
     forehead[:int(xy[17:27, 1].min()) - 12] = True
-    np.testing.assert_array_equal(out.image[2][forehead], out.image[0][forehead])
+    # the same head in another tile of the batch rounds a level apart here and there; stubble darkens by > 15
+    np.testing.assert_allclose(out.image[2][forehead], out.image[0][forehead], atol=1)
     # models without regions (BFM files: brows in their albedo) get neither
     fields = face_hair_fields(make_model("pca"))
     assert (fields[:, 0] == NO_BROW).all() and (fields[:, 2] == 0).all()
