@@ -7,7 +7,8 @@ face's landmark box (IoU ≥ 0.3); boxes elsewhere (on background clutter) are c
 column does the same with dlib's HOG face detector (``reconstruct``'s default, when installed).
 
 Rows: format 1's look on today's head model (flat random-colour background, no anti-aliasing,
-Lambertian only, the old lighting range, no hair, brows, stubble or clothes drawn), today's defaults, and the
+Lambertian only, format 1's light strengths — now as a clamped-cosine key: the first-order lobe of formats
+1–4 is gone —, no hair, brows, stubble or clothes drawn), today's defaults, and the
 defaults with one feature off at a time. Every row renders
 the same samples (seed, indices): only the named setting differs.
 
@@ -46,7 +47,7 @@ VARIANTS: dict[str, dict] = {  # name → config overrides
     "  without specular": {"material.specular": [0.0, 0.0]},
     "  without ambient occlusion": {"material.occlusion": [0.0, 0.0]},
     "  without cast shadows": {"light.shadow": [0.0, 0.0]},
-    "  with format 1's lighting range": {"light.directional": [0.0, 0.6]},
+    "  with a softer key light (share 0.2–0.5 of the level, not 0.45–0.85)": {"light.directional": [0.2, 0.5]},
     "  with light from any side, not mostly a key light above": {"light.above_prob": 0.0},
     "  with the roll range of 2026-12-03 (±20°, not ±15°)": {"pose.roll_deg": [-20.0, 20.0]},
     "  without hair (bald)": NO_HAIR,
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--save-grid", type=Path, default=None, help="write a 4×4 contact sheet per row here")
+    parser.add_argument("--only", action="append", default=None, metavar="TEXT",
+                        help="run only the rows whose name contains TEXT (repeatable; default: every row)")
     args = parser.parse_args()
     if args.save_grid is not None:
         args.save_grid.mkdir(parents=True, exist_ok=True)
@@ -107,6 +110,8 @@ def main() -> None:
     print(f"{'variant':<60} {'found':>7} {f'|roll|<={ROLL_SPLIT_DEG:.0f}':>10} {'elsewhere':>10} {'ms/render':>10}"
           f" {'dlib found':>11}")
     for name, overrides in VARIANTS.items():
+        if args.only and not any(text in name for text in args.only):
+            continue
         found, upright, elsewhere, seconds, dlib = detection_rate(model, overrides, args.n, args.size, args.save_grid,
                                                                   name)
         print(f"{name:<60} {100 * found:6.1f}% {100 * upright:9.1f}% {100 * elsewhere:9.1f}% {1000 * seconds:10.2f}"

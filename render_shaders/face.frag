@@ -15,8 +15,8 @@ layout(std430, binding = 14) readonly buffer ShadowFrames { vec4 shadow_frames[]
 #ifndef HAIR_PASS  // 1: the hair shell's program; 0: the head's, which has no discard (early depth test)
 #define HAIR_PASS 0
 #endif
-#ifndef SHADOW_PASS  // 1: depth into the shadow map only (the hair shell still cuts its hairline)
-#define SHADOW_PASS 0
+#ifndef DEPTH_ONLY  // 1: depth only, no shading (the shadow map; the heads' depth pre-pass); the hair
+#define DEPTH_ONLY 0  //    shell still cuts its hairline
 #endif
 uniform int coverage_to_alpha;  // 1 in the MSAA colour pass: the hairline's coverage goes to alpha (alpha-to-coverage)
 uniform sampler2D noise;     // the backgrounds' fractal noise: the hair's strands
@@ -57,6 +57,8 @@ layout(location = 4) out vec4 out_pncc;
 const float C1 = 1.1547005383792517;   // 2/sqrt(3)
 const float C2 = 0.9682458365518543;   // sqrt(15)/4
 const float C3 = 0.2795084971874737;   // sqrt(5)/8
+// synthface.shading.KEY_TERMS and KEY_PEAK: a key light's clamped cosine as second-order SH hold it
+const float K0 = 0.25, K1 = 0.5, K2 = 0.15625, KEY_PEAK = 1.0625;
 
 vec3 linear_to_srgb(vec3 c) {
     c = clamp(c, 0.0, 1.0);
@@ -180,7 +182,7 @@ float light_reaching(vec3 n, float cos_light) {
 const float FINE_HAIR_MM = 8.0;  // fine hairs thin out over this band below the shell's cut
 
 void main() {
-    if (SHADOW_PASS == 1) {  // depth only: the hair shell casts from its ragged hairline, as drawn
+    if (DEPTH_ONLY == 1) {  // the hair shell casts from its ragged hairline, as drawn
         if (HAIR_PASS == 1 && v_hair - 3.0 * (strand_noise() + 0.75) < 0.0) discard;
         return;
     }
@@ -204,17 +206,19 @@ void main() {
     for (int k = 0; k < 9; ++k) {
         irradiance += basis[k] * vec3(lights[base + 3 * k], lights[base + 3 * k + 1], lights[base + 3 * k + 2]);
     }
-    // The directional light is SH band 1 (coefficients 1-3 hold y, z, x): its direction and per-channel strength.
+    // The key light's direction and per-channel strength from SH band 1 (coefficients 1-3 hold y, z, x),
+    // as synthface.shading.directional_light reads them.
     vec3 band1[3];
     for (int c = 0; c < 3; ++c) {
         band1[c] = C1 * vec3(lights[base + 9 + c], lights[base + 3 + c], lights[base + 6 + c]);
     }
     vec3 sum = band1[0] + band1[1] + band1[2];
     vec3 l = sum / max(length(sum), 1e-12);
-    vec3 strength = vec3(length(band1[0]), length(band1[1]), length(band1[2]));
-    // Shadowed: the directional light's positive share of the irradiance goes, and its highlight.
-    float lit = dot(n, l) > 0.0 ? light_reaching(n, dot(n, l)) : 1.0;  // facing away: no direct light to block
-    irradiance -= (1.0 - lit) * max(vec3(dot(band1[0], n), dot(band1[1], n), dot(band1[2], n)), 0.0);
+    vec3 strength = vec3(length(band1[0]), length(band1[1]), length(band1[2])) * (KEY_PEAK / K1);
+    // Shadowed: the key's share of the irradiance (synthface.shading.key_falloff) goes, and its highlight.
+    float c_l = dot(n, l);
+    float lit = c_l > 0.0 ? light_reaching(n, c_l) : 1.0;  // facing away: no direct light to block
+    irradiance -= (1.0 - lit) * strength * max(K0 + K1 * c_l + K2 * (3.0 * c_l * c_l - 1.0), 0.0) / KEY_PEAK;
     strength *= lit;
     vec3 h = h_dir(l, v_position);
     float ks = materials[3 * v_instance], shininess = materials[3 * v_instance + 1];

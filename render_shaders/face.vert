@@ -44,6 +44,7 @@ out vec2 v_iris;
 centroid out vec4 v_face_hair;  // centroid: MSAA edge pixels must not extrapolate (t jumps to NO_BROW_T)
 out float v_depth;
 flat out int v_instance;
+invariant gl_Position;  // the heads' depth pre-pass and their colour pass must agree to the bit ('<=')
 
 void main() {
     int i = 3 * (gl_InstanceID * n_vertices + gl_VertexID);

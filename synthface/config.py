@@ -70,14 +70,17 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class LightConfig:
-    """SH lighting in camera space: ambient + one directional lobe + second-order noise, tinted."""
+    """SH lighting in camera space: a fill from all around plus one key light (a clamped cosine, as far as
+    second-order SH hold it), second-order noise, tinted."""
 
-    ambient: Range = _f((0.6, 1.1), 0.0, 10.0, "DC coefficient (1 = albedo shown as is)")
-    directional: Range = _f((0.2, 1.0), 0.0, 2.0, "first-order strength relative to ambient (1: the far side is unlit)")
+    ambient: Range = _f((0.75, 1.25), 0.0, 10.0, "overall level: the irradiance facing the key light "
+                        "(1 = albedo shown as is there)")
+    directional: Range = _f((0.45, 0.85), 0.0, 1.0, "the key light's share of that level, the rest is fill "
+                            "(at 90° to the key: 1 − 0.91·share; 0.85 ≈ a 4:1 key-to-side ratio)")
     above_prob: float = _f(0.9, 0.0, 1.0, "probability that the directional light is a key light from above and "
                            "in front, as in most photos (key_azimuth_deg, key_elevation_deg); else it comes from "
                            "any side of the camera's hemisphere")
-    key_azimuth_deg: Range = _f((-60.0, 60.0), -90.0, 90.0, "key light: angle beside the camera, about the "
+    key_azimuth_deg: Range = _f((-45.0, 45.0), -90.0, 90.0, "key light: angle beside the camera, about the "
                                 "vertical (+ = from the image's right), uniform")
     key_elevation_deg: Range = _f((10.0, 55.0), -90.0, 90.0, "key light: angle above the horizontal through "
                                   "the face, uniform")

@@ -285,8 +285,11 @@ class FaceRenderer:
         self._program = load_program(self.ctx, "face", defines={"HAIR_PASS": 0})
         self._hair_program = load_program(self.ctx, "face", defines={"HAIR_PASS": 1})
         # The shadow pass: the same two variants, drawn from the light into a depth-only map atlas.
-        self._shadow_programs = [load_program(self.ctx, "face", defines={"HAIR_PASS": h, "SHADOW_PASS": 1})
-                                 for h in (0, 1)]
+        self._shadow_programs = [load_program(self.ctx, "face", defines={"HAIR_PASS": h, "SHADOW_PASS": 1,
+                                                                          "DEPTH_ONLY": 1}) for h in (0, 1)]
+        # The heads' depth pre-pass: drawn before the hair shell, whose back half (behind the face, >2/3 of
+        # its fragments) then fails the depth test before it is shaded.
+        self._depth_program = load_program(self.ctx, "face", defines={"HAIR_PASS": 0, "DEPTH_ONLY": 1})
         for name, value in (("n_vertices", model.n_vertices), ("grid", self.grid),
                             ("tile_size", (float(size), float(size))), ("depth_range", self.settings.depth_range),
                             ("noise", 0), ("coverage_to_alpha", 0),
@@ -296,7 +299,7 @@ class FaceRenderer:
                             ("pncc_extent", tuple(float(x) for x in np.subtract(*pncc_box(model)[::-1]))),
                             *((f"{c}_class", SEGMENTATION_CLASSES.index(c) / 255.0)
                               for c in ("hair", "face", "brows", "neck", "clothes", "eyes", "mouth"))):
-            for program in (self._program, self._hair_program, *self._shadow_programs):
+            for program in (self._program, self._hair_program, self._depth_program, *self._shadow_programs):
                 if program.get(name, None) is not None:  # each variant uses some of them
                     program[name] = value
         rim = rim_triangles(model.triangles, model.n_vertices)
@@ -319,6 +322,7 @@ class FaceRenderer:
                       (self._face_hair, (("4f", "in_face_hair"),)), (self._collar, (("2f", "in_collar"),)),
                       (self._iris, (("2f", "in_iris"),))]
         self._vao = self._vertex_array(self._program, attributes, self._ibo)
+        self._depth_vao = self._vertex_array(self._depth_program, attributes, self._ibo)
         # The hair shell: only triangles hair can reach (none for a model without a scalp).
         scalp_tris = model.triangles[(hairline[model.triangles] > NO_HAIR).all(axis=1)]
         self._hair_ibo = self.ctx.buffer(np.ascontiguousarray(scalp_tris, np.uint32)) if len(scalp_tris) else None
@@ -410,7 +414,8 @@ class FaceRenderer:
     def release(self) -> None:
         """Free every GL object (and the context if this renderer created it)."""
         with self.ctx:
-            for obj in (self._vao, self._fbo, self._depth, *self._targets, self._ibo, self._pncc, self._occlusion,
+            for obj in (self._vao, self._depth_vao, self._depth_program, self._fbo, self._depth, *self._targets,
+                        self._ibo, self._pncc, self._occlusion,
                         self._regions, self._hairline, self._face_hair, self._collar, self._iris,
                         *filter(None, (self._hair_vao, self._hair_ibo)),
                         self._bg_vao, self._bg_program, self._occ_vao, self._occ_program,
@@ -443,7 +448,15 @@ class FaceRenderer:
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)
         self._noise.use(location=0)
-        # First the hair (both faces: through the hairline's cut the shell's inside shows, hair around the
+        if hair:  # the heads' depth first: the hair shell behind them is then never shaded
+            writes = fbo.color_mask
+            fbo.color_mask = tuple((False,) * 4 for _ in writes)
+            fbo.use()
+            self._draw_heads(self._depth_vao, b)
+            fbo.color_mask = writes
+            fbo.use()
+            self.ctx.depth_func = "<="  # the heads' colour pass meets its own depth
+        # Then the hair (both faces: through the hairline's cut the shell's inside shows, hair around the
         # face): the head's scalp behind it then fails the depth test before it is shaded.
         if hair:
             if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
@@ -453,15 +466,8 @@ class FaceRenderer:
             if multisampled:
                 self.ctx.disable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
                 self._hair_program["coverage_to_alpha"] = 0
-        # Triangles are wound counter-clockwise seen from outside in camera space (x right, y down):
-        # clockwise in GL's window space, whose y points up.
-        self.ctx.front_face = "cw"
-        self.ctx.enable(moderngl.CULL_FACE)
-        self._vao.render(moderngl.TRIANGLES, vertices=3 * self._n_closed, instances=b)
-        self.ctx.disable(moderngl.CULL_FACE)
-        n_rim = len(self.model.triangles) - self._n_closed
-        if n_rim:
-            self._vao.render(moderngl.TRIANGLES, first=3 * self._n_closed, vertices=3 * n_rim, instances=b)
+        self._draw_heads(self._vao, b)
+        self.ctx.depth_func = "<"
         if occluders:
             self._occ_vao.render(moderngl.TRIANGLES, vertices=6, instances=b * MAX_OCCLUDERS)
         if background:  # at depth 1.0: passes '<=' only where the cleared depth is left
@@ -470,6 +476,18 @@ class FaceRenderer:
                 self._images.use(location=1)
             self._bg_vao.render(moderngl.TRIANGLES, vertices=6, instances=b)
             self.ctx.depth_func = "<"
+
+    def _draw_heads(self, vao: moderngl.VertexArray, b: int) -> None:
+        """The heads of ``b`` instances: closed surfaces with their back faces culled, then the rim."""
+        # Triangles are wound counter-clockwise seen from outside in camera space (x right, y down):
+        # clockwise in GL's window space, whose y points up.
+        self.ctx.front_face = "cw"
+        self.ctx.enable(moderngl.CULL_FACE)
+        vao.render(moderngl.TRIANGLES, vertices=3 * self._n_closed, instances=b)
+        self.ctx.disable(moderngl.CULL_FACE)
+        n_rim = len(self.model.triangles) - self._n_closed
+        if n_rim:
+            vao.render(moderngl.TRIANGLES, first=3 * self._n_closed, vertices=3 * n_rim, instances=b)
 
     def _draw_shadows(self, b: int, hair: bool) -> None:
         """Depth from the light into each sample's shadow tile: the heads, then the hair shells (both
@@ -580,7 +598,7 @@ class FaceRenderer:
                                                           self._shadow_framed))):
                 self._upload(binding, data)
             self._upload_images(params)
-            for program in (self._program, self._hair_program, *self._shadow_programs):
+            for program in (self._program, self._hair_program, self._depth_program, *self._shadow_programs):
                 program["first_tile"] = first_tile
             self._bg_program["first_tile"] = first_tile
             self._occ_program["first_tile"] = first_tile

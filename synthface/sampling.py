@@ -43,7 +43,7 @@ from .params import (
     TRANSLATION,
     param_layout,
 )
-from .shading import C1
+from .shading import key_light
 
 
 def _plan(blocks: list[tuple[str, int]]) -> tuple[dict[str, slice], int]:
@@ -435,7 +435,8 @@ class ParameterSampler:
     def _light(self, direction: np.ndarray, second_order: np.ndarray, tint: np.ndarray,
                ambient: np.ndarray, strength: np.ndarray, above: np.ndarray,
                azimuth: np.ndarray, elevation: np.ndarray) -> np.ndarray:
-        """(B, 9, 3) SH coefficients: ambient · (1 + strength·(d·n) + second-order noise), tinted.
+        """(B, 9, 3) SH coefficients: ambient · ((1 − share)·fill + share·key(d·n) + second-order noise),
+        tinted; key is :func:`~synthface.shading.key_light` (a clamped cosine), ``share`` = ``strength``.
 
         Where ``above``, ``d`` is a key light at ``azimuth`` beside the camera and ``elevation`` above the
         face (rad; photos are mostly lit so: the brow ridge shades the eyes, the nose its underside);
@@ -445,10 +446,9 @@ class ParameterSampler:
         key = np.stack([np.sin(azimuth) * np.cos(elevation), -np.sin(elevation),  # camera y points down
                         -np.cos(azimuth) * np.cos(elevation)], axis=1)
         d = np.where(above[:, None], key, d)
-        coeffs = np.zeros((d.shape[0], 9))
-        coeffs[:, 0] = 1.0
-        coeffs[:, 1:4] = strength[:, None] * d[:, [1, 2, 0]] / C1  # band 1 holds (y, z, x)
-        coeffs[:, 4:9] = self.config.light.second_order * second_order
+        coeffs = strength[:, None] * key_light(d)
+        coeffs[:, 0] += 1.0 - strength
+        coeffs[:, 4:9] += self.config.light.second_order * second_order
         colour = np.exp(self.config.light.tint * tint @ _TINT_AXES)  # (B, 3), positive
         return ambient[:, None, None] * coeffs[:, :, None] * colour[:, None, :]
 

@@ -23,10 +23,14 @@ with ``H_k = (Â_l/π) · Y_k / Y_00`` (Ramamoorthi & Hanrahan 2001: Â_0 = π,
 Â_1 = 2π/3, Â_2 = π/4), i.e. c1 = 2/√3, c2 = √15/4, c3 = √5/8.
 Shading is ``albedo · Σ_k light[k] · H_k(n)``, clipped below at 0.
 
+The sampler's lights are a fill (band 0) plus a key light from one direction (:func:`key_light`:
+a clamped cosine as far as second order holds it, so the side of a face at 90° to the key gets the
+fill and a twelfth of the key, as in a photo, not half of it as a first-order lobe gives).
+
 The renderer adds two terms on top (format 2): the albedo is darkened by a per-vertex ambient
 occlusion (:mod:`synthface.occlusion`), and a Blinn-Phong lobe (:func:`specular`) reflects the
-directional part of the lighting — its first-order band, whose direction and per-channel strength
-:func:`directional_light` reads back from the coefficients.
+key light — its direction and per-channel strength :func:`directional_light` reads back from the
+first-order band. Cast shadows (format 4) take the key's :func:`key_falloff` share out.
 """
 
 from __future__ import annotations
@@ -77,14 +81,42 @@ def _unit(x):
     return x / (n.clip(1e-12) if isinstance(n, np.ndarray) else n.clamp_min(1e-12))
 
 
-def directional_light(light):
-    """(B, 9, 3) lighting → unit direction towards the light (B, 3), camera space, and strength (B, 3).
+KEY_TERMS = (0.25, 0.5, 5.0 / 32.0)
+"""max(c, 0) ≈ K0 + K1·c + K2·(3c² − 1): a clamped cosine's Legendre terms up to l = 2 (all that
+second-order SH hold), c the cosine of the angle to the light."""
+KEY_PEAK = KEY_TERMS[0] + KEY_TERMS[1] + 2.0 * KEY_TERMS[2]
+"""Those terms at c = 1 (1.0625): :func:`key_falloff` divides by it, so a key light is 1 facing it."""
 
-    The first-order band ``light[1:4]`` (y, z, x) of channel c is ``strength_c · d / c1`` for a light
-    from direction d; the direction is that of the channels' sum.
+
+def key_falloff(cos):
+    """A key light's share of its full strength at ``cos`` (any shape) of the angle to it: the clamped
+    cosine as second-order SH hold it — 1 facing the light, 0.09 at 90°, 0.06 behind, −0.04 at its
+    dip near 115° (which the fill covers). The shader's shadows use the same function (face.frag)."""
+    k0, k1, k2 = KEY_TERMS
+    return (k0 + k1 * cos + k2 * (3.0 * cos * cos - 1.0)) / KEY_PEAK
+
+
+def key_light(direction: np.ndarray) -> np.ndarray:
+    """(B, 9) SH coefficients of a distant light from unit camera-space ``direction`` (B, 3) whose
+    irradiance at normal n is :func:`key_falloff` (n·d); per channel, scale by the light's strength."""
+    d = np.asarray(direction, np.float64)
+    x, y, z = d[:, 0], d[:, 1], d[:, 2]
+    k0, k1, k2 = (t / KEY_PEAK for t in KEY_TERMS)
+    # 3(d·n)² − 1 = nᵀ(3ddᵀ − I)n, a traceless form: written in the basis's xy, yz, 3z²−1, xz, x²−y² terms
+    return np.stack([np.full_like(x, k0), k1 * y / C1, k1 * z / C1, k1 * x / C1,
+                     6.0 * k2 * x * y / C2, 6.0 * k2 * y * z / C2, k2 * (3.0 * z * z - 1.0) / (2.0 * C3),
+                     6.0 * k2 * x * z / C2, 3.0 * k2 * (x * x - y * y) / C2], axis=1)
+
+
+def directional_light(light):
+    """(B, 9, 3) lighting → unit direction towards the key light (B, 3), camera space, and its strength (B, 3).
+
+    The first-order band ``light[1:4]`` (y, z, x) of channel c is ``strength_c · K1/KEY_PEAK · d / c1``
+    for a :func:`key_light` from direction d (strength: its irradiance facing it); the direction is that
+    of the channels' sum.
     """
     band1 = C1 * light[:, [3, 1, 2], :]  # (B, xyz, channel)
-    return _unit(band1.sum(-1)), _norm(band1, 1)
+    return _unit(band1.sum(-1)), _norm(band1, 1) * (KEY_PEAK / KEY_TERMS[1])
 
 
 def specular(normals, points, light, material):

@@ -466,7 +466,7 @@ def test_sfs_loss_models_the_renderers_highlights_and_occlusion(bundled_model, g
     from synthface.render import FaceRenderer, RenderSettings
 
     cfg = load_config(overrides={"image_size": 96, "pose.yaw_deg": [-20, 20], "pose.pitch_deg": [-10, 10],
-                                 "camera.distance_mm": [400, 600], "light.directional": [0.8, 1.0],
+                                 "camera.distance_mm": [400, 600], "light.directional": [0.35, 0.45],  # fill for AO
                                  "light.second_order": 0.0, "material.specular": [0.6, 0.6],
                                  "material.shininess": [12, 12], "material.occlusion": [1.0, 1.0],
                                  "light.shadow": [0.0, 0.0]})  # cast shadows: the one term the loss leaves out

@@ -11,7 +11,7 @@ from synthface.model import FACE_CLASSES, SEGMENTATION_CLASSES
 from synthface.occlusion import vertex_occlusion
 from synthface.params import EYES_FIELDS
 from synthface.render import FaceRenderer, RenderSettings, landmark_visibility
-from synthface.shading import C1, irradiance, linear_to_srgb, specular
+from synthface.shading import irradiance, key_light, linear_to_srgb, specular
 
 from .conftest import make_model
 
@@ -24,6 +24,17 @@ def frontal_config(image_size: int = SIZE, **extra):
                  "camera.distance_mm": [300, 900]}
     overrides.update(extra)
     return load_config(overrides=overrides)
+
+
+def neutral_copies(model, n: int, size: int, **extra) -> dict[str, np.ndarray]:
+    """``n`` copies of one frontal, upright sample (seed 0) with a neutral expression at ``size`` px:
+    tests set one parameter per copy and compare."""
+    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
+                                             "pose.roll_deg": [0, 0], **extra})
+    one = sample_params(model, seed=0, indices=[0], config=cfg)
+    params = {k: np.repeat(v, n, axis=0) for k, v in one.items()}
+    params["expression"][:] = 0.0
+    return params
 
 
 def ray_cast(vertices: np.ndarray, triangles: np.ndarray, k: np.ndarray, size: int):
@@ -386,10 +397,7 @@ def test_clothes_follow_their_parameters(bundled_model, gl_ctx):
     from synthface.params import CLOTHES
 
     size = 96
-    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
-                                             "pose.roll_deg": [0, 0], "camera.face_fraction": [0.4, 0.4]})
-    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
-    params = {k: np.repeat(v, 3, axis=0) for k, v in one.items()}
+    params = neutral_copies(bundled_model, 3, size, **{"camera.face_fraction": [0.4, 0.4]})
     c = params["clothes"]
     c[:] = 0.0
     c[:, CLOTHES["coverage"]] = [0.0, 1.0, 1.0]
@@ -419,11 +427,7 @@ def test_brows_and_stubble_follow_their_parameters(bundled_model, gl_ctx):
     from synthface.params import FACIAL_HAIR
 
     size = 128
-    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
-                                             "pose.roll_deg": [0, 0], "hair.bald_prob": 1.0})
-    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
-    params = {k: np.repeat(v, 3, axis=0) for k, v in one.items()}
-    params["expression"][:] = 0.0
+    params = neutral_copies(bundled_model, 3, size, **{"hair.bald_prob": 1.0})
     fh = params["facial_hair"]
     fh[:, FACIAL_HAIR["brow_density"]] = [0.0, 1.0, 0.0]
     fh[:, FACIAL_HAIR["beard_density"]] = [0.0, 0.0, 1.0]
@@ -461,15 +465,12 @@ def test_eyes_follow_their_parameters(bundled_model, gl_ctx):
     from synthface.params import EYES
 
     size = 160
-    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
-                                             "pose.roll_deg": [0, 0], "camera.face_fraction": [0.7, 0.7]})
-    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
-    params = {k: np.repeat(v, 3, axis=0) for k, v in one.items()}
-    params["expression"][:] = 0.0
+    params = neutral_copies(bundled_model, 3, size, **{"camera.face_fraction": [0.7, 0.7]})
     e = params["eyes"]
     e[:, EYES["r"]:EYES["b"] + 1] = [[0.02, 0.01, 0.005], [0.3, 0.4, 0.6], [0.3, 0.4, 0.6]]
     e[:, EYES["pupil"]] = [0.3, 0.1, 0.9]
     e[:, EYES["fibres"]] = 0.3
+    params["shadow"][:] = 0.0  # a shadow's edge falls a level apart in another tile's shadow map
     with FaceRenderer(bundled_model, RenderSettings(size, antialias="off"), ctx=gl_ctx) as r:
         out = r.render(params)
     assert gl_ctx.error == "GL_NO_ERROR"
@@ -497,12 +498,11 @@ def test_eyes_follow_their_parameters(bundled_model, gl_ctx):
 
 
 def _lit_from(direction, strength: float = 1.0) -> np.ndarray:
-    """(9, 3) SH light: ambient 0.5 plus a directional lobe towards camera-space ``direction``."""
+    """(9, 3) SH light: a fill of 0.5 plus a key light of ``0.5·strength`` from camera-space ``direction``."""
     d = np.asarray(direction, float) / np.linalg.norm(direction)
-    light = np.zeros((9, 3), np.float32)
-    light[0] = 0.5
-    light[1:4] = (0.5 * strength * d[[1, 2, 0]] / C1)[:, None]
-    return light
+    light = 0.5 * strength * key_light(d[None])[0]
+    light[0] += 0.5
+    return np.repeat(light[:, None], 3, axis=1).astype(np.float32)
 
 
 def test_cast_shadows_darken_only_what_the_head_hides_from_the_light(bundled_model, gl_ctx):
@@ -510,11 +510,7 @@ def test_cast_shadows_darken_only_what_the_head_hides_from_the_light(bundled_mod
     that face the light but are hidden from it go darker, none brighter; geometry outputs do not move. Lit
     from the camera, almost nothing is hidden; at strength 0 the image is as without the pass."""
     size = 128
-    cfg = frontal_config(image_size=size, **{"pose.yaw_deg": [0, 0], "pose.pitch_deg": [0, 0],
-                                             "pose.roll_deg": [0, 0], "hair.bald_prob": 1.0})
-    one = sample_params(bundled_model, seed=0, indices=[0], config=cfg)
-    params = {k: np.repeat(v, 4, axis=0) for k, v in one.items()}
-    params["expression"][:] = 0.0
+    params = neutral_copies(bundled_model, 4, size, **{"hair.bald_prob": 1.0})
     params["material"][:] = 0.0
     above = [-0.5, -1.0, -0.4]  # camera space: from the image's upper left, in front of the face
     high, front = _lit_from(above), _lit_from([0.0, 0.0, -1.0])
@@ -645,3 +641,26 @@ def test_rim_triangles_are_those_near_open_edges(bundled_model):
     names = {SEGMENTATION_CLASSES[c] for c in np.unique(regions)}
     assert {"clothes", "eyes", "mouth"} <= names and "scalp" not in names  # the bust's cut, lash strips, mouth
     assert 0.05 < rim.mean() < 0.3
+
+
+def test_the_hair_behind_a_head_is_never_shaded(bundled_model, gl_ctx):
+    """The heads' depth pre-pass: the hair shell's fragments that pass the depth test (and are shaded)
+    are about those the image shows as hair (×1.3: the shell's inside behind its outside), not also the
+    back of the shell behind each face (×4 without the pre-pass)."""
+    cfg = frontal_config(image_size=64, **{"hair.bald_prob": 0.0})
+    params = sample_params(bundled_model, seed=0, indices=np.arange(8), config=cfg)
+    with FaceRenderer(bundled_model, RenderSettings(64, antialias="off"), ctx=gl_ctx) as r:
+        passed, draw = [], r._hair_vao.render
+
+        def counted(*args, **kwargs) -> None:
+            query = gl_ctx.query(samples=True)
+            with query:
+                draw(*args, **kwargs)
+            passed.append(query.samples)  # (moderngl's Query has no release(): freed with the context)
+
+        r._hair_vao.render = counted
+        out = r.render(params)
+    assert gl_ctx.error == "GL_NO_ERROR"
+    hair = int((out.segmentation == SEGMENTATION_CLASSES.index("hair")).sum())
+    assert hair > 8 * 100 and len(passed) == 1
+    assert passed[0] <= 1.6 * hair

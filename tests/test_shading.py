@@ -9,7 +9,7 @@ import pytest
 import scipy.special
 import torch
 
-from synthface.shading import irradiance, linear_to_srgb, sh_basis, shade
+from synthface.shading import directional_light, irradiance, key_falloff, key_light, linear_to_srgb, sh_basis, shade
 
 
 def _real_sh(degree: int, m: int, n: np.ndarray) -> np.ndarray:
@@ -36,6 +36,33 @@ def test_basis_is_lambertian_scaled_real_sh():
     for k, (degree, m) in enumerate(order):
         want = kernel[degree] * _real_sh(degree, m, n) / y00
         np.testing.assert_allclose(ours[:, k], want, atol=1e-10, err_msg=str(k))
+
+
+def test_key_light_is_a_distant_lights_irradiance_up_to_second_order():
+    """key_light(d) shades like a distant light from d as nine SH terms hold it (Ramamoorthi & Hanrahan:
+    E(n) = Σ Â_l Y_lm(d) Y_lm(n), from scipy's harmonics), scaled to 1 facing it; directional_light reads
+    the direction and strength back."""
+    rng = np.random.default_rng(1)
+    d = rng.standard_normal((4, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    n = rng.standard_normal((300, 3))
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    kernel = {0: math.pi, 1: 2.0 * math.pi / 3.0, 2: math.pi / 4.0}
+    order = [(0, 0), (1, -1), (1, 0), (1, 1), (2, -2), (2, -1), (2, 0), (2, 1), (2, 2)]
+    for di in d:
+        def e(points, di=di):
+            return sum(kernel[deg] * _real_sh(deg, m, di[None]) * _real_sh(deg, m, points) for deg, m in order)
+        want = e(n) / e(di[None])
+        got = irradiance(n[None], np.repeat(key_light(di[None])[:, :, None], 3, axis=2))[0, :, 0]
+        np.testing.assert_allclose(got, np.maximum(want, 0.0), atol=1e-10)
+        np.testing.assert_allclose(key_falloff(n @ di), want, atol=1e-10)
+    assert key_falloff(1.0) == pytest.approx(1.0) and 0.08 < key_falloff(0.0) < 0.1  # 90°: a twelfth
+    strength = np.array([[0.5, 0.7, 0.9]] * 4)
+    light = key_light(d)[:, :, None] * strength[:, None, :]
+    light[:, 0] += 0.3  # a fill changes neither
+    direction, got = directional_light(light)
+    np.testing.assert_allclose(direction, d, atol=1e-12)
+    np.testing.assert_allclose(got, strength, atol=1e-12)
 
 
 def test_unit_ambient_light_shows_the_albedo():
