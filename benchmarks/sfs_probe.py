@@ -4,8 +4,10 @@ Not a network: per face, a per-pixel depth offset is optimised directly (Adam, o
 ``--optimizer lbfgs``) under ``synthface.nets.sfs_loss`` as training calls it (the trainer's
 weights and masks unless ``--weights`` / ``--margin`` / ``--albedo-tolerance``), i.e. what a FineNet
 that fitted the loss perfectly would output. Albedo and lighting: ``--albedo true --light true`` —
-the sample's own, drawn at the start's geometry (``sfs_appearance="shard"``, the trainer's default
-on shards); ``--albedo mean --light solved`` — the model's mean albedo
+the sample's own, drawn at the start's geometry, and its ``material``'s highlights in the loss
+(``sfs_appearance="shard"``, the trainer's default on shards; the probe left the material out
+until 2026-12-08, so its earlier figures on images with highlights overstate the drift);
+``--albedo mean --light solved`` — the model's mean albedo
 (``synthface.feedback.render_mean_albedo``) and lighting solved from the current depth, what photos
 (and ``sfs_appearance="estimated"``) get. The defaults follow the trainer's ``sfs_appearance``.
 The depth error (``synthface.evaluate.depth_error_percent``, aligned, % of the face's depth
@@ -48,7 +50,7 @@ from synthface.render import FaceRenderer, RenderSettings
 from synthface.shading import srgb_to_linear
 from synthface.train import TrainConfig
 
-FIELDS = ("image", "depth", "mask", "identity", "expression", "albedo", "pose", "light", "intrinsics")
+FIELDS = ("image", "depth", "mask", "identity", "expression", "albedo", "pose", "light", "material", "intrinsics")
 
 
 def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
@@ -59,7 +61,7 @@ def load(data: Path, n: int, split: str) -> dict[str, torch.Tensor]:
 
 def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: torch.Tensor, rho: torch.Tensor,
              options: dict, steps: int, lr: float, light: torch.Tensor | None = None,
-             method: str = "adam") -> torch.Tensor:
+             method: str = "adam", material: torch.Tensor | None = None) -> torch.Tensor:
     """Depth after ``steps`` steps on the SfS loss (``options``: its keyword arguments, as
     ``TrainConfig.sfs_options``) over ``mask`` (pixels off it keep the start's depth); the offset
     is in pixel footprints, as FineNet's residual.
@@ -73,7 +75,8 @@ def optimise(start: torch.Tensor, mask: torch.Tensor, image: torch.Tensor, k: to
     offset = torch.zeros_like(start, requires_grad=True)
 
     def loss() -> torch.Tensor:
-        return sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, **options, light=light)[0]
+        return sfs_loss(start + mask * footprint * offset, start, image, k, mask, rho, **options, light=light,
+                        material=material)[0]
 
     if method == "lbfgs":
         opt = torch.optim.LBFGS([offset], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
@@ -151,6 +154,7 @@ def main() -> None:
     print(f"{'start':<22} {'loss over':<22} {'error before':>12} {'after':>7} {'rms change':>11} {'Δ²':>8}")
     look = {"albedo": b["albedo"].numpy()} if args.albedo == "true" else {}  # replaces the mean albedo
     light = b["light"].float() if args.light == "true" else None
+    material = b["material"].float() if args.light == "true" else None  # as training: the highlights with the light
     for name, (depth, mask, params) in starts.items():
         _, rho = render_mean_albedo(renderer, {**params, **look}, k_np)
         variants = [("its mask", mask)]
@@ -158,7 +162,8 @@ def main() -> None:
             variants.append(("∩ truth mask (oracle)", mask * b["mask"].float()))
         for label, loss_mask in variants:
             t = time.perf_counter()
-            after = optimise(depth, loss_mask, image, k, rho, options, args.steps, args.lr, light, args.optimizer)
+            after = optimise(depth, loss_mask, image, k, rho, options, args.steps, args.lr, light, args.optimizer,
+                             material)
             change = after - depth
             rms = masked_mean(change**2, mask).sqrt().item()
             wiggle = masked_mean(laplacian(change, mask) ** 2, laplacian_mask(mask)).item()
