@@ -60,6 +60,9 @@ const float C3 = 0.2795084971874737;   // sqrt(5)/8
 // synthface.shading.KEY_TERMS and KEY_PEAK: a key light's clamped cosine as second-order SH hold it
 const float K0 = 0.25, K1 = 0.5, K2 = 0.15625, KEY_PEAK = 1.0625;
 
+// synthface.shading.key_falloff: a key light's share of its strength at cosine c of the angle to it.
+float key_falloff(float c) { return (K0 + K1 * c + K2 * (3.0 * c * c - 1.0)) / KEY_PEAK; }
+
 vec3 linear_to_srgb(vec3 c) {
     c = clamp(c, 0.0, 1.0);
     return mix(12.92 * c, 1.055 * pow(c, vec3(1.0 / 2.4)) - 0.055, step(vec3(0.0031308), c));
@@ -218,7 +221,7 @@ void main() {
     // Shadowed: the key's share of the irradiance (synthface.shading.key_falloff) goes, and its highlight.
     float c_l = dot(n, l);
     float lit = c_l > 0.0 ? light_reaching(n, c_l) : 1.0;  // facing away: no direct light to block
-    irradiance -= (1.0 - lit) * strength * max(K0 + K1 * c_l + K2 * (3.0 * c_l * c_l - 1.0), 0.0) / KEY_PEAK;
+    irradiance -= (1.0 - lit) * strength * max(key_falloff(c_l), 0.0);
     strength *= lit;
     vec3 h = h_dir(l, v_position);
     float ks = materials[3 * v_instance], shininess = materials[3 * v_instance + 1];

@@ -448,7 +448,8 @@ class FaceRenderer:
         fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)
         self.ctx.enable(moderngl.DEPTH_TEST)
         self._noise.use(location=0)
-        if hair:  # the heads' depth first: the hair shell behind them is then never shaded
+        if hair:
+            # The heads' depth first: the hair shell behind them is then never shaded.
             writes = fbo.color_mask
             fbo.color_mask = tuple((False,) * 4 for _ in writes)
             fbo.use()
@@ -456,9 +457,8 @@ class FaceRenderer:
             fbo.color_mask = writes
             fbo.use()
             self.ctx.depth_func = "<="  # the heads' colour pass meets its own depth
-        # Then the hair (both faces: through the hairline's cut the shell's inside shows, hair around the
-        # face): the head's scalp behind it then fails the depth test before it is shaded.
-        if hair:
+            # Then the hair (both faces: through the hairline's cut the shell's inside shows, hair around
+            # the face): the head's scalp behind it then fails the depth test before it is shaded.
             if multisampled:  # the hairline's coverage as alpha → samples: anti-aliased, not a cut-out edge
                 self.ctx.enable_direct(GL_SAMPLE_ALPHA_TO_COVERAGE)
                 self._hair_program["coverage_to_alpha"] = 1

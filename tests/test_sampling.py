@@ -10,6 +10,7 @@ from synthface.config import load_config
 from synthface.errors import ConfigError
 from synthface.params import BACKGROUND, BACKGROUND_SOURCES, CLOTHES, EYES, MATERIAL, SHAPE
 from synthface.sampling import EYE_COLOURS, ParameterSampler, typical_eyes
+from synthface.shading import directional_light
 
 
 def _equal(a: dict, b: dict) -> None:
@@ -97,23 +98,16 @@ def test_light_is_ambient_when_strengths_are_zero(sphere_model):
     np.testing.assert_allclose(light, expect, atol=1e-6)
 
 
-def _light_directions(light: np.ndarray) -> np.ndarray:
-    """(B, 3) unit camera-space directions towards the light, from SH band 1 (which holds y, z, x)."""
-    band1 = light[:, 1:4, 0]
-    d = band1[:, [2, 0, 1]]
-    return d / np.linalg.norm(d, axis=1, keepdims=True)
-
-
 def test_key_light_comes_from_above_and_in_front_within_its_ranges(sphere_model):
     cfg = load_config(overrides={"light.above_prob": 1.0, "light.key_azimuth_deg": [-30, 50],
                                  "light.key_elevation_deg": [20, 40], "light.tint": 0.0,
                                  "light.directional": [0.5, 1.0]})
-    d = _light_directions(sample_params(sphere_model, seed=3, indices=range(400), config=cfg)["light"])
+    d = directional_light(sample_params(sphere_model, seed=3, indices=range(400), config=cfg)["light"])[0]
     azimuth, elevation = np.degrees(np.arctan2(d[:, 0], -d[:, 2])), np.degrees(np.arcsin(-d[:, 1]))
     assert azimuth.min() >= -30 - 1e-3 and azimuth.max() <= 50 + 1e-3 and np.ptp(azimuth) > 70
     assert elevation.min() >= 20 - 1e-3 and elevation.max() <= 40 + 1e-3 and np.ptp(elevation) > 17
     anywhere = load_config(overrides={"light.above_prob": 0.0, "light.tint": 0.0, "light.directional": [0.5, 1.0]})
-    d = _light_directions(sample_params(sphere_model, seed=3, indices=range(400), config=anywhere)["light"])
+    d = directional_light(sample_params(sphere_model, seed=3, indices=range(400), config=anywhere)["light"])[0]
     assert (d[:, 2] <= 0).all() and 0.3 < (d[:, 1] > 0).mean() < 0.7  # the camera's hemisphere, below too
 
 
